@@ -1,0 +1,1472 @@
+//! Strict JSON: this module owns the crate's JSON value model ([`JsonValue`],
+//! [`JsonNumber`], [`JsonObject`]), a bounded iterative parser that accepts
+//! and rejects exactly what `serde_json` 1.x (with `arbitrary_precision`)
+//! does while keeping every number's exact source text and every duplicate
+//! object key, the `serde_json`-compatible string escaper, and the canonical
+//! writer (sorted keys, no whitespace, last duplicate wins) used to hash
+//! tool-call arguments and sign receipts. The parser runs on attacker-controlled
+//! text: it never panics, never converts numbers to floating point, and uses an
+//! explicit stack instead of recursion, so nesting is bounded only by
+//! [`JsonLimits`].
+
+use std::fmt::Write as _;
+
+/// The largest nesting depth the parser will ever allow, whatever
+/// [`JsonLimits::max_depth`] says. Dropping, comparing and converting a
+/// [`JsonValue`] recurse over its depth, so this keeps those operations far
+/// away from the thread stack limit.
+const MAX_SUPPORTED_DEPTH: usize = 4096;
+
+/// A parsed JSON value.
+///
+/// Numbers keep their exact source text (see [`JsonNumber`]) and objects keep
+/// their members in source order, duplicates included (see [`JsonObject`]).
+/// Equality is structural and textual: `1.0` and `1.00` are different values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonValue {
+    /// The literal `null`.
+    Null,
+    /// The literal `true` or `false`.
+    Bool(bool),
+    /// A number, kept as its validated source text.
+    Number(JsonNumber),
+    /// A string, holding the decoded (unescaped) text.
+    String(String),
+    /// An array, in source order.
+    Array(Vec<JsonValue>),
+    /// An object, in source order with duplicate keys kept.
+    Object(JsonObject),
+}
+
+impl JsonValue {
+    /// The JSON kind of this value: `"null"`, `"bool"`, `"number"`,
+    /// `"string"`, `"array"` or `"object"`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            JsonValue::Null => "null",
+            JsonValue::Bool(_) => "bool",
+            JsonValue::Number(_) => "number",
+            JsonValue::String(_) => "string",
+            JsonValue::Array(_) => "array",
+            JsonValue::Object(_) => "object",
+        }
+    }
+
+    /// The decoded text if this value is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            JsonValue::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The object if this value is an object.
+    pub fn as_object(&self) -> Option<&JsonObject> {
+        match self {
+            JsonValue::Object(o) => Some(o),
+            _ => None,
+        }
+    }
+}
+
+/// A JSON number, stored as its exact, validated source text
+/// (`-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`).
+///
+/// The text is never converted to floating point, so `1.50`, `1E+2`, `1e400`
+/// and 40-digit integers are all kept verbatim. Equality is textual.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JsonNumber(Box<str>);
+
+impl JsonNumber {
+    /// The exact source text of the number.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the text is written as an integer, i.e. contains none of
+    /// `.`, `e`, `E`. (`1e3` is not integer syntax even though its value is
+    /// integral.)
+    pub fn is_integer_syntax(&self) -> bool {
+        !self.0.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'))
+    }
+
+    /// Validates `text` against the JSON number grammar (the whole text, no
+    /// surrounding whitespace) and wraps it, or returns `None`.
+    pub fn parse(text: &str) -> Option<JsonNumber> {
+        match scan_number(text.as_bytes(), 0) {
+            Ok(end) if end == text.len() => Some(JsonNumber(text.into())),
+            _ => None,
+        }
+    }
+}
+
+/// A JSON object: members in source order, duplicate keys kept.
+///
+/// Lookups follow `serde_json` semantics (the last occurrence of a key wins);
+/// callers that must reject duplicates can detect them with [`JsonObject::iter`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JsonObject(Vec<(String, JsonValue)>);
+
+impl JsonObject {
+    /// An empty object.
+    pub fn new() -> Self {
+        JsonObject(Vec::new())
+    }
+
+    /// The value of the last member named `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&JsonValue> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// All members in source order, duplicates included.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &JsonValue)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Number of members, duplicates included.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the object has no members.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Appends a member (an existing member with the same key is kept; the new
+    /// one shadows it for [`JsonObject::get`]).
+    pub fn insert(&mut self, k: String, v: JsonValue) {
+        self.0.push((k, v));
+    }
+}
+
+/// Resource limits applied by [`parse`] and [`parse_bytes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonLimits {
+    /// Maximum number of nested containers (arrays and objects), counting the
+    /// outermost one. The default, 127, matches `serde_json`'s recursion
+    /// limit: 127 nested arrays parse and 128 fail. Values above 4096 are
+    /// clamped to 4096, because dropping, comparing or converting a parsed
+    /// value recurses over its depth.
+    pub max_depth: usize,
+    /// Maximum input length in bytes; longer input is rejected before parsing.
+    pub max_len: usize,
+}
+
+impl Default for JsonLimits {
+    /// `max_depth: 127`, `max_len: 1 MiB`.
+    fn default() -> Self {
+        JsonLimits {
+            max_depth: 127,
+            max_len: 1 << 20,
+        }
+    }
+}
+
+/// A JSON syntax error (or limit violation) with the position where it was
+/// detected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} at line {line} column {column}")]
+pub struct JsonError {
+    /// What went wrong, worded like `serde_json`'s messages.
+    pub message: String,
+    /// 1-based line number.
+    pub line: usize,
+    /// Byte column within the line, computed like `serde_json` (1-based for
+    /// an offending byte, 0 for an error at the very start of a line).
+    pub column: usize,
+}
+
+/// Parses one JSON document from `text` under `limits`.
+///
+/// Accepts and rejects exactly what `serde_json::from_str::<serde_json::Value>`
+/// (with `arbitrary_precision`) does, except that numbers keep their source
+/// text, duplicate keys are kept, and the depth and length limits apply.
+pub fn parse(text: &str, limits: &JsonLimits) -> Result<JsonValue, JsonError> {
+    check_len(text.len(), limits)?;
+    Parser {
+        text,
+        bytes: text.as_bytes(),
+        pos: 0,
+        max_depth: limits.max_depth.min(MAX_SUPPORTED_DEPTH),
+    }
+    .parse_document()
+}
+
+/// Parses one JSON document from raw bytes, which must be valid UTF-8
+/// (anywhere in the input, not only inside strings). See [`parse`].
+pub fn parse_bytes(bytes: &[u8], limits: &JsonLimits) -> Result<JsonValue, JsonError> {
+    check_len(bytes.len(), limits)?;
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse(text, limits),
+        Err(e) => {
+            let (line, column) = position_of_index(bytes, e.valid_up_to().saturating_add(1));
+            Err(JsonError {
+                message: "invalid UTF-8 in input".to_owned(),
+                line,
+                column,
+            })
+        }
+    }
+}
+
+fn check_len(len: usize, limits: &JsonLimits) -> Result<(), JsonError> {
+    if len > limits.max_len {
+        return Err(JsonError {
+            message: format!(
+                "input is {len} bytes, exceeding the limit of {} bytes",
+                limits.max_len
+            ),
+            line: 1,
+            column: 0,
+        });
+    }
+    Ok(())
+}
+
+/// Parse error kinds, with `serde_json`'s wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorCode {
+    EofWhileParsingList,
+    EofWhileParsingObject,
+    EofWhileParsingString,
+    EofWhileParsingValue,
+    ExpectedColon,
+    ExpectedListCommaOrEnd,
+    ExpectedObjectCommaOrEnd,
+    ExpectedSomeIdent,
+    ExpectedSomeValue,
+    InvalidEscape,
+    InvalidNumber,
+    InvalidUnicodeCodePoint,
+    ControlCharacterWhileParsingString,
+    KeyMustBeAString,
+    LoneLeadingSurrogateInHexEscape,
+    LoneTrailingSurrogateInHexEscape,
+    TrailingComma,
+    TrailingCharacters,
+    UnexpectedEndOfHexEscape,
+    RecursionLimitExceeded,
+}
+
+impl ErrorCode {
+    fn message(self) -> &'static str {
+        match self {
+            ErrorCode::EofWhileParsingList => "EOF while parsing a list",
+            ErrorCode::EofWhileParsingObject => "EOF while parsing an object",
+            ErrorCode::EofWhileParsingString => "EOF while parsing a string",
+            ErrorCode::EofWhileParsingValue => "EOF while parsing a value",
+            ErrorCode::ExpectedColon => "expected `:`",
+            ErrorCode::ExpectedListCommaOrEnd => "expected `,` or `]`",
+            ErrorCode::ExpectedObjectCommaOrEnd => "expected `,` or `}`",
+            ErrorCode::ExpectedSomeIdent => "expected ident",
+            ErrorCode::ExpectedSomeValue => "expected value",
+            ErrorCode::InvalidEscape => "invalid escape",
+            ErrorCode::InvalidNumber => "invalid number",
+            ErrorCode::InvalidUnicodeCodePoint => "invalid unicode code point",
+            ErrorCode::ControlCharacterWhileParsingString => {
+                "control character (\\u0000-\\u001F) found while parsing a string"
+            }
+            ErrorCode::KeyMustBeAString => "key must be a string",
+            ErrorCode::LoneLeadingSurrogateInHexEscape => "lone leading surrogate in hex escape",
+            ErrorCode::LoneTrailingSurrogateInHexEscape => "lone trailing surrogate in hex escape",
+            ErrorCode::TrailingComma => "trailing comma",
+            ErrorCode::TrailingCharacters => "trailing characters",
+            ErrorCode::UnexpectedEndOfHexEscape => "unexpected end of hex escape",
+            ErrorCode::RecursionLimitExceeded => "recursion limit exceeded",
+        }
+    }
+}
+
+/// `serde_json`'s position of byte index `i`: 1-based line, and the number of
+/// bytes between the start of that line and `i`.
+fn position_of_index(bytes: &[u8], i: usize) -> (usize, usize) {
+    let i = i.min(bytes.len());
+    let before = bytes.get(..i).unwrap_or(bytes);
+    let start_of_line = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let line = 1 + before
+        .iter()
+        .take(start_of_line)
+        .filter(|&&b| b == b'\n')
+        .count();
+    (line, i - start_of_line)
+}
+
+/// Scans a JSON number starting at `start` and returns the index just past
+/// it. On failure returns the error and the byte index whose position
+/// `serde_json` would report.
+fn scan_number(bytes: &[u8], start: usize) -> Result<usize, (ErrorCode, usize)> {
+    let len = bytes.len();
+    let peek_index = |p: usize| len.min(p.saturating_add(1));
+    let is_digit = |p: usize| matches!(bytes.get(p), Some(b'0'..=b'9'));
+    let mut p = start;
+    if bytes.get(p) == Some(&b'-') {
+        p += 1;
+    }
+    match bytes.get(p) {
+        None => return Err((ErrorCode::EofWhileParsingValue, p)),
+        Some(b'0') => {
+            p += 1;
+            if is_digit(p) {
+                return Err((ErrorCode::InvalidNumber, peek_index(p)));
+            }
+        }
+        Some(b'1'..=b'9') => {
+            p += 1;
+            while is_digit(p) {
+                p += 1;
+            }
+        }
+        Some(_) => return Err((ErrorCode::InvalidNumber, p + 1)),
+    }
+    if bytes.get(p) == Some(&b'.') {
+        p += 1;
+        let digits_start = p;
+        while is_digit(p) {
+            p += 1;
+        }
+        if p == digits_start {
+            let code = if p < len {
+                ErrorCode::InvalidNumber
+            } else {
+                ErrorCode::EofWhileParsingValue
+            };
+            return Err((code, peek_index(p)));
+        }
+    }
+    if matches!(bytes.get(p), Some(b'e' | b'E')) {
+        p += 1;
+        if matches!(bytes.get(p), Some(b'+' | b'-')) {
+            p += 1;
+        }
+        match bytes.get(p) {
+            None => return Err((ErrorCode::EofWhileParsingValue, p)),
+            Some(b'0'..=b'9') => p += 1,
+            Some(_) => return Err((ErrorCode::InvalidNumber, p + 1)),
+        }
+        while is_digit(p) {
+            p += 1;
+        }
+    }
+    Ok(p)
+}
+
+fn hex_value(b: u8) -> Option<u16> {
+    match b {
+        b'0'..=b'9' => Some(u16::from(b - b'0')),
+        b'a'..=b'f' => Some(u16::from(b - b'a' + 10)),
+        b'A'..=b'F' => Some(u16::from(b - b'A' + 10)),
+        _ => None,
+    }
+}
+
+/// An open container on the parser's explicit stack.
+enum Frame {
+    /// An array and the elements parsed so far.
+    Array(Vec<JsonValue>),
+    /// An object, its members so far, and the key whose value is being parsed.
+    Object(JsonObject, String),
+}
+
+/// The parser state. `pos` mirrors `serde_json`'s read index so that error
+/// positions match: `err` reports the position of `pos` (after consuming the
+/// offending byte), `peek_err` the position of the byte at `pos`.
+struct Parser<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    max_depth: usize,
+}
+
+impl Parser<'_> {
+    fn error_at(&self, code: ErrorCode, index: usize) -> JsonError {
+        let (line, column) = position_of_index(self.bytes, index);
+        JsonError {
+            message: code.message().to_owned(),
+            line,
+            column,
+        }
+    }
+
+    fn err(&self, code: ErrorCode) -> JsonError {
+        self.error_at(code, self.pos)
+    }
+
+    fn peek_err(&self, code: ErrorCode) -> JsonError {
+        self.error_at(code, self.pos.saturating_add(1))
+    }
+
+    /// Skips whitespace and returns the next byte without consuming it.
+    fn skip_ws(&mut self) -> Option<u8> {
+        while let Some(&b) = self.bytes.get(self.pos) {
+            match b {
+                b' ' | b'\n' | b'\t' | b'\r' => self.pos += 1,
+                _ => return Some(b),
+            }
+        }
+        None
+    }
+
+    fn check_depth(&self, open: usize) -> Result<(), JsonError> {
+        if open >= self.max_depth {
+            return Err(self.peek_err(ErrorCode::RecursionLimitExceeded));
+        }
+        Ok(())
+    }
+
+    fn parse_document(&mut self) -> Result<JsonValue, JsonError> {
+        let mut stack: Vec<Frame> = Vec::new();
+        'value: loop {
+            // Parse the start of one value; containers that are not empty are
+            // pushed on the stack and their first element parsed next.
+            let mut value = match self.skip_ws() {
+                None => return Err(self.peek_err(ErrorCode::EofWhileParsingValue)),
+                Some(b'[') => {
+                    self.check_depth(stack.len())?;
+                    self.pos += 1;
+                    match self.skip_ws() {
+                        Some(b']') => {
+                            self.pos += 1;
+                            JsonValue::Array(Vec::new())
+                        }
+                        Some(_) => {
+                            stack.push(Frame::Array(Vec::new()));
+                            continue 'value;
+                        }
+                        None => return Err(self.peek_err(ErrorCode::EofWhileParsingList)),
+                    }
+                }
+                Some(b'{') => {
+                    self.check_depth(stack.len())?;
+                    self.pos += 1;
+                    match self.skip_ws() {
+                        Some(b'}') => {
+                            self.pos += 1;
+                            JsonValue::Object(JsonObject::new())
+                        }
+                        Some(b'"') => {
+                            let key = self.parse_key()?;
+                            stack.push(Frame::Object(JsonObject::new(), key));
+                            continue 'value;
+                        }
+                        Some(_) => return Err(self.peek_err(ErrorCode::KeyMustBeAString)),
+                        None => return Err(self.peek_err(ErrorCode::EofWhileParsingObject)),
+                    }
+                }
+                Some(b'"') => {
+                    self.pos += 1;
+                    JsonValue::String(self.parse_string()?)
+                }
+                Some(b'n') => {
+                    self.pos += 1;
+                    self.parse_ident(b"ull")?;
+                    JsonValue::Null
+                }
+                Some(b't') => {
+                    self.pos += 1;
+                    self.parse_ident(b"rue")?;
+                    JsonValue::Bool(true)
+                }
+                Some(b'f') => {
+                    self.pos += 1;
+                    self.parse_ident(b"alse")?;
+                    JsonValue::Bool(false)
+                }
+                Some(b'-' | b'0'..=b'9') => JsonValue::Number(self.parse_number()?),
+                Some(_) => return Err(self.peek_err(ErrorCode::ExpectedSomeValue)),
+            };
+
+            // A value is complete: attach it to the innermost open container,
+            // closing containers for as long as their closing bracket follows.
+            loop {
+                match stack.pop() {
+                    None => {
+                        if self.skip_ws().is_some() {
+                            return Err(self.peek_err(ErrorCode::TrailingCharacters));
+                        }
+                        return Ok(value);
+                    }
+                    Some(Frame::Array(mut items)) => {
+                        items.push(value);
+                        match self.skip_ws() {
+                            Some(b',') => {
+                                self.pos += 1;
+                                match self.skip_ws() {
+                                    Some(b']') => {
+                                        return Err(self.peek_err(ErrorCode::TrailingComma));
+                                    }
+                                    Some(_) => {
+                                        stack.push(Frame::Array(items));
+                                        continue 'value;
+                                    }
+                                    None => {
+                                        return Err(self.peek_err(ErrorCode::EofWhileParsingValue));
+                                    }
+                                }
+                            }
+                            Some(b']') => {
+                                self.pos += 1;
+                                value = JsonValue::Array(items);
+                            }
+                            Some(_) => {
+                                return Err(self.peek_err(ErrorCode::ExpectedListCommaOrEnd));
+                            }
+                            None => return Err(self.peek_err(ErrorCode::EofWhileParsingList)),
+                        }
+                    }
+                    Some(Frame::Object(mut members, key)) => {
+                        members.insert(key, value);
+                        match self.skip_ws() {
+                            Some(b',') => {
+                                self.pos += 1;
+                                match self.skip_ws() {
+                                    Some(b'"') => {
+                                        let key = self.parse_key()?;
+                                        stack.push(Frame::Object(members, key));
+                                        continue 'value;
+                                    }
+                                    Some(b'}') => {
+                                        return Err(self.peek_err(ErrorCode::TrailingComma));
+                                    }
+                                    Some(_) => {
+                                        return Err(self.peek_err(ErrorCode::KeyMustBeAString));
+                                    }
+                                    None => {
+                                        return Err(self.peek_err(ErrorCode::EofWhileParsingValue));
+                                    }
+                                }
+                            }
+                            Some(b'}') => {
+                                self.pos += 1;
+                                value = JsonValue::Object(members);
+                            }
+                            Some(_) => {
+                                return Err(self.peek_err(ErrorCode::ExpectedObjectCommaOrEnd));
+                            }
+                            None => return Err(self.peek_err(ErrorCode::EofWhileParsingObject)),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parses `"key"` and the following `:`; `pos` is at the opening quote.
+    fn parse_key(&mut self) -> Result<String, JsonError> {
+        self.pos += 1;
+        let key = self.parse_string()?;
+        match self.skip_ws() {
+            Some(b':') => {
+                self.pos += 1;
+                Ok(key)
+            }
+            Some(_) => Err(self.peek_err(ErrorCode::ExpectedColon)),
+            None => Err(self.peek_err(ErrorCode::EofWhileParsingObject)),
+        }
+    }
+
+    /// Parses the rest of a literal whose first byte was consumed.
+    fn parse_ident(&mut self, rest: &[u8]) -> Result<(), JsonError> {
+        for &expected in rest {
+            match self.bytes.get(self.pos) {
+                None => return Err(self.err(ErrorCode::EofWhileParsingValue)),
+                Some(&b) => {
+                    self.pos += 1;
+                    if b != expected {
+                        return Err(self.err(ErrorCode::ExpectedSomeIdent));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn parse_number(&mut self) -> Result<JsonNumber, JsonError> {
+        let start = self.pos;
+        match scan_number(self.bytes, start) {
+            Ok(end) => {
+                self.pos = end;
+                match self.text.get(start..end) {
+                    Some(t) => Ok(JsonNumber(t.into())),
+                    None => Err(self.err(ErrorCode::InvalidNumber)),
+                }
+            }
+            Err((code, index)) => Err(self.error_at(code, index)),
+        }
+    }
+
+    /// Parses string contents; `pos` is just past the opening quote.
+    fn parse_string(&mut self) -> Result<String, JsonError> {
+        let mut out = String::new();
+        let mut start = self.pos;
+        loop {
+            while let Some(&b) = self.bytes.get(self.pos) {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                self.pos += 1;
+            }
+            let Some(&b) = self.bytes.get(self.pos) else {
+                return Err(self.err(ErrorCode::EofWhileParsingString));
+            };
+            // `start` and `pos` sit on ASCII bytes (or the end of a run that
+            // ends at one), so this slice is always on char boundaries.
+            match self.text.get(start..self.pos) {
+                Some(run) => out.push_str(run),
+                None => return Err(self.err(ErrorCode::InvalidUnicodeCodePoint)),
+            }
+            self.pos += 1;
+            match b {
+                b'"' => return Ok(out),
+                b'\\' => {
+                    self.parse_escape(&mut out)?;
+                    start = self.pos;
+                }
+                _ => return Err(self.err(ErrorCode::ControlCharacterWhileParsingString)),
+            }
+        }
+    }
+
+    /// Parses one escape; `pos` is just past the backslash.
+    fn parse_escape(&mut self, out: &mut String) -> Result<(), JsonError> {
+        let Some(&c) = self.bytes.get(self.pos) else {
+            return Err(self.err(ErrorCode::EofWhileParsingString));
+        };
+        self.pos += 1;
+        let decoded = match c {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => return self.parse_unicode_escape(out),
+            _ => return Err(self.err(ErrorCode::InvalidEscape)),
+        };
+        out.push(decoded);
+        Ok(())
+    }
+
+    /// Parses the four hex digits after `\u`.
+    fn decode_hex_escape(&mut self) -> Result<u16, JsonError> {
+        let digits = self.bytes.get(self.pos..self.pos.saturating_add(4));
+        let Some(&[a, b, c, d]) = digits else {
+            self.pos = self.bytes.len();
+            return Err(self.err(ErrorCode::EofWhileParsingString));
+        };
+        self.pos += 4;
+        match (hex_value(a), hex_value(b), hex_value(c), hex_value(d)) {
+            (Some(a), Some(b), Some(c), Some(d)) => Ok((a << 12) | (b << 8) | (c << 4) | d),
+            _ => Err(self.err(ErrorCode::InvalidEscape)),
+        }
+    }
+
+    /// Parses a `\uXXXX` escape (and its low surrogate if it is a high
+    /// surrogate); `pos` is just past the `u`.
+    fn parse_unicode_escape(&mut self, out: &mut String) -> Result<(), JsonError> {
+        let n = self.decode_hex_escape()?;
+        if (0xDC00..=0xDFFF).contains(&n) {
+            return Err(self.err(ErrorCode::LoneTrailingSurrogateInHexEscape));
+        }
+        let code_point = if (0xD800..=0xDBFF).contains(&n) {
+            for expected in [b'\\', b'u'] {
+                match self.bytes.get(self.pos) {
+                    None => return Err(self.err(ErrorCode::EofWhileParsingString)),
+                    Some(&b) => {
+                        self.pos += 1;
+                        if b != expected {
+                            return Err(self.err(ErrorCode::UnexpectedEndOfHexEscape));
+                        }
+                    }
+                }
+            }
+            let n2 = self.decode_hex_escape()?;
+            if !(0xDC00..=0xDFFF).contains(&n2) {
+                return Err(self.err(ErrorCode::LoneLeadingSurrogateInHexEscape));
+            }
+            ((u32::from(n - 0xD800) << 10) | u32::from(n2 - 0xDC00)) + 0x1_0000
+        } else {
+            u32::from(n)
+        };
+        match char::from_u32(code_point) {
+            Some(ch) => {
+                out.push(ch);
+                Ok(())
+            }
+            None => Err(self.err(ErrorCode::InvalidUnicodeCodePoint)),
+        }
+    }
+}
+
+/// Output sink so canonical JSON can be written into a `String` or straight
+/// into a hasher without allocating.
+pub trait JsonSink {
+    /// Appends `s` to the output.
+    fn put(&mut self, s: &str);
+}
+
+impl JsonSink for String {
+    fn put(&mut self, s: &str) {
+        self.push_str(s);
+    }
+}
+
+impl JsonSink for sha2::Sha256 {
+    fn put(&mut self, s: &str) {
+        sha2::Digest::update(self, s.as_bytes());
+    }
+}
+
+/// Escapes for the control characters U+0000..=U+001F, as `serde_json`
+/// writes them (short forms where JSON has one, lowercase `\u00xx` otherwise).
+const CONTROL_ESCAPES: [&str; 32] = [
+    "\\u0000", "\\u0001", "\\u0002", "\\u0003", "\\u0004", "\\u0005", "\\u0006", "\\u0007", "\\b",
+    "\\t", "\\n", "\\u000b", "\\f", "\\r", "\\u000e", "\\u000f", "\\u0010", "\\u0011", "\\u0012",
+    "\\u0013", "\\u0014", "\\u0015", "\\u0016", "\\u0017", "\\u0018", "\\u0019", "\\u001a",
+    "\\u001b", "\\u001c", "\\u001d", "\\u001e", "\\u001f",
+];
+
+/// Writes `s` as a quoted JSON string, escaped exactly like `serde_json`:
+/// `"` and `\` are backslash-escaped, control characters use `\b \f \n \r \t`
+/// or lowercase `\u00xx`, and everything else (including `/`, U+007F and all
+/// non-ASCII) is written raw.
+pub fn write_escaped_str<S: JsonSink + ?Sized>(out: &mut S, s: &str) {
+    out.put("\"");
+    let mut start = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x00..=0x1F => CONTROL_ESCAPES[usize::from(b)],
+            _ => continue,
+        };
+        // `i` indexes an ASCII byte and `start` follows one (or is 0), so the
+        // run is on char boundaries.
+        if start < i {
+            out.put(&s[start..i]);
+        }
+        out.put(escape);
+        start = i + 1;
+    }
+    if start < s.len() {
+        out.put(&s[start..]);
+    }
+    out.put("\"");
+}
+
+/// Members of `obj` sorted by key bytes, keeping only the last value of each
+/// repeated key.
+fn canonical_members(obj: &JsonObject) -> Vec<(&str, &JsonValue)> {
+    let mut members: Vec<(&str, &JsonValue)> = obj.iter().collect();
+    // Stable sort: equal keys stay in source order, so the last of a run is
+    // the last occurrence.
+    members.sort_by(|a, b| a.0.cmp(b.0));
+    members.dedup_by(|later, kept| {
+        if later.0 == kept.0 {
+            *kept = *later;
+            true
+        } else {
+            false
+        }
+    });
+    members
+}
+
+/// An open container while writing canonical JSON.
+enum CanonFrame<'a> {
+    Array(std::slice::Iter<'a, JsonValue>, bool),
+    Object(std::vec::IntoIter<(&'a str, &'a JsonValue)>, bool),
+}
+
+/// Writes the canonical form of `v`: no whitespace, object keys sorted by
+/// their UTF-8 bytes (last duplicate wins, written once), strings escaped by
+/// [`write_escaped_str`], numbers as their source text except that the
+/// integer `-0` is written `0`. Iterative, so any depth is fine.
+pub fn write_canonical<S: JsonSink + ?Sized>(out: &mut S, v: &JsonValue) {
+    let mut stack: Vec<CanonFrame<'_>> = Vec::new();
+    let mut next = Some(v);
+    loop {
+        if let Some(value) = next.take() {
+            match value {
+                JsonValue::Null => out.put("null"),
+                JsonValue::Bool(true) => out.put("true"),
+                JsonValue::Bool(false) => out.put("false"),
+                JsonValue::Number(n) => match n.as_str() {
+                    "-0" => out.put("0"),
+                    text => out.put(text),
+                },
+                JsonValue::String(s) => write_escaped_str(out, s),
+                JsonValue::Array(items) => {
+                    out.put("[");
+                    stack.push(CanonFrame::Array(items.iter(), true));
+                }
+                JsonValue::Object(obj) => {
+                    out.put("{");
+                    stack.push(CanonFrame::Object(canonical_members(obj).into_iter(), true));
+                }
+            }
+        }
+        let Some(frame) = stack.last_mut() else {
+            return;
+        };
+        match frame {
+            CanonFrame::Array(items, first) => match items.next() {
+                Some(item) => {
+                    if !std::mem::replace(first, false) {
+                        out.put(",");
+                    }
+                    next = Some(item);
+                }
+                None => {
+                    out.put("]");
+                    stack.pop();
+                }
+            },
+            CanonFrame::Object(members, first) => match members.next() {
+                Some((key, item)) => {
+                    if !std::mem::replace(first, false) {
+                        out.put(",");
+                    }
+                    write_escaped_str(out, key);
+                    out.put(":");
+                    next = Some(item);
+                }
+                None => {
+                    out.put("}");
+                    stack.pop();
+                }
+            },
+        }
+    }
+}
+
+/// The canonical JSON text of `v` (see [`write_canonical`]).
+pub fn canonical_string(v: &JsonValue) -> String {
+    let mut out = String::new();
+    write_canonical(&mut out, v);
+    out
+}
+
+/// Lowercase hex SHA-256 of the canonical JSON of `v`, hashed without
+/// building the text.
+pub fn sha256_canonical_hex(v: &JsonValue) -> String {
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    write_canonical(&mut hasher, v);
+    let digest = sha2::Digest::finalize(hasher);
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+impl From<&serde_json::Value> for JsonValue {
+    /// Converts a `serde_json` value; numbers take `serde_json::Number`'s
+    /// `Display` text (always valid JSON number syntax; should it ever not be,
+    /// the number becomes `null`). Recurses over the value's depth.
+    fn from(v: &serde_json::Value) -> Self {
+        match v {
+            serde_json::Value::Null => JsonValue::Null,
+            serde_json::Value::Bool(b) => JsonValue::Bool(*b),
+            serde_json::Value::Number(n) => match JsonNumber::parse(&n.to_string()) {
+                Some(n) => JsonValue::Number(n),
+                None => JsonValue::Null,
+            },
+            serde_json::Value::String(s) => JsonValue::String(s.clone()),
+            serde_json::Value::Array(items) => {
+                JsonValue::Array(items.iter().map(JsonValue::from).collect())
+            }
+            serde_json::Value::Object(map) => JsonValue::Object(JsonObject(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), JsonValue::from(v)))
+                    .collect(),
+            )),
+        }
+    }
+}
+
+/// Converts to a `serde_json` value. Numbers are parsed as `u64`, else `i64`,
+/// else `f64` (a non-finite `f64`, e.g. from `1e400`, becomes `null`); for
+/// repeated object keys the last value wins. Recurses over the value's depth.
+pub fn to_serde(v: &JsonValue) -> serde_json::Value {
+    match v {
+        JsonValue::Null => serde_json::Value::Null,
+        JsonValue::Bool(b) => serde_json::Value::Bool(*b),
+        JsonValue::Number(n) => number_to_serde(n.as_str()),
+        JsonValue::String(s) => serde_json::Value::String(s.clone()),
+        JsonValue::Array(items) => serde_json::Value::Array(items.iter().map(to_serde).collect()),
+        JsonValue::Object(obj) => {
+            let mut map = serde_json::Map::new();
+            for (k, v) in obj.iter() {
+                map.insert(k.to_owned(), to_serde(v));
+            }
+            serde_json::Value::Object(map)
+        }
+    }
+}
+
+fn number_to_serde(text: &str) -> serde_json::Value {
+    if let Ok(u) = text.parse::<u64>() {
+        return serde_json::Value::from(u);
+    }
+    if let Ok(i) = text.parse::<i64>() {
+        return serde_json::Value::from(i);
+    }
+    match text
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+    {
+        Some(n) => serde_json::Value::Number(n),
+        None => serde_json::Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn p(text: &str) -> Result<JsonValue, JsonError> {
+        parse(text, &JsonLimits::default())
+    }
+
+    fn canon(text: &str) -> String {
+        canonical_string(&p(text).expect("valid JSON"))
+    }
+
+    fn escaped(s: &str) -> String {
+        let mut out = String::new();
+        write_escaped_str(&mut out, s);
+        out
+    }
+
+    #[test]
+    fn hash_vectors() {
+        let cases = [
+            (
+                "{}",
+                "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+            ),
+            (
+                "null",
+                "74234e98afe7498fb5daf1f36ac2d78acc339464f950703b8c019892f982b90b",
+            ),
+            (
+                "[]",
+                "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",
+            ),
+            (
+                r#"{"merchant":"amazon.com","amount":20}"#,
+                "e52fbb7e3d37b667d250b2691ae61a2f5040a72a32b25289ba41f02f5fccc8e6",
+            ),
+            (
+                " { \"amount\" : 20 ,\n \"merchant\" : \"amazon.com\" } ",
+                "e52fbb7e3d37b667d250b2691ae61a2f5040a72a32b25289ba41f02f5fccc8e6",
+            ),
+        ];
+        for (text, hash) in cases {
+            assert_eq!(sha256_canonical_hex(&p(text).unwrap()), hash, "{text}");
+        }
+        assert_eq!(
+            canon(r#"{"merchant":"amazon.com","amount":20}"#),
+            r#"{"amount":20,"merchant":"amazon.com"}"#
+        );
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(escaped(""), r#""""#);
+        assert_eq!(escaped("plain"), r#""plain""#);
+        assert_eq!(escaped("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(escaped("\u{8}\u{c}\n\r\t"), r#""\b\f\n\r\t""#);
+        assert_eq!(escaped("\u{0}\u{1f}\u{b}"), r#""\u0000\u001f\u000b""#);
+        assert_eq!(escaped("/\u{7f}é😀"), "\"/\u{7f}é😀\"");
+        assert_eq!(escaped("\"x\""), r#""\"x\"""#);
+        for c in 0u32..0x20 {
+            let s = char::from_u32(c).unwrap().to_string();
+            assert_eq!(
+                escaped(&s),
+                serde_json::to_string(&s).unwrap(),
+                "control {c:#x}"
+            );
+        }
+        let mixed = "ab\u{1}cd\"é\\\u{7f}\u{1f}x/y\n";
+        assert_eq!(escaped(mixed), serde_json::to_string(mixed).unwrap());
+        // Canonical strings are re-escaped.
+        assert_eq!(canon(r#""\u00e9""#), "\"é\"");
+        assert_eq!(canon(r#""\/""#), r#""/""#);
+        assert_eq!(canon(r#""\u001f""#), r#""\u001f""#);
+        assert_eq!(canon(r#""\u001F""#), r#""\u001f""#);
+        assert_eq!(canon(r#""\ud83d\ude00""#), "\"😀\"");
+        assert_eq!(canon(r#""\uD83D\uDE00""#), "\"😀\"");
+    }
+
+    #[test]
+    fn string_decoding() {
+        let v = p(r#""a\"\\\/\b\f\n\r\tz\u0041\u00e9\u20AC\ud834\udd1e""#).unwrap();
+        assert_eq!(v.as_str(), Some("a\"\\/\u{8}\u{c}\n\r\tzAé€𝄞"));
+        assert_eq!(p("\"é😀\"").unwrap().as_str(), Some("é😀"));
+        assert_eq!(p("\"\u{7f}\"").unwrap().as_str(), Some("\u{7f}"));
+    }
+
+    #[test]
+    fn duplicate_keys() {
+        let v = p(r#"{"a":1,"b":2,"a":3}"#).unwrap();
+        let obj = v.as_object().unwrap();
+        assert_eq!(obj.len(), 3);
+        assert!(!obj.is_empty());
+        assert_eq!(
+            obj.get("a"),
+            Some(&JsonValue::Number(JsonNumber::parse("3").unwrap()))
+        );
+        assert_eq!(obj.get("c"), None);
+        let keys: Vec<&str> = obj.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["a", "b", "a"]);
+        assert_eq!(canonical_string(&v), r#"{"a":3,"b":2}"#);
+        assert_eq!(
+            canon(r#"{"z":{"y":1,"x":[1,{"b":1,"a":2}]},"a":null}"#),
+            r#"{"a":null,"z":{"x":[1,{"a":2,"b":1}],"y":1}}"#
+        );
+        assert_eq!(
+            canon(r#"{"k":1,"k":2,"k":{"q":0,"q":[]}}"#),
+            r#"{"k":{"q":[]}}"#
+        );
+        assert_eq!(to_serde(&v), serde_json::json!({"a": 3, "b": 2}));
+        let mut built = JsonObject::new();
+        assert!(built.is_empty());
+        built.insert("x".into(), JsonValue::Null);
+        built.insert("x".into(), JsonValue::Bool(true));
+        assert_eq!(built.get("x"), Some(&JsonValue::Bool(true)));
+    }
+
+    #[test]
+    fn key_order_is_byte_order() {
+        // U+FFFF sorts before U+10000 in code point (and UTF-8) order but
+        // after it in UTF-16 order.
+        assert_eq!(
+            canon("{\"\u{10000}\":1,\"\u{ffff}\":2,\"B\":3,\"a\":4,\"\":5,\"aa\":6}"),
+            "{\"\":5,\"B\":3,\"a\":4,\"aa\":6,\"\u{ffff}\":2,\"\u{10000}\":1}"
+        );
+    }
+
+    #[test]
+    fn number_text_kept() {
+        for text in [
+            "0",
+            "-0",
+            "1",
+            "1.0",
+            "1.50",
+            "1e3",
+            "1E+2",
+            "1e-2",
+            "-0.0",
+            "-0e0",
+            "1e400",
+            "-1e400",
+            "0.1e-400",
+            "1234567890123456789012345678901234567890",
+            "-1234567890123456789012345678901234567890.000",
+        ] {
+            match p(text).unwrap() {
+                JsonValue::Number(n) => assert_eq!(n.as_str(), text),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert_eq!(canon("-0"), "0");
+        assert_eq!(canon("[-0,-0.0,-0e0,1.50,1E+2]"), "[0,-0.0,-0e0,1.50,1E+2]");
+        assert_eq!(canon("[ 1.0 , 1e3 ]"), "[1.0,1e3]");
+        assert!(JsonNumber::parse("12").unwrap().is_integer_syntax());
+        assert!(JsonNumber::parse("-0").unwrap().is_integer_syntax());
+        assert!(!JsonNumber::parse("1.0").unwrap().is_integer_syntax());
+        assert!(!JsonNumber::parse("1e3").unwrap().is_integer_syntax());
+        assert!(!JsonNumber::parse("1E3").unwrap().is_integer_syntax());
+        for bad in [
+            "", "-", "01", "-01", "00", "1.", ".5", "+1", "1e", "1e+", "1e-", "1.e3", " 1", "1 ",
+            "1x", "0x1", "NaN", "Infinity", "1.5.2", "--1", "1e1.5",
+        ] {
+            assert!(JsonNumber::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn to_and_from_serde() {
+        let v = p(r#"[1,-1,18446744073709551615,-9223372036854775808,1.5,1e3,1e400,-0,"s",null,true,{"k":[]}]"#).unwrap();
+        assert_eq!(
+            to_serde(&v),
+            serde_json::json!([
+                1,
+                -1,
+                18446744073709551615u64,
+                -9223372036854775808i64,
+                1.5,
+                1000.0,
+                null,
+                0,
+                "s",
+                null,
+                true,
+                {"k": []}
+            ])
+        );
+        let s = serde_json::json!({"b": [1, -2, 2.5, "x", null, false], "a": {}});
+        let back = JsonValue::from(&s);
+        assert_eq!(
+            canonical_string(&back),
+            r#"{"a":{},"b":[1,-2,2.5,"x",null,false]}"#
+        );
+        assert_eq!(to_serde(&back), s);
+    }
+
+    #[test]
+    fn kinds_and_accessors() {
+        let v = p(r#"[null,true,1,"s",[],{}]"#).unwrap();
+        let JsonValue::Array(items) = &v else {
+            panic!()
+        };
+        let kinds: Vec<_> = items.iter().map(JsonValue::kind_name).collect();
+        assert_eq!(
+            kinds,
+            ["null", "bool", "number", "string", "array", "object"]
+        );
+        assert_eq!(items[3].as_str(), Some("s"));
+        assert_eq!(items[2].as_str(), None);
+        assert!(items[5].as_object().is_some());
+        assert!(items[4].as_object().is_none());
+        assert_eq!(v.kind_name(), "array");
+    }
+
+    fn err_msg(text: &str) -> String {
+        p(text).expect_err(text).message
+    }
+
+    #[test]
+    fn rejections() {
+        let cases: &[(&str, &str)] = &[
+            ("", "EOF while parsing a value"),
+            ("   \n\t", "EOF while parsing a value"),
+            ("\u{feff}{}", "expected value"),
+            ("nul", "EOF while parsing a value"),
+            ("nulL", "expected ident"),
+            ("True", "expected value"),
+            ("NaN", "expected value"),
+            ("Infinity", "expected value"),
+            ("-Infinity", "invalid number"),
+            ("01", "invalid number"),
+            ("-01", "invalid number"),
+            ("1.", "EOF while parsing a value"),
+            ("1.x", "invalid number"),
+            (".5", "expected value"),
+            ("+1", "expected value"),
+            ("1e", "EOF while parsing a value"),
+            ("1e+", "EOF while parsing a value"),
+            ("1e+x", "invalid number"),
+            ("-", "EOF while parsing a value"),
+            ("1 2", "trailing characters"),
+            ("{} x", "trailing characters"),
+            ("\"abc", "EOF while parsing a string"),
+            (
+                "\"a\u{1}\"",
+                "control character (\\u0000-\\u001F) found while parsing a string",
+            ),
+            (
+                "\"a\nb\"",
+                "control character (\\u0000-\\u001F) found while parsing a string",
+            ),
+            (r#""\x""#, "invalid escape"),
+            (r#""\'""#, "invalid escape"),
+            (r#""\u12G4""#, "invalid escape"),
+            (r#""\u12""#, "EOF while parsing a string"),
+            (r#""\ud800""#, "unexpected end of hex escape"),
+            (r#""\ud800x""#, "unexpected end of hex escape"),
+            (r#""\ud800\n""#, "unexpected end of hex escape"),
+            (r#""\ud800\u0041""#, "lone leading surrogate in hex escape"),
+            (r#""\ud800\ud800""#, "lone leading surrogate in hex escape"),
+            (r#""\udc00""#, "lone trailing surrogate in hex escape"),
+            ("[1,]", "trailing comma"),
+            ("[1 2]", "expected `,` or `]`"),
+            ("[", "EOF while parsing a list"),
+            ("[1", "EOF while parsing a list"),
+            ("[1,", "EOF while parsing a value"),
+            ("[,1]", "expected value"),
+            ("{", "EOF while parsing an object"),
+            ("{\"a\"", "EOF while parsing an object"),
+            ("{\"a\" 1}", "expected `:`"),
+            ("{\"a\":}", "expected value"),
+            ("{\"a\":1,}", "trailing comma"),
+            ("{\"a\":1 \"b\":2}", "expected `,` or `}`"),
+            ("{1:2}", "key must be a string"),
+            ("{\"a\":1,2:3}", "key must be a string"),
+            ("{\"a\":1,", "EOF while parsing a value"),
+            ("{'a':1}", "key must be a string"),
+        ];
+        for (text, message) in cases {
+            assert_eq!(err_msg(text), *message, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn depth_limits() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(p(&nested(127)).is_ok());
+        assert_eq!(err_msg(&nested(128)), "recursion limit exceeded");
+        let objects = |n: usize| format!("{}{{}}{}", "{\"a\":".repeat(n - 1), "}".repeat(n - 1));
+        assert!(p(&objects(127)).is_ok());
+        assert_eq!(err_msg(&objects(128)), "recursion limit exceeded");
+        // Same boundary as serde_json.
+        assert!(serde_json::from_str::<serde_json::Value>(&nested(127)).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(&nested(128)).is_err());
+
+        let huge = JsonLimits {
+            max_depth: 1_000_000,
+            max_len: usize::MAX,
+        };
+        let e = parse(&"[".repeat(200_000), &huge).unwrap_err();
+        assert_eq!(e.message, "recursion limit exceeded");
+        assert_eq!((e.line, e.column), (1, 4097));
+        assert!(parse(&nested(200_000), &huge).is_err());
+        // The clamp itself: 4096 nested arrays parse, canonicalize (iteratively)
+        // and drop on a test thread's stack.
+        let deep = parse(&nested(4096), &huge).unwrap();
+        assert_eq!(canonical_string(&deep), nested(4096));
+        drop(deep);
+        assert!(parse(&nested(4097), &huge).is_err());
+
+        let zero = JsonLimits {
+            max_depth: 0,
+            max_len: 100,
+        };
+        assert!(parse("1", &zero).is_ok());
+        assert!(parse("[]", &zero).is_err());
+    }
+
+    #[test]
+    fn length_limit() {
+        let limits = JsonLimits {
+            max_depth: 127,
+            max_len: 10,
+        };
+        assert!(parse("[1,2,3,44]", &limits).is_ok());
+        let e = parse("[1,2,3,444]", &limits).unwrap_err();
+        assert!(e.message.contains("11 bytes"), "{e}");
+        assert!(e.message.contains("limit of 10"), "{e}");
+        assert!(parse_bytes(b"[1,2,3,444]", &limits).is_err());
+        assert!(parse_bytes(b"[1,2,3,44]", &limits).is_ok());
+    }
+
+    #[test]
+    fn bytes_must_be_utf8() {
+        let limits = JsonLimits::default();
+        assert_eq!(
+            parse_bytes("\"é\"".as_bytes(), &limits).unwrap().as_str(),
+            Some("é")
+        );
+        let e = parse_bytes(b"\"a\xffb\"", &limits).unwrap_err();
+        assert_eq!((e.line, e.column), (1, 3));
+        assert!(parse_bytes(b"[1, \xc3]", &limits).is_err());
+        assert!(parse_bytes(b"\xef\xbb\xbf{}", &limits).is_err());
+    }
+
+    #[test]
+    fn positions() {
+        let e = p("").unwrap_err();
+        assert_eq!((e.line, e.column), (1, 0));
+        assert_eq!(
+            e.to_string(),
+            "EOF while parsing a value at line 1 column 0"
+        );
+        let e = p("{\n  \"a\": 1,\n  \"b\" 2\n}").unwrap_err();
+        assert_eq!(e.message, "expected `:`");
+        assert_eq!((e.line, e.column), (3, 7));
+        let e = p("[1,\n2,\nx]").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 1));
+    }
+
+    /// Inputs where serde_json (without `arbitrary_precision`) rejects a
+    /// number as out of range but the grammar, and therefore this parser,
+    /// accepts it.
+    const OUT_OF_RANGE: &[&str] = &["1e400", "-1e400", "[1e309]", "{\"a\":-1.5e999}"];
+
+    #[test]
+    fn agrees_with_serde_json() {
+        let inputs: &[&str] = &[
+            "null",
+            "true",
+            "false",
+            "0",
+            "-0",
+            "1",
+            "-1",
+            "1.5",
+            "-1.5e-3",
+            "1E+2",
+            "1e400",
+            "-1e400",
+            "[1e309]",
+            "{\"a\":-1.5e999}",
+            "123456789012345678901234567890",
+            "\"\"",
+            "\"a\\u00e9\\/\"",
+            "\"\\ud83d\\ude00\"",
+            "[]",
+            "{}",
+            "[1,[2,[3]]]",
+            "{\"a\":{\"b\":[true,false,null]}}",
+            " \t\r\n[ 1 , 2 ] \n",
+            "{\"a\":1,\"a\":2}",
+            "\"\u{7f}\"",
+            "\"é\"",
+            "",
+            " ",
+            "\u{feff}null",
+            "nul",
+            "nulll",
+            "tru",
+            "True",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "01",
+            "-01",
+            "00",
+            "1.",
+            ".5",
+            "+1",
+            "1e",
+            "1e+",
+            "1.e3",
+            "-",
+            "--1",
+            "1 2",
+            "[] []",
+            "\"abc",
+            "\"a\u{1}\"",
+            "\"a\tb\"",
+            "\"\\x\"",
+            "\"\\u12G4\"",
+            "\"\\u12\"",
+            "\"\\ud800\"",
+            "\"\\ud800x\"",
+            "\"\\ud800\\n\"",
+            "\"\\ud800\\u0041\"",
+            "\"\\udc00\"",
+            "\"\\ud800\\ud800\\udc00\"",
+            "[1,]",
+            "[1 2]",
+            "[",
+            "[1",
+            "[1,",
+            "[,1]",
+            "{",
+            "{\"a\"",
+            "{\"a\" 1}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{\"a\":1 \"b\":2}",
+            "{1:2}",
+            "{\"a\":1,2:3}",
+            "{\"a\":1,",
+            "{'a':1}",
+            "[1]x",
+            "{\"a\":1}}",
+            "[\"a\",\n  tru]",
+            "\n\n  [1,\n  ]",
+            "1\u{a0}",
+            "[1\u{b}]",
+            "\"\\u0000\"",
+            "\"\\U0041\"",
+            "[-]",
+            "[0-1]",
+            "[1.0e]",
+            "{\"\\u0041\":1}",
+        ];
+        let mut mismatches = Vec::new();
+        for text in inputs {
+            let ours = p(text);
+            let theirs = serde_json::from_str::<serde_json::Value>(text);
+            if OUT_OF_RANGE.contains(text) {
+                assert!(ours.is_ok(), "{text:?}");
+                assert!(theirs.is_err(), "{text:?}");
+                continue;
+            }
+            match (&ours, &theirs) {
+                // `to_serde` maps the integer `-0` to `0`; serde_json makes it `-0.0`.
+                (Ok(a), Ok(b)) if *text != "-0" => {
+                    if *b != to_serde(a) {
+                        mismatches.push(format!("{text:?}: value {a:?} vs {b}"));
+                    }
+                }
+                (Ok(_), Ok(_)) => {}
+                (Err(a), Err(b)) => {
+                    let mut b = b.to_string();
+                    // serde_json calls a lone low surrogate a "lone leading
+                    // surrogate"; we word it accurately (same position).
+                    if *text == "\"\\udc00\"" {
+                        b = b.replace("leading", "trailing");
+                    }
+                    if a.to_string() != b {
+                        mismatches.push(format!("{text:?}: `{a}` vs `{b}`"));
+                    }
+                }
+                _ => mismatches.push(format!("{text:?}: {ours:?} vs {theirs:?}")),
+            }
+        }
+        assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    }
+}
+#[cfg(test)]
+mod fuzz_tmp {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    #[test]
+    fn fuzz_diff() {
+        let toks: &[&str] = &[
+            "[", "]", "{", "}", ",", ":", " ", "\n", "\"", "\\", "u", "d800", "dc00", "00e9", "0",
+            "1", "-", ".", "e", "E", "+", "a", "\"k\"", "null", "tru", "true", "\t", "\u{1}", "é",
+            "9", "n", "/", "\\u", "12", "x",
+        ];
+        let mut seed: u64 = 0x1234_5678_9abc_def0;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut bad = 0;
+        for _ in 0..6_000_000 {
+            let n = (next() % 24) as usize;
+            let mut s = String::new();
+            for _ in 0..n {
+                s.push_str(toks[(next() % toks.len() as u64) as usize]);
+            }
+            let ours = parse(&s, &JsonLimits::default());
+            let theirs = serde_json::from_str::<serde_json::Value>(&s);
+            let same = match (&ours, &theirs) {
+                (Ok(_), Ok(_)) => true,
+                (Err(a), Err(b)) => {
+                    a.to_string() == b.to_string()
+                        || (b.to_string().contains("surrogate")
+                            && a.line == b.line()
+                            && a.column == b.column())
+                }
+                (_, Err(b)) if b.to_string().contains("out of range") => true,
+                _ => false,
+            };
+            if !same {
+                bad += 1;
+                if bad < 20 {
+                    eprintln!("{s:?}: {ours:?} vs {theirs:?}");
+                }
+            }
+        }
+        assert_eq!(bad, 0);
+    }
+}

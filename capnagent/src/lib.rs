@@ -1,4 +1,84 @@
-//! capnagent core (work in progress).
+//! # capnagent
+//!
+//! Macaroon-style capabilities for AI agent tool calls. A capability is a
+//! token (an HMAC-SHA256 chain over an identifier and caveats such as
+//! `tool == "checkout.purchase"` or `arg.amount_cents <= 5000`). Anyone
+//! holding one can narrow it; nobody can widen it without the root key.
+//! The server checks every call against facts it observes itself and signs
+//! a [`Receipt`] for every decision, allowed or denied.
+//!
+//! Tokens and receipts are byte-compatible with the `capnagent` 0.7.4
+//! Python package.
+//!
+//! ```
+//! use capnagent::{Auditor, Context, Issuer, Verifier};
+//!
+//! let root_key = [7u8; 32]; // use 32 random bytes: `capnagent keygen`
+//! let audit_key = [9u8; 32];
+//!
+//! // The server mints a capability for an agent...
+//! let cap = Issuer::from_key(&root_key)?
+//!     .issue("agent-42")
+//!     .caveat(r#"tool == "checkout.purchase""#)?
+//!     .caveat("arg.amount_cents <= 5000")?
+//!     .caveat("now <= @2027-01-01T00:00:00Z")?
+//!     .build()?;
+//! let token = cap.serialize();
+//!
+//! // ...the agent may narrow it before handing it on, without any key...
+//! let narrower = capnagent::Capability::parse(&token)?.attenuate(r#"caller == "agent:planner""#)?;
+//!
+//! // ...and the server judges each call by what it observes itself.
+//! let verifier = Verifier::new(&root_key)?;
+//! let auditor = Auditor::new(&audit_key)?;
+//! let call = |amount: u64| {
+//!     Context::builder()
+//!         .now_millis(1_790_000_000_000)
+//!         .caller("agent:planner")
+//!         .tool("checkout.purchase")
+//!         .args(serde_json::json!({ "amount_cents": amount }))
+//!         .build()
+//! };
+//! let ok = verifier.verify_with_context(&narrower, &call(1299), &auditor)?;
+//! assert!(ok.is_allowed());
+//! let no = verifier.verify_with_context(&narrower, &call(9900), &auditor)?;
+//! assert_eq!(no.outcome().reason(), Some("caveat failed: arg.amount_cents <= 5000"));
+//!
+//! // Every receipt is signed and can be checked later.
+//! auditor.verify(&no.to_json())?;
+//! # Ok::<(), capnagent::Error>(())
+//! ```
+//!
+//! Modules: [`Issuer`] mints, [`Capability`] carries and attenuates,
+//! [`Verifier`] decides, [`Auditor`] signs receipts, [`AuditLog`] keeps
+//! them. The caveat language is described in [`Predicate`].
+
+mod audit;
+mod capability;
+mod context;
+mod crypto;
+mod dsl;
+mod error;
+mod issuer;
 pub mod json;
+mod limits;
 pub mod number;
 pub mod timestamp;
+mod verifier;
+
+pub use audit::{
+    AuditLog, AuditLogError, AuditLogIter, Auditor, ContextSummary, Durability, MIN_AUDIT_KEY_LEN,
+    Outcome, RECEIPT_SCHEMA_VERSION, Receipt,
+};
+pub use capability::{Capability, Caveat};
+pub use context::{Context, ContextBuilder};
+pub use dsl::{EvalError, Predicate};
+pub use error::{
+    BuildError, CaveatError, ContextError, Error, KeyError, ParseError, ReceiptError, TokenError,
+};
+pub use issuer::{CapabilityBuilder, Issuer, MIN_ROOT_KEY_LEN};
+pub use limits::Limits;
+pub use timestamp::Timestamp;
+pub use verifier::{
+    DEFAULT_CACHE_CAPACITY, REASON_HOLDER_KEY_BOUND, REASON_ZERO_CAVEATS, Verifier,
+};

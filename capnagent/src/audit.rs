@@ -1,0 +1,684 @@
+//! Receipts: [`Auditor`] signs one for every decision, [`Receipt`] is its
+//! wire form, and [`AuditLog`] keeps them in an append-only file.
+//!
+//! A receipt is HMAC-SHA256 under an *audit* key (separate from the root
+//! key) over `"v" || version || canonical JSON of the receipt without its
+//! signature`, byte-compatible with the reference 0.7.4 package.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use hmac::Mac;
+use serde::Deserialize;
+
+use crate::capability::Caveat;
+use crate::context::Context;
+use crate::crypto::{self, HexArrayError, HmacSha256, KeyedMac, Tag};
+use crate::error::{Error, KeyError, ReceiptError};
+use crate::json::{JsonSink, write_escaped_str};
+
+/// The receipt schema version this crate writes and accepts.
+pub const RECEIPT_SCHEMA_VERSION: u8 = 1;
+
+/// Shortest audit key accepted, in bytes.
+pub const MIN_AUDIT_KEY_LEN: usize = 16;
+
+/// The decision a receipt records.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The call may proceed.
+    Allowed,
+    /// The call was refused.
+    Denied {
+        /// Why, in the reference's exact wording (for example
+        /// `caveat failed: arg.amount_cents <= 5000`).
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// True for [`Outcome::Allowed`].
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Outcome::Allowed)
+    }
+
+    /// The denial reason, if denied.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Outcome::Allowed => None,
+            Outcome::Denied { reason } => Some(reason),
+        }
+    }
+}
+
+/// What a receipt records about the call: never the arguments themselves,
+/// only their canonical hash.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContextSummary {
+    caller: String,
+    tool: String,
+    args_hash: String,
+}
+
+impl ContextSummary {
+    /// Summarizes a context.
+    pub fn of(ctx: &Context) -> ContextSummary {
+        ContextSummary {
+            caller: ctx.caller().to_owned(),
+            tool: ctx.tool().to_owned(),
+            args_hash: ctx.args_hash(),
+        }
+    }
+
+    /// The caller.
+    pub fn caller(&self) -> &str {
+        &self.caller
+    }
+
+    /// The tool.
+    pub fn tool(&self) -> &str {
+        &self.tool
+    }
+
+    /// Lowercase hex SHA-256 of the canonical arguments.
+    pub fn args_hash(&self) -> &str {
+        &self.args_hash
+    }
+}
+
+/// A signed record of one decision.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Receipt {
+    version: u8,
+    capability_identifier: String,
+    caveats: Vec<Caveat>,
+    context_summary: ContextSummary,
+    outcome: Outcome,
+    timestamp_ms: u64,
+    signature: Tag,
+}
+
+impl Receipt {
+    /// The schema version (always [`RECEIPT_SCHEMA_VERSION`]).
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+
+    /// The capability's identifier.
+    pub fn capability_identifier(&self) -> &str {
+        &self.capability_identifier
+    }
+
+    /// All the capability's caveats, in order.
+    pub fn caveats(&self) -> &[Caveat] {
+        &self.caveats
+    }
+
+    /// Caller, tool and args hash.
+    pub fn context_summary(&self) -> &ContextSummary {
+        &self.context_summary
+    }
+
+    /// The decision.
+    pub fn outcome(&self) -> &Outcome {
+        &self.outcome
+    }
+
+    /// True when the call was allowed.
+    pub fn is_allowed(&self) -> bool {
+        self.outcome.is_allowed()
+    }
+
+    /// The context's time, in milliseconds since the Unix epoch.
+    pub fn timestamp_ms(&self) -> u64 {
+        self.timestamp_ms
+    }
+
+    /// Lowercase hex of the signature.
+    pub fn signature_hex(&self) -> String {
+        crypto::hex_encode(&self.signature)
+    }
+
+    /// The compact JSON form, byte-identical to the reference's:
+    /// `version, capability_identifier, caveats, context_summary, outcome,
+    /// timestamp_ms, signature`.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(256 + self.caveats.len() * 48);
+        out.put("{\"version\":");
+        out.put(itoa(u64::from(self.version)).as_str());
+        out.put(",\"capability_identifier\":");
+        write_escaped_str(&mut out, &self.capability_identifier);
+        out.put(",\"caveats\":");
+        write_caveats(&mut out, &self.caveats);
+        out.put(",\"context_summary\":{\"caller\":");
+        write_escaped_str(&mut out, &self.context_summary.caller);
+        out.put(",\"tool\":");
+        write_escaped_str(&mut out, &self.context_summary.tool);
+        out.put(",\"args_hash\":");
+        write_escaped_str(&mut out, &self.context_summary.args_hash);
+        out.put("},\"outcome\":");
+        write_outcome(&mut out, &self.outcome);
+        out.put(",\"timestamp_ms\":");
+        out.put(itoa(self.timestamp_ms).as_str());
+        out.put(",\"signature\":\"");
+        out.put(&self.signature_hex());
+        out.put("\"}");
+        out
+    }
+
+    /// Reads a receipt strictly: every field required, unknown fields
+    /// refused (the reference ignores them, and they would not be signed).
+    /// Does not check the signature; see [`Auditor::verify`].
+    pub fn from_json(text: &str) -> Result<Receipt, ReceiptError> {
+        let wire: WireReceipt =
+            serde_json::from_str(text).map_err(|e| ReceiptError::Json(e.to_string()))?;
+        let signature = match crypto::hex_decode_array::<32>(&wire.signature) {
+            Ok(sig) => sig,
+            Err(HexArrayError::Length(_)) => return Err(ReceiptError::InvalidSignature),
+            Err(HexArrayError::Hex(detail)) => {
+                return Err(ReceiptError::Json(format!("signature: {detail}")));
+            }
+        };
+        Ok(Receipt {
+            version: wire.version,
+            capability_identifier: wire.capability_identifier,
+            caveats: wire
+                .caveats
+                .into_iter()
+                .map(|c| Caveat::new(c.predicate))
+                .collect(),
+            context_summary: ContextSummary {
+                caller: wire.context_summary.caller,
+                tool: wire.context_summary.tool,
+                args_hash: wire.context_summary.args_hash,
+            },
+            outcome: match wire.outcome {
+                WireOutcome::Allowed => Outcome::Allowed,
+                WireOutcome::Denied { reason } => Outcome::Denied { reason },
+            },
+            timestamp_ms: wire.timestamp_ms,
+            signature,
+        })
+    }
+
+    /// Streams the signing input (everything but the signature, canonical
+    /// JSON with sorted keys) into `out`.
+    fn write_signing_body<S: JsonSink + ?Sized>(&self, out: &mut S) {
+        out.put("{\"capability_identifier\":");
+        write_escaped_str(out, &self.capability_identifier);
+        out.put(",\"caveats\":");
+        write_caveats(out, &self.caveats);
+        out.put(",\"context_summary\":{\"args_hash\":");
+        write_escaped_str(out, &self.context_summary.args_hash);
+        out.put(",\"caller\":");
+        write_escaped_str(out, &self.context_summary.caller);
+        out.put(",\"tool\":");
+        write_escaped_str(out, &self.context_summary.tool);
+        out.put("},\"outcome\":");
+        write_outcome(out, &self.outcome);
+        out.put(",\"timestamp_ms\":");
+        out.put(itoa(self.timestamp_ms).as_str());
+        out.put(",\"version\":");
+        out.put(itoa(u64::from(self.version)).as_str());
+        out.put("}");
+    }
+}
+
+impl fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receipt")
+            .field("version", &self.version)
+            .field("capability_identifier", &self.capability_identifier)
+            .field("caveats", &self.caveats)
+            .field("context_summary", &self.context_summary)
+            .field("outcome", &self.outcome)
+            .field("timestamp_ms", &self.timestamp_ms)
+            .field("signature", &self.signature_hex())
+            .finish()
+    }
+}
+
+fn write_caveats<S: JsonSink + ?Sized>(out: &mut S, caveats: &[Caveat]) {
+    out.put("[");
+    for (i, caveat) in caveats.iter().enumerate() {
+        if i > 0 {
+            out.put(",");
+        }
+        out.put("{\"predicate\":");
+        write_escaped_str(out, caveat.predicate());
+        out.put("}");
+    }
+    out.put("]");
+}
+
+fn write_outcome<S: JsonSink + ?Sized>(out: &mut S, outcome: &Outcome) {
+    match outcome {
+        Outcome::Allowed => out.put("{\"kind\":\"allowed\"}"),
+        Outcome::Denied { reason } => {
+            out.put("{\"kind\":\"denied\",\"reason\":");
+            write_escaped_str(out, reason);
+            out.put("}");
+        }
+    }
+}
+
+fn itoa(n: u64) -> String {
+    n.to_string()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireReceipt {
+    version: u8,
+    capability_identifier: String,
+    caveats: Vec<WireCaveat>,
+    context_summary: WireSummary,
+    outcome: WireOutcome,
+    timestamp_ms: u64,
+    signature: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireCaveat {
+    predicate: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireSummary {
+    caller: String,
+    tool: String,
+    args_hash: String,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum WireOutcome {
+    Allowed,
+    Denied { reason: String },
+}
+
+/// Feeds canonical JSON straight into an HMAC, without building a string.
+struct MacSink(HmacSha256);
+
+impl JsonSink for MacSink {
+    fn put(&mut self, s: &str) {
+        self.0.update(s.as_bytes());
+    }
+}
+
+/// Signs and verifies receipts under an audit key.
+///
+/// ```
+/// use capnagent::{Auditor, Context, Outcome};
+///
+/// let auditor = Auditor::new(&[9; 32])?;
+/// let ctx = Context::builder().now_millis(0).caller("agent").tool("t").build();
+/// let receipt = auditor.sign("cap-1", Vec::new(), &ctx, Outcome::Allowed);
+/// assert_eq!(auditor.verify(&receipt.to_json())?, receipt);
+/// # Ok::<(), capnagent::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Auditor {
+    key: Arc<KeyedMac>,
+}
+
+impl Auditor {
+    /// Creates an auditor. Keys shorter than [`MIN_AUDIT_KEY_LEN`] (16
+    /// bytes) are refused; use 32 random bytes.
+    pub fn new(key: &[u8]) -> Result<Auditor, Error> {
+        if key.len() < MIN_AUDIT_KEY_LEN {
+            return Err(KeyError::TooShort {
+                role: "audit",
+                got: key.len(),
+                min: MIN_AUDIT_KEY_LEN,
+            }
+            .into());
+        }
+        Ok(Auditor {
+            key: Arc::new(KeyedMac::new(key)),
+        })
+    }
+
+    /// Signs a receipt for a decision about `ctx`.
+    ///
+    /// The verifier calls this for every decision it makes; call it
+    /// yourself to record a decision made before a capability could be
+    /// checked (for example a request that carried no token).
+    pub fn sign(
+        &self,
+        capability_identifier: impl Into<String>,
+        caveats: Vec<Caveat>,
+        ctx: &Context,
+        outcome: Outcome,
+    ) -> Receipt {
+        let mut receipt = Receipt {
+            version: RECEIPT_SCHEMA_VERSION,
+            capability_identifier: capability_identifier.into(),
+            caveats,
+            context_summary: ContextSummary::of(ctx),
+            outcome,
+            timestamp_ms: ctx.now().unix_millis(),
+            signature: [0; 32],
+        };
+        receipt.signature = self.mac(&receipt);
+        receipt
+    }
+
+    fn mac(&self, receipt: &Receipt) -> Tag {
+        let mut sink = MacSink(self.key.start());
+        sink.0.update(&[b'v', receipt.version]);
+        receipt.write_signing_body(&mut sink);
+        sink.0.finalize().into_bytes().into()
+    }
+
+    /// Checks a receipt given as JSON text: strict schema, version 1, and
+    /// the signature (compared in constant time).
+    pub fn verify(&self, receipt_json: &str) -> Result<Receipt, Error> {
+        let receipt = Receipt::from_json(receipt_json)?;
+        self.verify_receipt(&receipt)?;
+        Ok(receipt)
+    }
+
+    /// Checks an already parsed receipt's version and signature.
+    pub fn verify_receipt(&self, receipt: &Receipt) -> Result<(), Error> {
+        if receipt.version != RECEIPT_SCHEMA_VERSION {
+            return Err(ReceiptError::UnsupportedVersion {
+                got: receipt.version,
+                expected: RECEIPT_SCHEMA_VERSION,
+            }
+            .into());
+        }
+        if crypto::tags_equal(&self.mac(receipt), &receipt.signature) {
+            Ok(())
+        } else {
+            Err(ReceiptError::InvalidSignature.into())
+        }
+    }
+}
+
+impl fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auditor")
+            .field("key", &format_args!(".."))
+            .finish()
+    }
+}
+
+/// When an [`AuditLog::append`] is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Each record is handed to the operating system with one `write` call
+    /// before `append` returns: it survives a crash of this process, not a
+    /// power loss or kernel crash. The default.
+    #[default]
+    Flush,
+    /// Each record is also `fsync`ed (`File::sync_data`) before `append`
+    /// returns: it survives power loss, at the cost of a disk round trip
+    /// per record.
+    Sync,
+}
+
+/// An append-only file of receipts, one compact JSON object per line.
+///
+/// Appends are serialized by a mutex and each record is written with a
+/// single `write_all` on a file opened in append mode, so concurrent
+/// appenders never interleave. See [`Durability`] for when a record is
+/// safe. A crash mid-write can leave a torn last line; [`AuditLog::open`]
+/// starts new records on a fresh line, and reading reports the torn line
+/// as an error item.
+///
+/// ```
+/// use capnagent::{AuditLog, Auditor, Context, Outcome};
+///
+/// let dir = tempfile::tempdir()?;
+/// let log = AuditLog::open(dir.path().join("audit.ndjson"))?;
+/// let auditor = Auditor::new(&[9; 32])?;
+/// let ctx = Context::builder().now_millis(0).tool("t").build();
+/// log.append(&auditor.sign("cap-1", Vec::new(), &ctx, Outcome::Allowed))?;
+/// let all: Vec<_> = log.iter()?.collect::<Result<_, _>>()?;
+/// assert_eq!(all.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    file: Mutex<File>,
+    durability: Durability,
+}
+
+impl AuditLog {
+    /// Opens (creating if needed) a log with [`Durability::Flush`].
+    pub fn open(path: impl AsRef<Path>) -> io::Result<AuditLog> {
+        AuditLog::open_with(path, Durability::default())
+    }
+
+    /// Opens (creating if needed) a log with the given durability.
+    pub fn open_with(path: impl AsRef<Path>, durability: Durability) -> io::Result<AuditLog> {
+        let path = path.as_ref().to_path_buf();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(&path)?;
+        // If a crash left a torn last line, start on a new line so the next
+        // record stays intact and the torn one stays visible.
+        let len = file.metadata()?.len();
+        if len > 0 {
+            file.seek(SeekFrom::Start(len - 1))?;
+            let mut last = [0u8; 1];
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")?;
+            }
+        }
+        Ok(AuditLog {
+            path,
+            file: Mutex::new(file),
+            durability,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one receipt as one line. Durable as [`Durability`] says
+    /// when this returns `Ok`.
+    pub fn append(&self, receipt: &Receipt) -> io::Result<()> {
+        let mut line = receipt.to_json();
+        line.push('\n');
+        let mut file = self
+            .file
+            .lock()
+            .map_err(|_| io::Error::other("audit log mutex poisoned"))?;
+        file.write_all(line.as_bytes())?;
+        if self.durability == Durability::Sync {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Forces everything appended so far to stable storage.
+    pub fn sync(&self) -> io::Result<()> {
+        let file = self
+            .file
+            .lock()
+            .map_err(|_| io::Error::other("audit log mutex poisoned"))?;
+        file.sync_data()
+    }
+
+    /// Reads the log from the start through a fresh handle.
+    pub fn iter(&self) -> io::Result<AuditLogIter> {
+        AuditLogIter::open(&self.path)
+    }
+}
+
+/// A line of the audit log that could not be read as a receipt.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditLogError {
+    /// Reading the file failed.
+    #[error("audit log line {line}: {source}")]
+    Io {
+        /// 1-based line number.
+        line: usize,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The last line has no newline and is not a complete receipt: a write
+    /// was cut short (crash mid-write).
+    #[error("audit log line {line}: torn last line ({len} bytes, no newline)")]
+    Torn {
+        /// 1-based line number.
+        line: usize,
+        /// Bytes in the fragment.
+        len: usize,
+    },
+    /// The line is longer than the reader's limit; it was skipped.
+    #[error("audit log line {line}: longer than {max} bytes")]
+    TooLong {
+        /// 1-based line number.
+        line: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The line is not a valid receipt.
+    #[error("audit log line {line}: {source}")]
+    Invalid {
+        /// 1-based line number.
+        line: usize,
+        /// Why.
+        source: ReceiptError,
+    },
+}
+
+/// Iterates over an audit log's receipts; see [`AuditLog::iter`].
+///
+/// Blank lines are skipped. A bad line yields an error item and iteration
+/// goes on with the next line.
+pub struct AuditLogIter {
+    reader: BufReader<File>,
+    line: usize,
+    max_line: usize,
+    done: bool,
+}
+
+impl AuditLogIter {
+    /// Longest line read by default: 4 MiB.
+    pub const DEFAULT_MAX_LINE: usize = 4 * 1024 * 1024;
+
+    /// Opens a log file for reading.
+    pub fn open(path: impl AsRef<Path>) -> io::Result<AuditLogIter> {
+        Ok(AuditLogIter {
+            reader: BufReader::new(File::open(path)?),
+            line: 0,
+            max_line: Self::DEFAULT_MAX_LINE,
+            done: false,
+        })
+    }
+
+    /// Sets the longest line accepted; longer lines yield
+    /// [`AuditLogError::TooLong`] and are skipped.
+    pub fn max_line(mut self, bytes: usize) -> Self {
+        self.max_line = bytes;
+        self
+    }
+
+    fn skip_rest_of_line(&mut self) -> io::Result<()> {
+        loop {
+            let buf = self.reader.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.reader.consume(i + 1);
+                    return Ok(());
+                }
+                None => {
+                    let n = buf.len();
+                    self.reader.consume(n);
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for AuditLogIter {
+    type Item = Result<Receipt, AuditLogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            self.line += 1;
+            let line = self.line;
+            let mut buf = Vec::new();
+            let limit = u64::try_from(self.max_line)
+                .unwrap_or(u64::MAX)
+                .saturating_add(1);
+            let read = (&mut self.reader).take(limit).read_until(b'\n', &mut buf);
+            match read {
+                Err(source) => {
+                    self.done = true;
+                    return Some(Err(AuditLogError::Io { line, source }));
+                }
+                Ok(0) => self.done = true,
+                Ok(_) => {
+                    let complete = buf.last() == Some(&b'\n');
+                    if !complete && buf.len() > self.max_line {
+                        if let Err(source) = self.skip_rest_of_line() {
+                            self.done = true;
+                            return Some(Err(AuditLogError::Io { line, source }));
+                        }
+                        return Some(Err(AuditLogError::TooLong {
+                            line,
+                            max: self.max_line,
+                        }));
+                    }
+                    let text = match std::str::from_utf8(&buf) {
+                        Ok(text) => text.trim_end_matches(['\n', '\r']),
+                        Err(_) if !complete => {
+                            return Some(Err(AuditLogError::Torn {
+                                line,
+                                len: buf.len(),
+                            }));
+                        }
+                        Err(e) => {
+                            return Some(Err(AuditLogError::Invalid {
+                                line,
+                                source: ReceiptError::Json(e.to_string()),
+                            }));
+                        }
+                    };
+                    if text.trim().is_empty() {
+                        continue;
+                    }
+                    return Some(match Receipt::from_json(text) {
+                        Ok(receipt) => Ok(receipt),
+                        Err(_) if !complete => Err(AuditLogError::Torn {
+                            line,
+                            len: buf.len(),
+                        }),
+                        Err(source) => Err(AuditLogError::Invalid { line, source }),
+                    });
+                }
+            }
+        }
+        None
+    }
+}
+
+impl fmt::Debug for AuditLogIter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLogIter")
+            .field("line", &self.line)
+            .field("max_line", &self.max_line)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,277 @@
+//! [`Capability`] and [`Caveat`]: the token, its wire format and its HMAC
+//! chain.
+//!
+//! Wire format (byte-compatible with the reference 0.7.4 package):
+//! base64url without padding of the compact JSON
+//! `{"identifier":S,["holder_of_key":HEX,]"caveats":[{"predicate":S},...],"signature":HEX}`.
+//!
+//! Chain: `s0 = HMAC(root_key, identifier)`; if bound to a holder key,
+//! `s = HMAC(s, "__hok:" || pubkey)`; then `s = HMAC(s, predicate)` for each
+//! caveat in order. Anyone holding a token can append a caveat (one more
+//! HMAC link); nobody can remove one without the root key.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+
+use crate::crypto::{self, HexArrayError, KeyedMac, Tag};
+use crate::dsl::Predicate;
+use crate::error::{CaveatError, Error, TokenError};
+use crate::json::{JsonSink, write_escaped_str};
+use crate::limits::Limits;
+
+/// The chain step that binds a holder key, before any caveat.
+pub(crate) const HOK_PREFIX: &[u8] = b"__hok:";
+
+/// One restriction on a capability: a predicate in the caveat DSL, stored
+/// and MACed verbatim (whitespace included).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Caveat {
+    predicate: String,
+}
+
+impl Caveat {
+    pub(crate) fn new(predicate: String) -> Caveat {
+        Caveat { predicate }
+    }
+
+    /// The predicate text.
+    pub fn predicate(&self) -> &str {
+        &self.predicate
+    }
+}
+
+impl fmt::Display for Caveat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.predicate)
+    }
+}
+
+/// A macaroon-style capability token.
+///
+/// Obtain one from [`Issuer::issue`](crate::Issuer::issue) or
+/// [`Capability::parse`]; narrow it with [`Capability::attenuate`]; check it
+/// with a [`Verifier`](crate::Verifier). `Debug` never prints the signature,
+/// which is what makes the token usable.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Capability {
+    identifier: String,
+    holder_of_key: Option<[u8; 32]>,
+    caveats: Vec<Caveat>,
+    signature: Tag,
+}
+
+#[derive(Deserialize)]
+struct WireToken {
+    identifier: String,
+    #[serde(default)]
+    holder_of_key: Option<String>,
+    caveats: Vec<WireCaveat>,
+    signature: String,
+}
+
+#[derive(Deserialize)]
+struct WireCaveat {
+    predicate: String,
+}
+
+impl Capability {
+    pub(crate) fn from_parts(
+        identifier: String,
+        holder_of_key: Option<[u8; 32]>,
+        caveats: Vec<Caveat>,
+        signature: Tag,
+    ) -> Capability {
+        Capability {
+            identifier,
+            holder_of_key,
+            caveats,
+            signature,
+        }
+    }
+
+    /// Decodes a serialized token with the default [`Limits`].
+    ///
+    /// Checks the encoding only: the chain is checked by a
+    /// [`Verifier`](crate::Verifier), and predicates are parsed at
+    /// verification (a predicate that does not parse denies).
+    pub fn parse(token: &str) -> Result<Capability, Error> {
+        Capability::parse_with_limits(token, &Limits::DEFAULT)
+    }
+
+    /// Decodes a serialized token under explicit limits.
+    ///
+    /// Stricter than the reference on purpose: hex must be plain hex, the
+    /// signature must be 32 bytes and a holder key 32 bytes.
+    pub fn parse_with_limits(token: &str, limits: &Limits) -> Result<Capability, Error> {
+        if token.len() > limits.max_token_len {
+            return Err(TokenError::TooLong {
+                len: token.len(),
+                max: limits.max_token_len,
+            }
+            .into());
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|e| TokenError::Base64(e.to_string()))?;
+        let wire: WireToken =
+            serde_json::from_slice(&bytes).map_err(|e| TokenError::Format(e.to_string()))?;
+        if wire.caveats.len() > limits.max_caveats {
+            return Err(TokenError::TooManyCaveats {
+                count: wire.caveats.len(),
+                max: limits.max_caveats,
+            }
+            .into());
+        }
+        let signature = decode_32("signature", &wire.signature)?;
+        let holder_of_key = match wire.holder_of_key.as_deref() {
+            None => None,
+            Some(hex) => Some(decode_32("holder_of_key", hex)?),
+        };
+        Ok(Capability {
+            identifier: wire.identifier,
+            holder_of_key,
+            caveats: wire
+                .caveats
+                .into_iter()
+                .map(|c| Caveat::new(c.predicate))
+                .collect(),
+            signature,
+        })
+    }
+
+    /// Encodes the token: base64url (no padding) of compact JSON, byte for
+    /// byte what the reference implementation produces.
+    pub fn serialize(&self) -> String {
+        let mut json = String::with_capacity(64 + self.identifier.len() + self.caveats.len() * 48);
+        json.put("{\"identifier\":");
+        write_escaped_str(&mut json, &self.identifier);
+        if let Some(key) = &self.holder_of_key {
+            json.put(",\"holder_of_key\":\"");
+            json.put(&crypto::hex_encode(key));
+            json.put("\"");
+        }
+        json.put(",\"caveats\":[");
+        for (i, caveat) in self.caveats.iter().enumerate() {
+            if i > 0 {
+                json.put(",");
+            }
+            json.put("{\"predicate\":");
+            write_escaped_str(&mut json, &caveat.predicate);
+            json.put("}");
+        }
+        json.put("],\"signature\":\"");
+        json.put(&crypto::hex_encode(&self.signature));
+        json.put("\"}");
+        URL_SAFE_NO_PAD.encode(json.as_bytes())
+    }
+
+    /// Returns a narrower capability with one more caveat. Needs no key.
+    ///
+    /// The predicate is parsed first: one that does not parse, or that
+    /// compares against a unit literal such as `50_usd` (which could never
+    /// be satisfied), is refused. The original is unchanged.
+    ///
+    /// ```
+    /// use capnagent::Issuer;
+    ///
+    /// let issuer = Issuer::from_key(&[7; 32])?;
+    /// let broad = issuer.issue("agent-42").caveat(r#"tool == "checkout.purchase""#)?.build()?;
+    /// let narrow = broad.attenuate("arg.amount_cents <= 5000")?;
+    /// assert_eq!(narrow.caveats().len(), 2);
+    /// # Ok::<(), capnagent::Error>(())
+    /// ```
+    pub fn attenuate(&self, predicate: &str) -> Result<Capability, Error> {
+        if self.caveats.len() >= Limits::DEFAULT.max_caveats {
+            return Err(crate::error::BuildError::TooManyCaveats {
+                max: Limits::DEFAULT.max_caveats,
+            }
+            .into());
+        }
+        check_predicate(predicate, &Limits::DEFAULT)?;
+        let mut next = self.clone();
+        next.signature = crypto::chain_step(&self.signature, &[predicate.as_bytes()]);
+        next.caveats.push(Caveat::new(predicate.to_owned()));
+        Ok(next)
+    }
+
+    /// The identifier the root issued (unchanged by attenuation, so
+    /// revoking it revokes every attenuation).
+    pub fn identifier(&self) -> &str {
+        &self.identifier
+    }
+
+    /// The caveats, in chain order.
+    pub fn caveats(&self) -> &[Caveat] {
+        &self.caveats
+    }
+
+    /// The Ed25519 public key the holder must prove possession of, if bound.
+    pub fn holder_of_key(&self) -> Option<&[u8; 32]> {
+        self.holder_of_key.as_ref()
+    }
+
+    /// Recomputes the chain under `root` and compares in constant time.
+    pub(crate) fn chain_matches(&self, root: &KeyedMac) -> bool {
+        let expected = compute_chain(
+            root,
+            &self.identifier,
+            self.holder_of_key.as_ref(),
+            self.caveats.iter().map(|c| c.predicate.as_str()),
+        );
+        crypto::tags_equal(&expected, &self.signature)
+    }
+}
+
+/// Parses a predicate for building or attenuating, and refuses unit
+/// literals, which can never be satisfied.
+pub(crate) fn check_predicate(predicate: &str, limits: &Limits) -> Result<(), CaveatError> {
+    let parsed = Predicate::parse_with_limits(predicate, limits)?;
+    match parsed.unit_literal() {
+        Some(literal) => Err(CaveatError::UnitLiteral { literal }),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn compute_chain<'a>(
+    root: &KeyedMac,
+    identifier: &str,
+    holder_of_key: Option<&[u8; 32]>,
+    caveats: impl Iterator<Item = &'a str>,
+) -> Tag {
+    let mut sig = root.tag(identifier.as_bytes());
+    if let Some(key) = holder_of_key {
+        sig = crypto::chain_step(&sig, &[HOK_PREFIX, key]);
+    }
+    for predicate in caveats {
+        sig = crypto::chain_step(&sig, &[predicate.as_bytes()]);
+    }
+    sig
+}
+
+fn decode_32(field: &'static str, hex: &str) -> Result<[u8; 32], TokenError> {
+    crypto::hex_decode_array::<32>(hex).map_err(|e| match e {
+        HexArrayError::Hex(detail) => TokenError::Hex { field, detail },
+        HexArrayError::Length(got) => TokenError::Length {
+            field,
+            expected: 32,
+            got,
+        },
+    })
+}
+
+impl fmt::Debug for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Capability")
+            .field("identifier", &self.identifier)
+            .field(
+                "holder_of_key",
+                &self.holder_of_key.as_ref().map(|k| crypto::hex_encode(k)),
+            )
+            .field("caveats", &self.caveats)
+            .field("signature", &format_args!(".."))
+            .finish()
+    }
+}

@@ -1,0 +1,307 @@
+//! The verifier-observed facts a capability is checked against: `now`,
+//! `caller`, `tool`, `args` and `env`, plus their JSON form and the
+//! canonical `args_hash` that receipts carry.
+//!
+//! A context is built by the server from what it observes itself (the
+//! authenticated peer, the route, the real request body, its own clock),
+//! never from claims inside the request.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use crate::error::ContextError;
+use crate::json::{self, JsonLimits, JsonValue};
+use crate::limits::Limits;
+use crate::timestamp::Timestamp;
+
+/// The facts one tool call is judged by.
+///
+/// ```
+/// use capnagent::Context;
+///
+/// let ctx = Context::builder()
+///     .now_millis(1_700_000_000_000)
+///     .caller("agent:planner")
+///     .tool("checkout.purchase")
+///     .args(serde_json::json!({"amount_cents": 1299}))
+///     .env("region", "eu-west-1")
+///     .build();
+/// assert_eq!(ctx.tool(), "checkout.purchase");
+///
+/// // The JSON form keeps every number's source text.
+/// let same = Context::from_json(
+///     r#"{"nowMs":1700000000000,"caller":"agent:planner","tool":"checkout.purchase",
+///         "args":{"amount_cents":1299},"env":{"region":"eu-west-1"}}"#,
+/// )?;
+/// assert_eq!(same.args_hash(), ctx.args_hash());
+/// # Ok::<(), capnagent::ContextError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Context {
+    now: Timestamp,
+    caller: String,
+    tool: String,
+    args: JsonValue,
+    env: BTreeMap<String, String>,
+}
+
+impl Context {
+    /// Starts a context. Unset fields default to: `now` = the wall clock at
+    /// `build()`, empty `caller` and `tool`, `args` = `null`, no `env`.
+    pub fn builder() -> ContextBuilder {
+        ContextBuilder::default()
+    }
+
+    /// Reads the JSON form used by the reference bindings and the CLI:
+    /// `{"nowMs": u64?, "caller": str, "tool": str, "args": any, "env": {str: str}?}`.
+    ///
+    /// Unknown keys are ignored and a repeated known key is an error, as in
+    /// the reference. Every number in `args` keeps its source text, which
+    /// the integer-domain rule and `args_hash` depend on. A missing or
+    /// `null` `nowMs` means the wall clock. Unlike the reference, the
+    /// positional array form `[nowMs, caller, tool, args, env]` is refused.
+    pub fn from_json(text: &str) -> Result<Context, ContextError> {
+        Context::from_json_with_limits(text, &Limits::DEFAULT)
+    }
+
+    /// [`Context::from_json`] under explicit size and depth limits.
+    pub fn from_json_with_limits(text: &str, limits: &Limits) -> Result<Context, ContextError> {
+        let json_limits = JsonLimits {
+            max_depth: limits.max_json_depth,
+            max_len: limits.max_context_len,
+        };
+        let value =
+            json::parse(text, &json_limits).map_err(|e| ContextError::Json(e.to_string()))?;
+        let JsonValue::Object(fields) = value else {
+            return Err(ContextError::Shape(format!(
+                "expected an object, got {}",
+                value.kind_name()
+            )));
+        };
+
+        let mut now_ms: Option<Option<u64>> = None;
+        let mut caller = None;
+        let mut tool = None;
+        let mut args = None;
+        let mut env: Option<BTreeMap<String, String>> = None;
+        for (key, value) in fields.iter() {
+            let seen = match key {
+                "nowMs" => now_ms.replace(read_now_ms(value)?).is_some(),
+                "caller" => caller.replace(read_string("caller", value)?).is_some(),
+                "tool" => tool.replace(read_string("tool", value)?).is_some(),
+                "args" => args.replace(value.clone()).is_some(),
+                "env" => env.replace(read_env(value)?).is_some(),
+                _ => false,
+            };
+            if seen {
+                return Err(ContextError::Shape(format!("duplicate field `{key}`")));
+            }
+        }
+        let missing = |name: &str| ContextError::Shape(format!("missing field `{name}`"));
+        Ok(Context {
+            now: match now_ms.flatten() {
+                Some(ms) => Timestamp::from_unix_millis(ms),
+                None => Timestamp::now(),
+            },
+            caller: caller.ok_or_else(|| missing("caller"))?,
+            tool: tool.ok_or_else(|| missing("tool"))?,
+            args: args.ok_or_else(|| missing("args"))?,
+            env: env.unwrap_or_default(),
+        })
+    }
+
+    /// When the call is judged.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// Who is calling, as authenticated by the server.
+    pub fn caller(&self) -> &str {
+        &self.caller
+    }
+
+    /// Which tool is being called.
+    pub fn tool(&self) -> &str {
+        &self.tool
+    }
+
+    /// The call's arguments.
+    pub fn args(&self) -> &JsonValue {
+        &self.args
+    }
+
+    /// Verifier environment (`env.<key>` in caveats).
+    pub fn env(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+
+    /// Lowercase hex SHA-256 of the canonical JSON of `args`: sorted keys,
+    /// no whitespace, numbers as their source text. Receipts carry it
+    /// instead of the arguments themselves.
+    pub fn args_hash(&self) -> String {
+        json::sha256_canonical_hex(&self.args)
+    }
+}
+
+fn read_now_ms(value: &JsonValue) -> Result<Option<u64>, ContextError> {
+    match value {
+        JsonValue::Null => Ok(None),
+        JsonValue::Number(n) => {
+            let text = n.as_str();
+            let plain = text.bytes().all(|b| b.is_ascii_digit());
+            match text.parse::<u64>() {
+                Ok(ms) if plain => Ok(Some(ms)),
+                _ => Err(ContextError::Shape(format!(
+                    "invalid value: `nowMs` must be an unsigned 64-bit integer of milliseconds, got {text}"
+                ))),
+            }
+        }
+        other => Err(ContextError::Shape(format!(
+            "invalid type: `nowMs` must be an unsigned integer or null, got {}",
+            other.kind_name()
+        ))),
+    }
+}
+
+fn read_string(name: &str, value: &JsonValue) -> Result<String, ContextError> {
+    match value {
+        JsonValue::String(s) => Ok(s.clone()),
+        other => Err(ContextError::Shape(format!(
+            "invalid type: `{name}` must be a string, got {}",
+            other.kind_name()
+        ))),
+    }
+}
+
+fn read_env(value: &JsonValue) -> Result<BTreeMap<String, String>, ContextError> {
+    match value {
+        JsonValue::Null => Ok(BTreeMap::new()),
+        JsonValue::Object(entries) => entries
+            .iter()
+            .map(|(k, v)| match v {
+                JsonValue::String(s) => Ok((k.to_owned(), s.clone())),
+                other => Err(ContextError::Shape(format!(
+                    "invalid type: `env.{k}` must be a string, got {}",
+                    other.kind_name()
+                ))),
+            })
+            .collect(),
+        other => Err(ContextError::Shape(format!(
+            "invalid type: `env` must be an object of strings, got {}",
+            other.kind_name()
+        ))),
+    }
+}
+
+/// Builds a [`Context`]; see [`Context::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct ContextBuilder {
+    now: Option<Timestamp>,
+    caller: String,
+    tool: String,
+    args: Option<JsonValue>,
+    env: BTreeMap<String, String>,
+}
+
+impl ContextBuilder {
+    /// Sets the time of the call (the server's clock, never the caller's).
+    pub fn now(mut self, now: SystemTime) -> Self {
+        self.now = Some(Timestamp::from_system_time(now));
+        self
+    }
+
+    /// Sets the time of the call in milliseconds since the Unix epoch.
+    pub fn now_millis(mut self, ms: u64) -> Self {
+        self.now = Some(Timestamp::from_unix_millis(ms));
+        self
+    }
+
+    /// Sets the time of the call as a [`Timestamp`].
+    pub fn timestamp(mut self, now: Timestamp) -> Self {
+        self.now = Some(now);
+        self
+    }
+
+    /// Sets the authenticated caller.
+    pub fn caller(mut self, caller: impl Into<String>) -> Self {
+        self.caller = caller.into();
+        self
+    }
+
+    /// Sets the tool being called.
+    pub fn tool(mut self, tool: impl Into<String>) -> Self {
+        self.tool = tool.into();
+        self
+    }
+
+    /// Sets the arguments from a `serde_json` value. Numbers keep the text
+    /// `serde_json` prints for them; to keep a request's exact number text,
+    /// parse it with [`json::parse`](crate::json::parse) and use
+    /// [`args_json`](Self::args_json).
+    pub fn args(mut self, args: serde_json::Value) -> Self {
+        self.args = Some(JsonValue::from(&args));
+        self
+    }
+
+    /// Sets the arguments from an already parsed [`JsonValue`].
+    pub fn args_json(mut self, args: JsonValue) -> Self {
+        self.args = Some(args);
+        self
+    }
+
+    /// Adds one environment entry; a repeated key keeps the last value.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Finishes the context.
+    pub fn build(self) -> Context {
+        Context {
+            now: self.now.unwrap_or_else(Timestamp::now),
+            caller: self.caller,
+            tool: self.tool,
+            args: self.args.unwrap_or(JsonValue::Null),
+            env: self.env,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_reference_json_form() {
+        let ctx = Context::from_json(
+            r#"{"caller":"a","tool":"t","args":{"x":1.50},"nowMs":5,"extra":[1],"env":{"k":"v"}}"#,
+        )
+        .expect("valid context");
+        assert_eq!(ctx.now(), Timestamp::from_unix_millis(5));
+        assert_eq!(ctx.env().get("k").map(String::as_str), Some("v"));
+        assert_eq!(json::canonical_string(ctx.args()), r#"{"x":1.50}"#);
+    }
+
+    #[test]
+    fn refuses_bad_shapes() {
+        for bad in [
+            r#"[1,"a","t",{},null]"#,
+            r#"{"caller":"a","tool":"t"}"#,
+            r#"{"caller":"a","caller":"b","tool":"t","args":{}}"#,
+            r#"{"caller":1,"tool":"t","args":{}}"#,
+            r#"{"caller":"a","tool":"t","args":{},"nowMs":-1}"#,
+            r#"{"caller":"a","tool":"t","args":{},"nowMs":1.0}"#,
+            r#"{"caller":"a","tool":"t","args":{},"nowMs":1e3}"#,
+            r#"{"caller":"a","tool":"t","args":{},"nowMs":-0}"#,
+            r#"{"caller":"a","tool":"t","args":{},"nowMs":18446744073709551616}"#,
+            r#"{"caller":"a","tool":"t","args":{},"env":{"k":1}}"#,
+            r#"{"caller":"a","tool":"t","args":{}} x"#,
+        ] {
+            assert!(Context::from_json(bad).is_err(), "{bad}");
+        }
+        assert!(
+            Context::from_json(r#"{"caller":"a","tool":"t","args":null,"nowMs":null,"env":null}"#)
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! The few cryptographic primitives the crate builds on: HMAC-SHA256 chain
+//! steps, constant-time tag comparison, and a strict hex codec.
+//!
+//! Kept in one place so that every MAC in the crate is computed the same way
+//! and every tag comparison goes through `subtle`.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+/// HMAC-SHA256.
+pub(crate) type HmacSha256 = Hmac<Sha256>;
+
+/// A 32-byte MAC tag.
+pub(crate) type Tag = [u8; 32];
+
+/// A keyed HMAC state whose key schedule (ipad/opad blocks) is computed once
+/// and cloned per use. Never printed.
+#[derive(Clone)]
+pub(crate) struct KeyedMac(HmacSha256);
+
+impl KeyedMac {
+    pub(crate) fn new(key: &[u8]) -> Self {
+        // HMAC accepts keys of any length, so this cannot fail.
+        match HmacSha256::new_from_slice(key) {
+            Ok(mac) => KeyedMac(mac),
+            Err(_) => unreachable!("HMAC-SHA256 accepts keys of any length"),
+        }
+    }
+
+    /// A fresh MAC state under this key.
+    pub(crate) fn start(&self) -> HmacSha256 {
+        self.0.clone()
+    }
+
+    /// MAC of one message under this key.
+    pub(crate) fn tag(&self, msg: &[u8]) -> Tag {
+        let mut mac = self.start();
+        mac.update(msg);
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl std::fmt::Debug for KeyedMac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
+}
+
+/// One chain step: `HMAC(key = prev, msg = parts...)`.
+pub(crate) fn chain_step(prev: &Tag, parts: &[&[u8]]) -> Tag {
+    let mut mac = KeyedMac::new(prev).start();
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// Constant-time equality of two tags.
+pub(crate) fn tags_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Lowercase hex.
+pub(crate) fn hex_encode(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    out
+}
+
+/// Strict hex: an even number of `[0-9a-fA-F]`, nothing else (no signs, no
+/// whitespace).
+pub(crate) fn hex_decode(text: &str) -> Result<Vec<u8>, &'static str> {
+    let bytes = text.as_bytes();
+    if bytes.len() % 2 != 0 {
+        return Err("hex string has odd length");
+    }
+    bytes
+        .chunks_exact(2)
+        .map(|pair| match (nibble(pair[0]), nibble(pair[1])) {
+            (Some(hi), Some(lo)) => Ok(hi << 4 | lo),
+            _ => Err("invalid hex digit"),
+        })
+        .collect()
+}
+
+/// Strict hex of exactly `N` bytes.
+pub(crate) fn hex_decode_array<const N: usize>(text: &str) -> Result<[u8; N], HexArrayError> {
+    let bytes = hex_decode(text).map_err(HexArrayError::Hex)?;
+    <[u8; N]>::try_from(bytes.as_slice()).map_err(|_| HexArrayError::Length(bytes.len()))
+}
+
+/// Why [`hex_decode_array`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HexArrayError {
+    Hex(&'static str),
+    Length(usize),
+}
+
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_strictness() {
+        assert_eq!(hex_encode(&[0, 0xab, 0xff]), "00abff");
+        assert_eq!(hex_decode("00ABff"), Ok(vec![0, 0xab, 0xff]));
+        assert!(hex_decode("+a").is_err());
+        assert!(hex_decode("abc").is_err());
+        assert!(hex_decode(" a").is_err());
+        assert!(hex_decode("éé").is_err());
+        assert_eq!(hex_decode_array::<2>("0001"), Ok([0, 1]));
+        assert_eq!(hex_decode_array::<2>("00"), Err(HexArrayError::Length(1)));
+    }
+
+    #[test]
+    fn tags_compare_by_length_and_content() {
+        assert!(tags_equal(&[1, 2], &[1, 2]));
+        assert!(!tags_equal(&[1, 2], &[1, 3]));
+        assert!(!tags_equal(&[1, 2], &[1, 2, 3]));
+    }
+
+    #[test]
+    fn keyed_mac_matches_fresh_hmac() {
+        let key = KeyedMac::new(b"key");
+        let mut fresh = HmacSha256::new_from_slice(b"key").expect("any key length");
+        fresh.update(b"msg");
+        let expected: Tag = fresh.finalize().into_bytes().into();
+        assert_eq!(key.tag(b"msg"), expected);
+        assert_eq!(format!("{key:?}"), "..");
+    }
+}

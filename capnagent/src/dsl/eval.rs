@@ -1,0 +1,160 @@
+//! Evaluation of a parsed predicate against a [`Context`].
+//!
+//! Identifier resolution comes first, then the type checks in the
+//! reference's order (literal kind, unit, operator, integer domain), then
+//! the comparison. Numbers compare exactly as decimals. AND and OR
+//! short-circuit left to right; an error on an evaluated branch is an error
+//! for the whole predicate, never a silent `false`.
+
+use super::EvalError;
+use super::ast::{Comparison, Expr, Ident, Literal, Op};
+use crate::context::Context;
+use crate::json::{JsonNumber, JsonValue};
+use crate::number::Decimal;
+use crate::timestamp::Timestamp;
+
+/// A resolved left-hand value, borrowed from the context.
+enum Value<'a> {
+    Str(&'a str),
+    Num(&'a JsonNumber),
+    Time(Timestamp),
+}
+
+impl Value<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "string",
+            Value::Num(_) => "number",
+            Value::Time(_) => "timestamp",
+        }
+    }
+}
+
+pub(crate) fn eval(expr: &Expr, ctx: &Context) -> Result<bool, EvalError> {
+    match expr {
+        Expr::Cmp(cmp) => compare(cmp, ctx),
+        Expr::And(items) => {
+            for item in items {
+                if !eval(item, ctx)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+        Expr::Or(items) => {
+            for item in items {
+                if eval(item, ctx)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+    }
+}
+
+fn resolve<'a>(ident: &Ident, ctx: &'a Context) -> Result<Value<'a>, EvalError> {
+    match ident {
+        Ident::Now => Ok(Value::Time(ctx.now())),
+        Ident::Caller => Ok(Value::Str(ctx.caller())),
+        Ident::Tool => Ok(Value::Str(ctx.tool())),
+        Ident::Env { key, dotted } => ctx
+            .env()
+            .get(key.as_str())
+            .map(|v| Value::Str(v.as_str()))
+            .ok_or_else(|| EvalError::UnknownIdent(dotted.clone())),
+        Ident::Arg { path, dotted } => {
+            let mut value = ctx.args();
+            for segment in path {
+                value = value
+                    .as_object()
+                    .and_then(|obj| obj.get(segment))
+                    .ok_or_else(|| EvalError::UnknownIdent(dotted.clone()))?;
+            }
+            let got = match value {
+                JsonValue::String(s) => return Ok(Value::Str(s)),
+                JsonValue::Number(n) if is_finite(n) => return Ok(Value::Num(n)),
+                JsonValue::Number(_) => "non-finite number",
+                other => other.kind_name(),
+            };
+            Err(EvalError::mismatch(
+                "string or integer at arg path",
+                format!("{got} at {dotted}"),
+            ))
+        }
+        Ident::Unknown(name) => Err(EvalError::UnknownIdent(name.clone())),
+    }
+}
+
+/// The reference rejects arg numbers that overflow an f64 to infinity.
+fn is_finite(n: &JsonNumber) -> bool {
+    n.as_str().parse::<f64>().is_ok_and(f64::is_finite)
+}
+
+fn compare(cmp: &Comparison, ctx: &Context) -> Result<bool, EvalError> {
+    let left = resolve(&cmp.ident, ctx)?;
+    let op = cmp.op;
+    match &cmp.literal {
+        Literal::Str(right) => {
+            let Value::Str(left) = left else {
+                return Err(EvalError::mismatch("string", left.kind()));
+            };
+            Ok(match op {
+                Op::Matches => left.contains(right.as_str()),
+                Op::StartsWith => left.starts_with(right.as_str()),
+                Op::Eq => left == right,
+                Op::Ne => left != right,
+                _ => {
+                    return Err(EvalError::mismatch(
+                        "number or timestamp on left for ordering operator",
+                        format!("string vs string with `{op}`"),
+                    ));
+                }
+            })
+        }
+        Literal::Num {
+            value,
+            integer,
+            unit,
+            ..
+        } => {
+            if let Some(unit) = unit {
+                return Err(match left {
+                    Value::Num(_) => EvalError::mismatch(
+                        format!("number with unit {unit}"),
+                        "number with unit (none)",
+                    ),
+                    other => EvalError::mismatch(format!("number({unit})"), other.kind()),
+                });
+            }
+            let Value::Num(left) = left else {
+                return Err(EvalError::mismatch("number", left.kind()));
+            };
+            if op.is_string_only() {
+                return Err(non_string_operand(op));
+            }
+            if *integer && !left.is_integer_syntax() {
+                return Err(EvalError::mismatch(
+                    "integer-syntactic numeric arg (caveat literal is integer-domain; use _cents form for sub-unit precision, or reject non-integer args at the tool boundary \u{2014} closes angle finding A.1)",
+                    "float-syntactic numeric arg",
+                ));
+            }
+            let left = Decimal::parse(left.as_str()).ok_or_else(|| {
+                EvalError::mismatch("string or integer at arg path", "unreadable number")
+            })?;
+            Ok(op.holds(left.cmp(value)))
+        }
+        Literal::Time(right) => {
+            let Value::Time(left) = left else {
+                return Err(EvalError::mismatch("timestamp", left.kind()));
+            };
+            if op.is_string_only() {
+                return Err(non_string_operand(op));
+            }
+            Ok(op.holds(left.cmp(right)))
+        }
+    }
+}
+
+fn non_string_operand(op: Op) -> EvalError {
+    EvalError::mismatch(format!("string for `{op}`"), "non-string operand")
+}

@@ -1,0 +1,204 @@
+//! The caveat DSL: a one-page predicate language over verifier-observed facts.
+//!
+//! ```text
+//! tool == "checkout.purchase" AND arg.amount_cents <= 5000
+//! (caller == "agent:planner" OR caller starts_with "agent:ops/") AND now <= @2027-01-01T00:00:00Z
+//! ```
+//!
+//! Roots are `now` (timestamp), `caller` and `tool` (strings), `arg.<path>`
+//! (the call's JSON arguments) and `env.<key>` (verifier environment).
+//! Operators: `==  !=  <  <=  >  >=  matches  starts_with`. `matches` is a
+//! plain substring test, not a regex (wire compatibility with the reference).
+//! Numbers compare exactly as decimals; an integer literal refuses a
+//! fractional argument (`1299.0` against `<= 5000`) so that money limits
+//! are stated in integer minor units.
+
+mod ast;
+mod eval;
+mod parser;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+pub(crate) use ast::Expr;
+
+use crate::context::Context;
+use crate::error::ParseError;
+use crate::limits::Limits;
+
+/// A parsed caveat predicate.
+///
+/// ```
+/// use capnagent::{Context, Predicate};
+///
+/// let p = Predicate::parse(r#"tool == "files.read" AND arg.path starts_with "/srv/""#)?;
+/// let ctx = Context::builder()
+///     .tool("files.read")
+///     .args(serde_json::json!({"path": "/srv/a.txt"}))
+///     .build();
+/// assert_eq!(p.evaluate(&ctx), Ok(true));
+/// # Ok::<(), capnagent::ParseError>(())
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct Predicate {
+    text: String,
+    expr: Expr,
+}
+
+impl Predicate {
+    /// Parses a predicate with the default [`Limits`].
+    pub fn parse(text: &str) -> Result<Predicate, ParseError> {
+        Predicate::parse_with_limits(text, &Limits::DEFAULT)
+    }
+
+    /// Parses a predicate under explicit limits.
+    pub fn parse_with_limits(text: &str, limits: &Limits) -> Result<Predicate, ParseError> {
+        Ok(Predicate {
+            text: text.to_owned(),
+            expr: parser::parse(text, limits)?,
+        })
+    }
+
+    /// The predicate's source text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Evaluates the predicate against a context.
+    pub fn evaluate(&self, ctx: &Context) -> Result<bool, EvalError> {
+        eval::eval(&self.expr, ctx)
+    }
+
+    /// The first number literal that carries a unit, if any.
+    pub(crate) fn unit_literal(&self) -> Option<String> {
+        let mut stack = vec![&self.expr];
+        while let Some(expr) = stack.pop() {
+            match expr {
+                Expr::Cmp(cmp) => {
+                    if let ast::Literal::Num {
+                        unit: Some(_),
+                        text,
+                        ..
+                    } = &cmp.literal
+                    {
+                        return Some(text.clone());
+                    }
+                }
+                Expr::And(items) | Expr::Or(items) => stack.extend(items.iter().rev()),
+            }
+        }
+        None
+    }
+}
+
+impl fmt::Debug for Predicate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Predicate").field(&self.text).finish()
+    }
+}
+
+impl fmt::Display for Predicate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Why a predicate could not be evaluated. Always a denial.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvalError {
+    /// The identifier does not resolve in this context.
+    #[error("unknown identifier: {0}")]
+    UnknownIdent(String),
+    /// The value and the literal have incompatible types.
+    #[error("type mismatch: expected {expected}, got {got}")]
+    TypeMismatch {
+        /// What the literal required.
+        expected: String,
+        /// What the context supplied.
+        got: String,
+    },
+}
+
+impl EvalError {
+    fn mismatch(expected: impl Into<String>, got: impl Into<String>) -> EvalError {
+        EvalError::TypeMismatch {
+            expected: expected.into(),
+            got: got.into(),
+        }
+    }
+
+    /// A stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EvalError::UnknownIdent(_) => "eval.unknown_identifier",
+            EvalError::TypeMismatch { .. } => "eval.type_mismatch",
+        }
+    }
+}
+
+/// Parsed predicates keyed by their text, shared by clones of a verifier.
+///
+/// Bounded: when full it is cleared, so a stream of unique predicates costs
+/// parse time but never unbounded memory.
+pub(crate) struct PredicateCache {
+    map: RwLock<HashMap<Box<str>, Arc<Result<Expr, ParseError>>>>,
+    capacity: usize,
+}
+
+impl PredicateCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        PredicateCache {
+            map: RwLock::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    pub(crate) fn get_or_parse(
+        &self,
+        text: &str,
+        limits: &Limits,
+    ) -> Arc<Result<Expr, ParseError>> {
+        if let Ok(map) = self.map.read() {
+            if let Some(hit) = map.get(text) {
+                return Arc::clone(hit);
+            }
+        }
+        let parsed = Arc::new(parser::parse(text, limits));
+        if self.capacity > 0 {
+            if let Ok(mut map) = self.map.write() {
+                if map.len() >= self.capacity {
+                    map.clear();
+                }
+                map.insert(text.into(), Arc::clone(&parsed));
+            }
+        }
+        parsed
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn clear(&self) {
+        if let Ok(mut map) = self.map.write() {
+            map.clear();
+        }
+    }
+}
+
+impl fmt::Debug for PredicateCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let len = self.map.read().map(|m| m.len()).unwrap_or(0);
+        f.debug_struct("PredicateCache")
+            .field("len", &len)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+/// Evaluates an already parsed expression (used by the verifier's cache).
+pub(crate) fn eval_expr(expr: &Expr, ctx: &Context) -> Result<bool, EvalError> {
+    eval::eval(expr, ctx)
+}
