@@ -1,0 +1,1 @@
+//! Bench support (the benches live in `benches/benches`).

@@ -1,0 +1,1 @@
+//! capnagent-tower (in progress).
