@@ -76,7 +76,7 @@ pub(crate) fn hex_encode(bytes: &[u8]) -> String {
 /// whitespace).
 pub(crate) fn hex_decode(text: &str) -> Result<Vec<u8>, &'static str> {
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err("hex string has odd length");
     }
     bytes

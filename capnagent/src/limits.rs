@@ -14,7 +14,6 @@
 /// assert!(strict.max_token_len > 0);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Limits {
     /// Longest serialized token accepted (and built), in bytes. Default
     /// 256 KiB.

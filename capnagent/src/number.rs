@@ -445,7 +445,7 @@ mod tests {
 
     /// A random number as (text, value scaled by 100).
     fn random_number(rng: &mut Lcg) -> (String, i128) {
-        let negative = rng.next() % 2 == 0;
+        let negative = rng.next().is_multiple_of(2);
         let int = i128::from(rng.next() % 2000);
         let sign = if negative { "-" } else { "" };
         let signed = |v: i128| if negative { -v } else { v };

@@ -42,7 +42,7 @@ enum Actual {
 }
 
 fn hex(text: &str) -> Result<Vec<u8>, String> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err("odd hex".into());
     }
     (0..text.len())

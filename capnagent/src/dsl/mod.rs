@@ -142,8 +142,11 @@ impl EvalError {
 ///
 /// Bounded: when full it is cleared, so a stream of unique predicates costs
 /// parse time but never unbounded memory.
+/// A parse result shared between the cache and its users.
+type Parsed = Arc<Result<Expr, ParseError>>;
+
 pub(crate) struct PredicateCache {
-    map: RwLock<HashMap<Box<str>, Arc<Result<Expr, ParseError>>>>,
+    map: RwLock<HashMap<Box<str>, Parsed>>,
     capacity: usize,
 }
 
@@ -155,24 +158,18 @@ impl PredicateCache {
         }
     }
 
-    pub(crate) fn get_or_parse(
-        &self,
-        text: &str,
-        limits: &Limits,
-    ) -> Arc<Result<Expr, ParseError>> {
-        if let Ok(map) = self.map.read() {
-            if let Some(hit) = map.get(text) {
-                return Arc::clone(hit);
-            }
+    pub(crate) fn get_or_parse(&self, text: &str, limits: &Limits) -> Parsed {
+        if let Some(hit) = self.map.read().ok().and_then(|map| map.get(text).cloned()) {
+            return hit;
         }
         let parsed = Arc::new(parser::parse(text, limits));
-        if self.capacity > 0 {
-            if let Ok(mut map) = self.map.write() {
-                if map.len() >= self.capacity {
-                    map.clear();
-                }
-                map.insert(text.into(), Arc::clone(&parsed));
+        if self.capacity > 0
+            && let Ok(mut map) = self.map.write()
+        {
+            if map.len() >= self.capacity {
+                map.clear();
             }
+            map.insert(text.into(), Arc::clone(&parsed));
         }
         parsed
     }
