@@ -33,8 +33,12 @@ pub struct Caveat {
 }
 
 impl Caveat {
-    pub(crate) fn new(predicate: String) -> Caveat {
-        Caveat { predicate }
+    /// Wraps predicate text. Nothing is parsed or checked: this is the form
+    /// receipts and tokens carry (see [`Predicate`] to parse one).
+    pub fn new(predicate: impl Into<String>) -> Caveat {
+        Caveat {
+            predicate: predicate.into(),
+        }
     }
 
     /// The predicate text.
