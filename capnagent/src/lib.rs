@@ -82,3 +82,8 @@ pub use timestamp::Timestamp;
 pub use verifier::{
     DEFAULT_CACHE_CAPACITY, REASON_HOLDER_KEY_BOUND, REASON_ZERO_CAVEATS, Verifier,
 };
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
