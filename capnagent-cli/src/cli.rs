@@ -1,0 +1,188 @@
+//! Command-line syntax: the clap structures behind `capnagent --help`.
+//!
+//! Keys are taken as plain strings here and decoded in [`crate::keys`], so
+//! that no clap error message can ever echo a key.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Text shown after the top-level help.
+const AFTER_HELP: &str = "\
+Keys:
+  The root key (mints and verifies capabilities) and the audit key (signs
+  and checks receipts) are read from, in order of precedence:
+    --root-key-hex HEX    / --audit-key-hex HEX
+    --root-key-file PATH  / --audit-key-file PATH   (file holds hex)
+    CAPNAGENT_ROOT_KEY    / CAPNAGENT_AUDIT_KEY     (environment, hex)
+  Command-line arguments are visible to other users in the process list:
+  prefer a file or the environment. Generate keys with `capnagent keygen`.
+
+Exit status:
+  0  success (verify: allowed; receipt verify: valid)
+  1  a negative answer (verify: denied, receipt printed; receipt verify: invalid)
+  2  nothing decided: usage error, bad key, bad token, forged token, bad input";
+
+/// Macaroon-style capabilities for AI agent tool calls.
+///
+/// Mint a capability under a root key, narrow it without any key, and
+/// verify tool calls against it, with a signed receipt for every decision.
+#[derive(Debug, Parser)]
+#[command(name = "capnagent", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print 32 random bytes as lowercase hex, for use as a root or audit key.
+    Keygen,
+    /// Mint a capability under the root key and print its token.
+    Issue(IssueArgs),
+    /// Add caveats to a token and print the narrower token (no key needed).
+    Attenuate(AttenuateArgs),
+    /// Show a token's identifier, holder key and caveats (no key, NOT verified).
+    Inspect(InspectArgs),
+    /// Judge one tool call: check the token against a context, print the signed receipt.
+    ///
+    /// Prints the receipt JSON on one line. Exit status 0 when the call is
+    /// allowed, 1 when it is denied (the receipt says why), 2 when no
+    /// decision could be made (forged or malformed token, bad context, bad
+    /// key); nothing is printed on stdout then.
+    Verify(VerifyArgs),
+    /// Work with signed receipts.
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
+}
+
+/// Arguments of `capnagent issue`.
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    #[command(flatten)]
+    pub root_key: RootKeyArgs,
+    /// Identifier of the capability (revoking it revokes every attenuation).
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+    /// A caveat predicate; repeat for several (at least one).
+    ///
+    /// For example `tool == "search"`, `arg.amount_cents <= 5000` or
+    /// `now <= @2027-01-01T00:00:00Z`. Predicates that do not parse, or
+    /// that use a unit literal such as `50_usd`, are refused.
+    #[arg(long = "caveat", value_name = "PREDICATE", required = true)]
+    pub caveats: Vec<String>,
+    /// Bind the capability to this Ed25519 public key (32 bytes as hex).
+    #[arg(long, value_name = "HEX")]
+    pub holder_key_hex: Option<String>,
+}
+
+/// Arguments of `capnagent attenuate`.
+#[derive(Debug, Args)]
+pub struct AttenuateArgs {
+    /// A caveat predicate to append; repeat for several (at least one).
+    #[arg(long = "caveat", value_name = "PREDICATE", required = true)]
+    pub caveats: Vec<String>,
+    /// The token to narrow, or `-` to read it from standard input.
+    #[arg(value_name = "TOKEN")]
+    pub token: String,
+}
+
+/// Arguments of `capnagent inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Print one line of JSON instead of text.
+    ///
+    /// `{"identifier":..,"holder_of_key":hex|null,"caveats":[..]}`.
+    #[arg(long)]
+    pub json: bool,
+    /// The token to show, or `-` to read it from standard input.
+    #[arg(value_name = "TOKEN")]
+    pub token: String,
+}
+
+/// Arguments of `capnagent verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub root_key: RootKeyArgs,
+    #[command(flatten)]
+    pub audit_key: AuditKeyArgs,
+    /// The facts the call is judged by, as JSON.
+    ///
+    /// `{"nowMs":..,"caller":"..","tool":"..","args":{..},"env":{..}}`;
+    /// `env` is optional, and `nowMs` omitted or null means the current
+    /// time.
+    #[arg(long, value_name = "JSON")]
+    pub context_json: String,
+    /// The token presented, or `-` to read it from standard input.
+    #[arg(value_name = "TOKEN")]
+    pub token: String,
+}
+
+/// The `capnagent receipt` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ReceiptCommand {
+    /// Check a receipt's schema and signature under the audit key.
+    ///
+    /// Prints `valid` and exits 0 if the receipt is genuine; exits 1 with
+    /// the reason on stderr if it is not; exits 2 on a usage or key error.
+    Verify(ReceiptVerifyArgs),
+}
+
+/// Arguments of `capnagent receipt verify`.
+#[derive(Debug, Args)]
+pub struct ReceiptVerifyArgs {
+    #[command(flatten)]
+    pub audit_key: AuditKeyArgs,
+    /// The receipt JSON, or `-` to read it from standard input.
+    #[arg(value_name = "RECEIPT_JSON")]
+    pub receipt: String,
+}
+
+/// Where the root key comes from (see also `CAPNAGENT_ROOT_KEY`).
+#[derive(Debug, Args)]
+pub struct RootKeyArgs {
+    /// Root key as hex (at least 32 bytes).
+    ///
+    /// Visible to other users in the process list: prefer --root-key-file
+    /// or the CAPNAGENT_ROOT_KEY environment variable.
+    #[arg(long, value_name = "HEX")]
+    pub root_key_hex: Option<String>,
+    /// File holding the root key as hex; or set CAPNAGENT_ROOT_KEY.
+    ///
+    /// Surrounding whitespace is ignored. Precedence: --root-key-hex, then
+    /// --root-key-file, then the CAPNAGENT_ROOT_KEY environment variable.
+    #[arg(long, value_name = "PATH")]
+    pub root_key_file: Option<PathBuf>,
+}
+
+/// Where the audit key comes from (see also `CAPNAGENT_AUDIT_KEY`).
+#[derive(Debug, Args)]
+pub struct AuditKeyArgs {
+    /// Audit key as hex (at least 16 bytes; use 32).
+    ///
+    /// Visible to other users in the process list: prefer --audit-key-file
+    /// or the CAPNAGENT_AUDIT_KEY environment variable.
+    #[arg(long, value_name = "HEX")]
+    pub audit_key_hex: Option<String>,
+    /// File holding the audit key as hex; or set CAPNAGENT_AUDIT_KEY.
+    ///
+    /// Surrounding whitespace is ignored. Precedence: --audit-key-hex, then
+    /// --audit-key-file, then the CAPNAGENT_AUDIT_KEY environment variable.
+    #[arg(long, value_name = "PATH")]
+    pub audit_key_file: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,217 @@
+//! What each subcommand does, on top of the `capnagent` core crate.
+
+use std::io::{self, Read, Write};
+
+use capnagent::{Auditor, Capability, Issuer, Verifier};
+use serde::Serialize;
+
+use crate::cli::{
+    AttenuateArgs, Cli, Command, InspectArgs, IssueArgs, ReceiptCommand, ReceiptVerifyArgs,
+    VerifyArgs,
+};
+use crate::error::{CliError, Status};
+use crate::keys;
+
+/// Most bytes read from standard input for a `-` argument.
+const MAX_STDIN_LEN: u64 = 8 * 1024 * 1024;
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<Status, CliError> {
+    match cli.command {
+        Command::Keygen => keygen(),
+        Command::Issue(args) => issue(&args),
+        Command::Attenuate(args) => attenuate(&args),
+        Command::Inspect(args) => inspect(&args),
+        Command::Verify(args) => verify(&args),
+        Command::Receipt(ReceiptCommand::Verify(args)) => receipt_verify(&args),
+    }
+}
+
+/// `capnagent keygen`: 32 bytes from the operating system's CSPRNG.
+fn keygen() -> Result<Status, CliError> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| {
+        CliError::failed(format!(
+            "cannot get random bytes from the operating system: {e}"
+        ))
+    })?;
+    emit(&keys::hex_encode(&key))?;
+    Ok(Status::Success)
+}
+
+/// `capnagent issue`: mint and print a token.
+fn issue(args: &IssueArgs) -> Result<Status, CliError> {
+    let root = keys::root_key(&args.root_key)?;
+    let issuer = Issuer::from_key(&root).map_err(core)?;
+    let mut builder = issuer.issue(args.id.as_str());
+    if let Some(hex) = &args.holder_key_hex {
+        builder
+            .holder_of_key(keys::holder_key(hex)?)
+            .map_err(core)?;
+    }
+    for predicate in &args.caveats {
+        builder
+            .caveat(predicate)
+            .map_err(|e| caveat_error(predicate, e))?;
+    }
+    let cap = builder.build().map_err(core)?;
+    emit(&cap.serialize())?;
+    Ok(Status::Success)
+}
+
+/// `capnagent attenuate`: append caveats and print the new token.
+fn attenuate(args: &AttenuateArgs) -> Result<Status, CliError> {
+    let mut cap = parse_token(&args.token)?;
+    for predicate in &args.caveats {
+        cap = cap
+            .attenuate(predicate)
+            .map_err(|e| caveat_error(predicate, e))?;
+    }
+    emit(&cap.serialize())?;
+    Ok(Status::Success)
+}
+
+/// The `inspect --json` line.
+#[derive(Serialize)]
+struct InspectJson<'a> {
+    /// The capability's identifier.
+    identifier: &'a str,
+    /// The bound holder key as lowercase hex, or `null`.
+    holder_of_key: Option<String>,
+    /// The caveat predicates, in chain order.
+    caveats: Vec<&'a str>,
+}
+
+/// `capnagent inspect`: decode and show a token without verifying it.
+fn inspect(args: &InspectArgs) -> Result<Status, CliError> {
+    let cap = parse_token(&args.token)?;
+    let holder = cap.holder_of_key().map(|key| keys::hex_encode(key));
+    if args.json {
+        let view = InspectJson {
+            identifier: cap.identifier(),
+            holder_of_key: holder,
+            caveats: cap.caveats().iter().map(|c| c.predicate()).collect(),
+        };
+        let line = serde_json::to_string(&view)
+            .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
+        emit(&line)?;
+    } else {
+        let mut text = format!("identifier: {}\n", printable(cap.identifier()));
+        text.push_str(&format!(
+            "holder key: {}\n",
+            holder.as_deref().unwrap_or("none")
+        ));
+        text.push_str(&format!("caveats: {}\n", cap.caveats().len()));
+        for (i, caveat) in cap.caveats().iter().enumerate() {
+            text.push_str(&format!("  {}. {}\n", i + 1, printable(caveat.predicate())));
+        }
+        text.push_str("signature: not verified (inspect uses no key)");
+        emit(&text)?;
+    }
+    Ok(Status::Success)
+}
+
+/// `capnagent verify`: judge one call and print the signed receipt.
+fn verify(args: &VerifyArgs) -> Result<Status, CliError> {
+    let verifier = Verifier::new(&keys::root_key(&args.root_key)?).map_err(core)?;
+    let auditor = Auditor::new(&keys::audit_key(&args.audit_key)?).map_err(core)?;
+    let cap = parse_token(&args.token)?;
+    let receipt = verifier
+        .verify_with_context_json(&cap, &args.context_json, &auditor)
+        .map_err(core)?;
+    emit(&receipt.to_json())?;
+    Ok(if receipt.is_allowed() {
+        Status::Success
+    } else {
+        Status::Denied
+    })
+}
+
+/// `capnagent receipt verify`: check a receipt's signature.
+fn receipt_verify(args: &ReceiptVerifyArgs) -> Result<Status, CliError> {
+    let auditor = Auditor::new(&keys::audit_key(&args.audit_key)?).map_err(core)?;
+    let json = argument_or_stdin(&args.receipt, "receipt")?;
+    auditor
+        .verify(&json)
+        .map_err(|e| CliError::Rejected(format!("receipt is not valid: {e}")))?;
+    emit("valid")?;
+    Ok(Status::Success)
+}
+
+/// Decodes a token given as an argument or as `-` (standard input).
+fn parse_token(arg: &str) -> Result<Capability, CliError> {
+    let token = argument_or_stdin(arg, "token")?;
+    Capability::parse(&token).map_err(|e| match e {
+        capnagent::Error::Token(e) => CliError::failed(format!("token: {e}")),
+        other => core(other),
+    })
+}
+
+/// The argument itself, or for `-` all of standard input with surrounding
+/// whitespace trimmed.
+fn argument_or_stdin(arg: &str, what: &str) -> Result<String, CliError> {
+    if arg != "-" {
+        return Ok(arg.to_owned());
+    }
+    let mut bytes = Vec::new();
+    io::stdin()
+        .lock()
+        .take(MAX_STDIN_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| {
+            CliError::failed(format!("cannot read the {what} from standard input: {e}"))
+        })?;
+    if bytes.len() as u64 > MAX_STDIN_LEN {
+        return Err(CliError::failed(format!(
+            "the {what} on standard input is over {MAX_STDIN_LEN} bytes"
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| CliError::failed(format!("the {what} on standard input is not UTF-8")))?;
+    Ok(text.trim().to_owned())
+}
+
+/// An error from the core crate: nothing could be decided (exit 2).
+fn core(e: capnagent::Error) -> CliError {
+    CliError::failed(e.to_string())
+}
+
+/// A refused caveat, naming the predicate.
+fn caveat_error(predicate: &str, e: capnagent::Error) -> CliError {
+    CliError::failed(format!("caveat {predicate:?}: {e}"))
+}
+
+/// Writes `text` and a newline to standard output.
+fn emit(text: &str) -> Result<(), CliError> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::failed(format!("cannot write to standard output: {e}")))
+}
+
+/// Escapes control and bidirectional-override characters so that a
+/// hostile token cannot rewrite the terminal or disguise its caveats.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let invisible = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
+        if c.is_control() || invisible {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_escapes_control_characters() {
+        assert_eq!(printable("tool == \"a\""), "tool == \"a\"");
+        assert_eq!(printable("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
+        assert_eq!(printable("x\u{202e}y"), "x\\u{202e}y");
+    }
+}

@@ -1,0 +1,641 @@
+//! End-to-end tests of the `capnagent` binary: every subcommand, key
+//! sources, exit codes, and one conformance vector replayed through the CLI.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+/// A root key (32 bytes) used throughout.
+const ROOT: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+/// An audit key (32 bytes) used throughout.
+const AUDIT: &str = "6465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f80818283";
+/// A context that satisfies the caveats of [`issue_default`].
+const CTX_OK: &str = r#"{"nowMs":1700000000000,"caller":"agent:planner","tool":"checkout.purchase","args":{"amount_cents":1299}}"#;
+/// The same call over the amount limit.
+const CTX_TOO_MUCH: &str = r#"{"nowMs":1700000000000,"caller":"agent:planner","tool":"checkout.purchase","args":{"amount_cents":9900}}"#;
+
+/// What one run of the binary produced.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `capnagent` with `args`, extra environment and optional stdin. The
+/// key variables of the test's own environment are removed first.
+fn run_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capnagent"));
+    cmd.args(args)
+        .env_remove("CAPNAGENT_ROOT_KEY")
+        .env_remove("CAPNAGENT_AUDIT_KEY")
+        .envs(env.iter().copied())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn capnagent");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(input.as_bytes()).expect("write stdin");
+    }
+    let output = child.wait_with_output().expect("wait for capnagent");
+    let out = Out {
+        code: output.status.code().expect("exit code, not a signal"),
+        stdout: String::from_utf8(output.stdout).expect("utf-8 stdout"),
+        stderr: String::from_utf8(output.stderr).expect("utf-8 stderr"),
+    };
+    assert!(
+        !out.stderr.contains("panicked"),
+        "capnagent panicked: {}",
+        out.stderr
+    );
+    out
+}
+
+/// Runs `capnagent` with `args` and no extra environment or stdin.
+fn run(args: &[&str]) -> Out {
+    run_with(args, &[], None)
+}
+
+/// Asserts success and returns stdout without its trailing newline.
+fn ok(out: Out) -> String {
+    assert_eq!(out.code, 0, "expected success: {out:?}");
+    assert!(out.stdout.ends_with('\n'), "{out:?}");
+    out.stdout.trim_end_matches('\n').to_owned()
+}
+
+/// Asserts a refusal with no output: exit 2, one `capnagent: ` line.
+fn assert_refused(out: &Out) {
+    assert_eq!(out.code, 2, "expected exit 2: {out:?}");
+    assert_eq!(out.stdout, "", "nothing on stdout when refused");
+    assert!(out.stderr.starts_with("capnagent: "), "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {out:?}");
+}
+
+/// Issues the token used by most tests.
+fn issue_default() -> String {
+    ok(run(&[
+        "issue",
+        "--root-key-hex",
+        ROOT,
+        "--id",
+        "agent-42",
+        "--caveat",
+        r#"tool == "checkout.purchase""#,
+        "--caveat",
+        "arg.amount_cents <= 5000",
+    ]))
+}
+
+/// `capnagent verify` with the test keys on the command line.
+fn verify(ctx: &str, token: &str) -> Out {
+    run(&[
+        "verify",
+        "--root-key-hex",
+        ROOT,
+        "--audit-key-hex",
+        AUDIT,
+        "--context-json",
+        ctx,
+        token,
+    ])
+}
+
+fn parse_json(text: &str) -> Value {
+    serde_json::from_str(text).expect("valid JSON")
+}
+
+#[test]
+fn keygen_prints_32_random_bytes_as_lowercase_hex() {
+    let first = run(&["keygen"]);
+    assert_eq!(first.code, 0);
+    assert_eq!(first.stdout.len(), 65);
+    let key = first.stdout.trim_end_matches('\n');
+    assert_eq!(key.len(), 64);
+    assert!(
+        key.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    );
+    let second = ok(run(&["keygen"]));
+    assert_ne!(key, second, "two keys must differ");
+}
+
+#[test]
+fn issue_inspect_attenuate_verify_round_trip() {
+    let token = issue_default();
+
+    let human = ok(run(&["inspect", &token]));
+    assert!(human.contains("agent-42"), "{human}");
+    assert!(human.contains(r#"tool == "checkout.purchase""#), "{human}");
+    assert!(human.contains("arg.amount_cents <= 5000"), "{human}");
+    assert!(human.contains("holder key: none"), "{human}");
+
+    let json_line = ok(run(&["inspect", "--json", &token]));
+    assert_eq!(json_line.lines().count(), 1);
+    assert_eq!(
+        json_line,
+        r#"{"identifier":"agent-42","holder_of_key":null,"caveats":["tool == \"checkout.purchase\"","arg.amount_cents <= 5000"]}"#
+    );
+
+    let narrower = ok(run(&[
+        "attenuate",
+        "--caveat",
+        r#"caller == "agent:planner""#,
+        "--caveat",
+        "now <= @2099-01-01T00:00:00Z",
+        &token,
+    ]));
+    assert_ne!(narrower, token);
+    let view = parse_json(&ok(run(&["inspect", "--json", &narrower])));
+    assert_eq!(view["caveats"].as_array().map(Vec::len), Some(4));
+    assert_eq!(view["caveats"][2], r#"caller == "agent:planner""#);
+
+    // Allowed: exit 0, one line of receipt JSON that verifies.
+    let allowed = verify(CTX_OK, &narrower);
+    assert_eq!(allowed.code, 0, "{allowed:?}");
+    assert_eq!(allowed.stdout.lines().count(), 1);
+    let receipt = allowed.stdout.trim_end().to_owned();
+    let parsed = parse_json(&receipt);
+    assert_eq!(parsed["outcome"]["kind"], "allowed");
+    assert_eq!(parsed["capability_identifier"], "agent-42");
+    assert_eq!(parsed["timestamp_ms"], 1_700_000_000_000_u64);
+    let checked = run(&["receipt", "verify", "--audit-key-hex", AUDIT, &receipt]);
+    assert_eq!(checked.code, 0, "{checked:?}");
+    assert_eq!(checked.stdout.trim(), "valid");
+
+    // Denied: exit 1, and the receipt is still printed and signed.
+    let denied = verify(CTX_TOO_MUCH, &narrower);
+    assert_eq!(denied.code, 1, "{denied:?}");
+    let parsed = parse_json(denied.stdout.trim_end());
+    assert_eq!(parsed["outcome"]["kind"], "denied");
+    assert_eq!(
+        parsed["outcome"]["reason"],
+        "caveat failed: arg.amount_cents <= 5000"
+    );
+    let checked = run(&[
+        "receipt",
+        "verify",
+        "--audit-key-hex",
+        AUDIT,
+        denied.stdout.trim_end(),
+    ]);
+    assert_eq!(checked.code, 0, "{checked:?}");
+}
+
+#[test]
+fn holder_key_shows_in_inspect_and_denies_on_the_bearer_path() {
+    let holder = "ab".repeat(32);
+    let token = ok(run(&[
+        "issue",
+        "--root-key-hex",
+        ROOT,
+        "--id",
+        "bound",
+        "--holder-key-hex",
+        &holder,
+        "--caveat",
+        r#"tool == "checkout.purchase""#,
+    ]));
+    let view = parse_json(&ok(run(&["inspect", "--json", &token])));
+    assert_eq!(view["holder_of_key"], holder.as_str());
+    assert!(ok(run(&["inspect", &token])).contains(&holder));
+    let out = verify(CTX_OK, &token);
+    assert_eq!(out.code, 1, "{out:?}");
+
+    let short = run(&[
+        "issue",
+        "--root-key-hex",
+        ROOT,
+        "--id",
+        "bound",
+        "--holder-key-hex",
+        "abcd",
+        "--caveat",
+        "tool == \"x\"",
+    ]);
+    assert_refused(&short);
+}
+
+#[test]
+fn forged_or_malformed_tokens_are_refused_without_a_receipt() {
+    let token = issue_default();
+    // Same caveats, another root key: a forgery as far as ROOT is concerned.
+    let other_root = "ff".repeat(32);
+    let forged = ok(run(&[
+        "issue",
+        "--root-key-hex",
+        &other_root,
+        "--id",
+        "agent-42",
+        "--caveat",
+        r#"tool == "checkout.purchase""#,
+    ]));
+    let out = verify(CTX_OK, &forged);
+    assert_refused(&out);
+    assert!(out.stderr.contains("invalid signature"), "{out:?}");
+
+    assert_refused(&verify(CTX_OK, "not-a-token"));
+    assert_refused(&run(&["inspect", "not-a-token"]));
+    assert_refused(&run(&["attenuate", "--caveat", "tool == \"x\"", "!!"]));
+    // Bad context: refused, no receipt.
+    assert_refused(&verify("{", &token));
+    assert_refused(&verify(r#"{"caller":"a"}"#, &token));
+}
+
+#[test]
+fn keys_from_files_and_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root_file: PathBuf = dir.path().join("root.hex");
+    let audit_file: PathBuf = dir.path().join("audit.hex");
+    std::fs::write(&root_file, format!("  {ROOT}\n\n")).expect("write root key");
+    std::fs::write(&audit_file, format!("{AUDIT}\n")).expect("write audit key");
+    let root_path = root_file.to_str().expect("utf-8 path");
+    let audit_path = audit_file.to_str().expect("utf-8 path");
+
+    // Issue with a file, verify with the environment, and the reverse.
+    let token = ok(run(&[
+        "issue",
+        "--root-key-file",
+        root_path,
+        "--id",
+        "agent-42",
+        "--caveat",
+        r#"tool == "checkout.purchase""#,
+        "--caveat",
+        "arg.amount_cents <= 5000",
+    ]));
+    assert_eq!(token, issue_default(), "same key, same token");
+    let env = [("CAPNAGENT_ROOT_KEY", ROOT), ("CAPNAGENT_AUDIT_KEY", AUDIT)];
+    let from_env = run_with(&["verify", "--context-json", CTX_OK, &token], &env, None);
+    assert_eq!(from_env.code, 0, "{from_env:?}");
+    let from_files = run(&[
+        "verify",
+        "--root-key-file",
+        root_path,
+        "--audit-key-file",
+        audit_path,
+        "--context-json",
+        CTX_OK,
+        &token,
+    ]);
+    assert_eq!(from_files.code, 0, "{from_files:?}");
+    assert_eq!(from_env.stdout, from_files.stdout);
+    assert_eq!(from_env.stdout, verify(CTX_OK, &token).stdout);
+
+    let receipt = from_env.stdout.trim_end().to_owned();
+    let checked = run_with(&["receipt", "verify", &receipt], &env, None);
+    assert_eq!(checked.code, 0, "{checked:?}");
+    let checked = run(&[
+        "receipt",
+        "verify",
+        "--audit-key-file",
+        audit_path,
+        &receipt,
+    ]);
+    assert_eq!(checked.code, 0, "{checked:?}");
+
+    // Precedence: flag > file > environment.
+    let wrong = "ee".repeat(32);
+    let wrong_env = [("CAPNAGENT_ROOT_KEY", wrong.as_str())];
+    let file_beats_env = run_with(
+        &[
+            "issue",
+            "--root-key-file",
+            root_path,
+            "--id",
+            "agent-42",
+            "--caveat",
+            r#"tool == "checkout.purchase""#,
+            "--caveat",
+            "arg.amount_cents <= 5000",
+        ],
+        &wrong_env,
+        None,
+    );
+    assert_eq!(ok(file_beats_env), token);
+    let wrong_file = dir.path().join("wrong.hex");
+    std::fs::write(&wrong_file, &wrong).expect("write wrong key");
+    let flag_beats_file = run(&[
+        "issue",
+        "--root-key-hex",
+        ROOT,
+        "--root-key-file",
+        wrong_file.to_str().expect("utf-8 path"),
+        "--id",
+        "agent-42",
+        "--caveat",
+        r#"tool == "checkout.purchase""#,
+        "--caveat",
+        "arg.amount_cents <= 5000",
+    ]);
+    assert_eq!(ok(flag_beats_file), token);
+
+    // A missing or unreadable file is an error, not a fall-back.
+    let missing = dir.path().join("missing.hex");
+    let out = run_with(
+        &[
+            "verify",
+            "--root-key-file",
+            missing.to_str().expect("utf-8 path"),
+            "--context-json",
+            CTX_OK,
+            &token,
+        ],
+        &env,
+        None,
+    );
+    assert_refused(&out);
+}
+
+#[test]
+fn missing_short_or_malformed_keys_exit_2_and_are_never_printed() {
+    let token = issue_default();
+    let out = run(&[
+        "verify",
+        "--audit-key-hex",
+        AUDIT,
+        "--context-json",
+        CTX_OK,
+        &token,
+    ]);
+    assert_refused(&out);
+    assert!(out.stderr.contains("CAPNAGENT_ROOT_KEY"), "{out:?}");
+    let out = run(&[
+        "verify",
+        "--root-key-hex",
+        ROOT,
+        "--context-json",
+        CTX_OK,
+        &token,
+    ]);
+    assert_refused(&out);
+    assert!(out.stderr.contains("CAPNAGENT_AUDIT_KEY"), "{out:?}");
+    let out = run(&["issue", "--id", "x", "--caveat", "tool == \"x\""]);
+    assert_refused(&out);
+    // An empty environment variable counts as unset.
+    let out = run_with(
+        &["issue", "--id", "x", "--caveat", "tool == \"x\""],
+        &[("CAPNAGENT_ROOT_KEY", "")],
+        None,
+    );
+    assert_refused(&out);
+
+    // Short keys are refused by the core crate; its message passes through.
+    let short_root = &ROOT[..62];
+    let out = run(&[
+        "issue",
+        "--root-key-hex",
+        short_root,
+        "--id",
+        "x",
+        "--caveat",
+        "tool == \"x\"",
+    ]);
+    assert_refused(&out);
+    assert!(out.stderr.contains("root key too short"), "{out:?}");
+    assert!(!out.stderr.contains(short_root), "key leaked: {out:?}");
+    let short_audit = &AUDIT[..30];
+    let out = run(&[
+        "verify",
+        "--root-key-hex",
+        ROOT,
+        "--audit-key-hex",
+        short_audit,
+        "--context-json",
+        CTX_OK,
+        &token,
+    ]);
+    assert_refused(&out);
+    assert!(out.stderr.contains("audit key too short"), "{out:?}");
+    let out = run_with(
+        &["receipt", "verify", "-"],
+        &[("CAPNAGENT_AUDIT_KEY", short_audit)],
+        Some("{}"),
+    );
+    assert_refused(&out);
+
+    // Strict hex: no prefix, no inner whitespace, even length.
+    let bad_keys = [
+        format!("0x{ROOT}"),
+        format!("{ROOT}0"),
+        ROOT.replace('1', "g"),
+    ];
+    for bad in &bad_keys {
+        let out = run(&[
+            "issue",
+            "--root-key-hex",
+            bad,
+            "--id",
+            "x",
+            "--caveat",
+            "tool == \"x\"",
+        ]);
+        assert_refused(&out);
+        assert!(!out.stderr.contains(&ROOT[4..]), "key leaked: {out:?}");
+    }
+
+    // A key passed where clap does not expect it is redacted from the error.
+    let out = run(&["keygen", ROOT]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(!out.stderr.contains(ROOT), "key leaked: {out:?}");
+}
+
+#[test]
+fn invalid_caveats_are_refused() {
+    for predicate in ["amount <= 50_usd", "tool ==", "((("] {
+        let out = run(&[
+            "issue",
+            "--root-key-hex",
+            ROOT,
+            "--id",
+            "x",
+            "--caveat",
+            predicate,
+        ]);
+        assert_ne!(out.code, 0, "{predicate}: {out:?}");
+        assert_refused(&out);
+        let out = run(&["attenuate", "--caveat", predicate, &issue_default()]);
+        assert_ne!(out.code, 0, "{predicate}: {out:?}");
+        assert_refused(&out);
+    }
+    // No caveat at all is a usage error.
+    let out = run(&["issue", "--root-key-hex", ROOT, "--id", "x"]);
+    assert_refused(&out);
+}
+
+#[test]
+fn tampered_receipts_are_invalid() {
+    let token = issue_default();
+    let receipt = verify(CTX_OK, &token).stdout.trim_end().to_owned();
+    assert!(receipt.contains(r#""kind":"allowed""#));
+
+    let forged = receipt.replace(
+        r#""outcome":{"kind":"allowed"}"#,
+        r#""outcome":{"kind":"denied","reason":"x"}"#,
+    );
+    assert_ne!(forged, receipt);
+    let out = run(&["receipt", "verify", "--audit-key-hex", AUDIT, &forged]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(out.stdout, "");
+    assert!(out.stderr.starts_with("capnagent: "), "{out:?}");
+
+    let retimed = receipt.replace("1700000000000", "1700000000001");
+    let out = run(&["receipt", "verify", "--audit-key-hex", AUDIT, &retimed]);
+    assert_eq!(out.code, 1, "{out:?}");
+
+    let out = run(&["receipt", "verify", "--audit-key-hex", AUDIT, "not json"]);
+    assert_eq!(out.code, 1, "{out:?}");
+
+    // Right receipt, wrong audit key.
+    let out = run(&["receipt", "verify", "--audit-key-hex", ROOT, &receipt]);
+    assert_eq!(out.code, 1, "{out:?}");
+
+    // No audit key at all is a usage problem, not a verdict.
+    let out = run(&["receipt", "verify", &receipt]);
+    assert_refused(&out);
+}
+
+#[test]
+fn dash_reads_standard_input() {
+    let token = issue_default();
+    let env = [("CAPNAGENT_ROOT_KEY", ROOT), ("CAPNAGENT_AUDIT_KEY", AUDIT)];
+    let out = run_with(
+        &["verify", "--context-json", CTX_OK, "-"],
+        &env,
+        Some(&format!("{token}\n")),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let receipt = out.stdout;
+
+    let out = run_with(&["receipt", "verify", "-"], &env, Some(&receipt));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "valid");
+
+    let tampered = receipt.replace("agent-42", "agent-43");
+    let out = run_with(&["receipt", "verify", "-"], &env, Some(&tampered));
+    assert_eq!(out.code, 1, "{out:?}");
+
+    let view = ok(run_with(&["inspect", "--json", "-"], &[], Some(&token)));
+    assert!(view.contains("agent-42"));
+    let narrower = ok(run_with(
+        &["attenuate", "--caveat", "tool == \"x\"", "-"],
+        &[],
+        Some(&token),
+    ));
+    assert_ne!(narrower, token);
+}
+
+#[test]
+fn inspect_escapes_control_characters_in_human_form() {
+    // Built by hand: an identifier with an ANSI escape and a newline.
+    let json = format!(
+        r#"{{"identifier":"a\u001b[31m\nb","caveats":[{{"predicate":"tool == \"x\""}}],"signature":"{}"}}"#,
+        "00".repeat(32)
+    );
+    let token = base64url(json.as_bytes());
+    let human = ok(run(&["inspect", &token]));
+    assert!(!human.contains('\u{1b}'), "{human:?}");
+    assert!(
+        human.starts_with("identifier: a\\u{1b}[31m\\nb\n"),
+        "{human:?}"
+    );
+    let view = parse_json(&ok(run(&["inspect", "--json", &token])));
+    assert_eq!(view["identifier"], "a\u{1b}[31m\nb");
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_and_version_work() {
+    let out = run(&["frobnicate"]);
+    assert_refused(&out);
+    let out = run(&["verify", "--root-key-hex", ROOT]);
+    assert_refused(&out);
+
+    let help = ok(run(&["--help"]));
+    for word in [
+        "keygen",
+        "issue",
+        "attenuate",
+        "inspect",
+        "verify",
+        "receipt",
+        "CAPNAGENT_ROOT_KEY",
+    ] {
+        assert!(help.contains(word), "{word} missing from --help");
+    }
+    let help = ok(run(&["verify", "--help"]));
+    assert!(help.contains("--audit-key-file"), "{help}");
+    let help = ok(run(&["receipt", "verify", "--help"]));
+    assert!(help.contains("RECEIPT_JSON"), "{help}");
+
+    let version = ok(run(&["--version"]));
+    assert!(version.starts_with("capnagent "), "{version}");
+}
+
+/// Replays conformance vector `basic-001` (an allowed call with a fixed
+/// timestamp) through `capnagent verify`: the receipt must match byte for
+/// byte, and `basic-002` (denied) must too.
+#[test]
+fn conformance_vectors_replay_through_the_cli() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../capnagent/tests/vectors/vectors.jsonl");
+    let text = std::fs::read_to_string(&path).expect("read the conformance vectors");
+    for (id, code) in [("basic-001", 0), ("basic-002", 1)] {
+        let row = text
+            .lines()
+            .map(parse_json)
+            .find(|row| row["id"] == id)
+            .expect("vector present");
+        assert_eq!(row["op"], "verify");
+        assert!(row.get("volatile_fields").is_none(), "{id} is volatile");
+        let field = |name: &str| row[name].as_str().expect(name).to_owned();
+        let out = run(&[
+            "verify",
+            "--root-key-hex",
+            &field("root_key_hex"),
+            "--audit-key-hex",
+            &field("audit_key_hex"),
+            "--context-json",
+            &field("ctx_json"),
+            &field("token"),
+        ]);
+        assert_eq!(out.code, code, "{id}: {out:?}");
+        let expected = row["expected"]["receipt"]
+            .as_str()
+            .expect("expected receipt");
+        assert_eq!(out.stdout, format!("{expected}\n"), "{id}");
+        let checked = run(&[
+            "receipt",
+            "verify",
+            "--audit-key-hex",
+            &field("audit_key_hex"),
+            expected,
+        ]);
+        assert_eq!(checked.code, 0, "{id}: {checked:?}");
+    }
+}
+
+/// Base64url without padding, for hand-built tokens.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            let index = (n >> (18 - 6 * i)) & 63;
+            out.push(char::from(ALPHABET[index as usize]));
+        }
+    }
+    out
+}
