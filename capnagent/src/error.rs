@@ -37,6 +37,9 @@ pub enum Error {
     /// A receipt was refused.
     #[error(transparent)]
     Receipt(#[from] ReceiptError),
+    /// A revocation list was refused.
+    #[error(transparent)]
+    Revocation(#[from] crate::revocation::RevocationError),
 }
 
 impl Error {
@@ -50,6 +53,7 @@ impl Error {
             Error::Context(e) => e.code(),
             Error::InvalidChain => "chain.invalid_signature",
             Error::Receipt(e) => e.code(),
+            Error::Revocation(e) => e.code(),
         }
     }
 }

@@ -62,7 +62,11 @@ mod error;
 mod issuer;
 pub mod json;
 mod limits;
+mod nonce;
 pub mod number;
+mod proof;
+mod revocation;
+mod store;
 pub mod timestamp;
 mod verifier;
 
@@ -78,9 +82,17 @@ pub use error::{
 };
 pub use issuer::{CapabilityBuilder, Issuer, MIN_ROOT_KEY_LEN};
 pub use limits::Limits;
+pub use nonce::{InMemoryNonceStore, NonceStore};
+pub use proof::{HolderKey, Proof, ProofError, pop_challenge, pop_challenge_for};
+pub use revocation::{
+    InMemoryRevocationStore, RevocationCell, RevocationError, RevocationList, RevocationStore,
+    Revoker, refresh,
+};
+pub use store::{BoxFuture, StoreError};
 pub use timestamp::Timestamp;
 pub use verifier::{
-    DEFAULT_CACHE_CAPACITY, REASON_HOLDER_KEY_BOUND, REASON_ZERO_CAVEATS, Verifier,
+    DEFAULT_CACHE_CAPACITY, DEFAULT_PROOF_SKEW, REASON_HOLDER_KEY_BOUND, REASON_NOT_HOLDER_BOUND,
+    REASON_REPLAY, REASON_ZERO_CAVEATS, Verifier,
 };
 
 /// The README's examples, compiled and run as doc tests.

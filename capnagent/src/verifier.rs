@@ -1,18 +1,25 @@
 //! [`Verifier`]: checks a capability's chain and judges one call against
 //! its caveats, signing a receipt for every decision.
 //!
-//! Gate order (the first gate that fails decides):
+//! Bearer path ([`Verifier::verify_with_context`]), first failing gate
+//! decides:
 //! 1. the HMAC chain (an error, no receipt: nobody may learn anything
 //!    from a forgery);
-//! 2. holder-of-key guard: a bound token needs a proof, so the bearer path
-//!    denies it;
-//! 3. zero caveats: denied (the reference allows them; a token with no
+//! 2. holder-of-key guard: a bound token needs a proof;
+//! 3. revocation, when a [`RevocationCell`] is configured;
+//! 4. zero caveats: denied (the reference allows them; a token with no
 //!    caveat would authorize every call);
-//! 4. each caveat in order: parsed (cached by text), then evaluated; the
+//! 5. each caveat in order: parsed (cached by text), then evaluated; the
 //!    first that does not hold denies.
+//!
+//! Proof path ([`Verifier::verify_with_proof`]): chain, then the proof
+//! (bound key, timestamp within the skew window, strict Ed25519 over the
+//! challenge the verifier derives itself), then replay (the
+//! [`NonceStore`]), then gates 3–5.
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::audit::{Auditor, Outcome, Receipt};
 use crate::capability::Capability;
@@ -22,21 +29,35 @@ use crate::dsl::{self, PredicateCache};
 use crate::error::Error;
 use crate::issuer::root_key;
 use crate::limits::Limits;
+use crate::nonce::NonceStore;
+use crate::proof::{self, Proof};
+use crate::revocation::RevocationCell;
 
 /// Denial reason for a holder-of-key token on the bearer path.
 pub const REASON_HOLDER_KEY_BOUND: &str =
     "capability is bound to a holder key; use verify_with_proof";
 
+/// Denial reason for a bearer token on the proof path.
+pub const REASON_NOT_HOLDER_BOUND: &str =
+    "capability is not hok-bound; do not use verify_with_proof";
+
 /// Denial reason for a token without caveats.
 pub const REASON_ZERO_CAVEATS: &str =
     "capability has zero caveats; a no-caveat token is never allowed";
 
+/// Denial reason for a proof seen before within its window.
+pub const REASON_REPLAY: &str = "proof replay detected";
+
 /// How many distinct predicates a verifier keeps parsed by default.
 pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
 
+/// Default window around the verifier's clock in which a proof's timestamp
+/// is accepted: 60 seconds either way.
+pub const DEFAULT_PROOF_SKEW: Duration = Duration::from_secs(60);
+
 /// Checks capabilities minted under one root key.
 ///
-/// Cheap to clone (the key, limits and predicate cache are shared).
+/// Cheap to clone (the key, limits, stores and predicate cache are shared).
 ///
 /// ```
 /// use capnagent::{Auditor, Context, Issuer, Verifier};
@@ -63,47 +84,92 @@ pub struct Verifier {
 
 struct Inner {
     root: KeyedMac,
-    limits: Limits,
+    config: Config,
     cache: PredicateCache,
+}
+
+#[derive(Clone)]
+struct Config {
+    limits: Limits,
+    cache_capacity: usize,
+    nonce_store: Option<Arc<dyn NonceStore>>,
+    revocations: Option<RevocationCell>,
+    proof_skew_ms: u64,
 }
 
 impl Verifier {
     /// Creates a verifier. Root keys shorter than 32 bytes are refused.
     pub fn new(root_key_bytes: &[u8]) -> Result<Verifier, Error> {
-        Ok(Verifier {
-            inner: Arc::new(Inner {
-                root: root_key(root_key_bytes)?,
+        Ok(Verifier::build(
+            root_key(root_key_bytes)?,
+            Config {
                 limits: Limits::DEFAULT,
-                cache: PredicateCache::new(DEFAULT_CACHE_CAPACITY),
-            }),
-        })
+                cache_capacity: DEFAULT_CACHE_CAPACITY,
+                nonce_store: None,
+                revocations: None,
+                proof_skew_ms: duration_ms(DEFAULT_PROOF_SKEW),
+            },
+        ))
     }
 
-    /// Replaces the limits (predicate length, nesting depth, context size).
-    pub fn with_limits(self, limits: Limits) -> Verifier {
-        let capacity = self.inner.cache.capacity();
-        self.rebuild(limits, capacity)
-    }
-
-    /// Sets how many distinct predicates stay parsed (0 disables the cache).
-    pub fn with_cache_capacity(self, capacity: usize) -> Verifier {
-        let limits = self.inner.limits;
-        self.rebuild(limits, capacity)
-    }
-
-    fn rebuild(&self, limits: Limits, capacity: usize) -> Verifier {
+    fn build(root: KeyedMac, config: Config) -> Verifier {
         Verifier {
             inner: Arc::new(Inner {
-                root: self.inner.root.clone(),
-                limits,
-                cache: PredicateCache::new(capacity),
+                root,
+                cache: PredicateCache::new(config.cache_capacity),
+                config,
             }),
         }
     }
 
+    fn with(self, change: impl FnOnce(&mut Config)) -> Verifier {
+        let mut config = self.inner.config.clone();
+        change(&mut config);
+        Verifier::build(self.inner.root.clone(), config)
+    }
+
+    /// Replaces the limits (predicate length, nesting depth, context size).
+    pub fn with_limits(self, limits: Limits) -> Verifier {
+        self.with(|c| c.limits = limits)
+    }
+
+    /// Sets how many distinct predicates stay parsed (0 disables the cache).
+    pub fn with_cache_capacity(self, capacity: usize) -> Verifier {
+        self.with(|c| c.cache_capacity = capacity)
+    }
+
+    /// Enforces a revocation list: every call is checked against the list
+    /// in the cell (and denied while none is installed, or while it is
+    /// older than the cell's `max_age`).
+    pub fn with_revocations(self, cell: RevocationCell) -> Verifier {
+        self.with(|c| c.revocations = Some(cell))
+    }
+
+    /// Refuses replayed holder-of-key proofs: each proof is accepted once
+    /// within its window. Without a store, proofs are not single-use.
+    pub fn with_nonce_store(self, store: Arc<dyn NonceStore>) -> Verifier {
+        self.with(|c| c.nonce_store = Some(store))
+    }
+
+    /// Sets how far a proof's timestamp may be from the call's `now`
+    /// (either way). Default [`DEFAULT_PROOF_SKEW`].
+    pub fn with_proof_skew(self, skew: Duration) -> Verifier {
+        self.with(|c| c.proof_skew_ms = duration_ms(skew))
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
-        &self.inner.limits
+        &self.inner.config.limits
+    }
+
+    /// The revocation cell, if configured.
+    pub fn revocations(&self) -> Option<&RevocationCell> {
+        self.inner.config.revocations.as_ref()
+    }
+
+    /// True when a nonce store is configured.
+    pub fn has_nonce_store(&self) -> bool {
+        self.inner.config.nonce_store.is_some()
     }
 
     /// Checks the HMAC chain only (no caveats, no receipt).
@@ -115,8 +181,9 @@ impl Verifier {
         }
     }
 
-    /// Judges one call: checks the chain, then the caveats against `ctx`,
-    /// and returns a signed receipt for the decision, allowed or denied.
+    /// Judges one call: checks the chain, then revocation and the caveats
+    /// against `ctx`, and returns a signed receipt for the decision,
+    /// allowed or denied.
     ///
     /// Errors only when no decision can be made about this capability: a
     /// forged chain ([`Error::InvalidChain`]).
@@ -140,11 +207,11 @@ impl Verifier {
         ctx_json: &str,
         auditor: &Auditor,
     ) -> Result<Receipt, Error> {
-        let ctx = Context::from_json_with_limits(ctx_json, &self.inner.limits)?;
+        let ctx = Context::from_json_with_limits(ctx_json, &self.inner.config.limits)?;
         self.verify_with_context(cap, &ctx, auditor)
     }
 
-    /// The decision without a receipt. Prefer
+    /// The bearer-path decision without a receipt. Prefer
     /// [`verify_with_context`](Self::verify_with_context): every decision
     /// should leave a signed record.
     pub fn decide(&self, cap: &Capability, ctx: &Context) -> Result<Outcome, Error> {
@@ -152,16 +219,106 @@ impl Verifier {
         if cap.holder_of_key().is_some() {
             return Ok(denied(REASON_HOLDER_KEY_BOUND.to_owned()));
         }
-        if cap.caveats().is_empty() {
-            return Ok(denied(REASON_ZERO_CAVEATS.to_owned()));
+        Ok(self.after_proof(cap, ctx))
+    }
+
+    /// Judges one call with a holder-of-key proof. The verifier derives the
+    /// challenge itself from `ctx` (tool, args hash) and the proof's
+    /// timestamp, which must lie within the skew window around `ctx`'s
+    /// time; a challenge from the caller is never used.
+    ///
+    /// Gate order: chain (error), proof, replay (when a nonce store is
+    /// configured; a store failure denies), revocation, caveats.
+    ///
+    /// ```
+    /// use capnagent::{Auditor, Context, HolderKey, Issuer, Verifier};
+    ///
+    /// let holder = HolderKey::from_seed([3; 32]);
+    /// let cap = Issuer::from_key(&[7; 32])?
+    ///     .issue("agent-42")
+    ///     .holder_of_key(holder.public_key())?
+    ///     .caveat(r#"tool == "bank.wire""#)?
+    ///     .build()?;
+    /// let ctx = Context::builder().now_millis(1_700_000_000_000).tool("bank.wire").build();
+    /// let proof = holder.prove(&cap, "bank.wire", ctx.args(), 1_700_000_000_000);
+    ///
+    /// let verifier = Verifier::new(&[7; 32])?;
+    /// let auditor = Auditor::new(&[9; 32])?;
+    /// let receipt = futures_executor_block_on(verifier.verify_with_proof(&cap, &ctx, &auditor, &proof))?;
+    /// assert!(receipt.is_allowed());
+    /// # fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let waker = std::task::Waker::noop();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// # }
+    /// # Ok::<(), capnagent::Error>(())
+    /// ```
+    pub async fn verify_with_proof(
+        &self,
+        cap: &Capability,
+        ctx: &Context,
+        auditor: &Auditor,
+        proof: &Proof,
+    ) -> Result<Receipt, Error> {
+        self.verify(cap)?;
+        let outcome = self.decide_with_proof(cap, ctx, proof).await;
+        Ok(auditor.sign(cap.identifier(), cap.caveats().to_vec(), ctx, outcome))
+    }
+
+    async fn decide_with_proof(&self, cap: &Capability, ctx: &Context, proof: &Proof) -> Outcome {
+        let Some(holder_key) = cap.holder_of_key() else {
+            return denied(REASON_NOT_HOLDER_BOUND.to_owned());
+        };
+        let now_ms = ctx.now().unix_millis();
+        let skew = self.inner.config.proof_skew_ms;
+        let ts = proof.timestamp_ms();
+        if ts.abs_diff(now_ms) > skew {
+            return denied(format!(
+                "proof timestamp outside the allowed window ({} ms from now, limit {skew} ms)",
+                ts.abs_diff(now_ms)
+            ));
         }
-        Ok(self.check_caveats(cap, ctx))
+        let challenge = proof::pop_challenge(cap.identifier(), &ctx.args_hash(), ts, ctx.tool());
+        if let Err(reason) = proof::check(holder_key, &challenge, proof) {
+            return denied(reason.to_owned());
+        }
+        if let Some(store) = &self.inner.config.nonce_store {
+            // The proof is usable while |ts - now| <= skew: remember its
+            // challenge until then (half-open window, so one ms past).
+            let ttl = ts
+                .saturating_add(skew)
+                .saturating_add(1)
+                .saturating_sub(now_ms);
+            match store.try_record(&challenge, now_ms, ttl).await {
+                Ok(true) => {}
+                Ok(false) => return denied(REASON_REPLAY.to_owned()),
+                Err(e) => return denied(format!("replay check unavailable: {e}")),
+            }
+        }
+        self.after_proof(cap, ctx)
+    }
+
+    /// Revocation, zero caveats, caveats.
+    fn after_proof(&self, cap: &Capability, ctx: &Context) -> Outcome {
+        if let Some(cell) = &self.inner.config.revocations
+            && let Some(reason) = cell.check(cap.identifier(), ctx.now().unix_millis())
+        {
+            return denied(reason);
+        }
+        if cap.caveats().is_empty() {
+            return denied(REASON_ZERO_CAVEATS.to_owned());
+        }
+        self.check_caveats(cap, ctx)
     }
 
     fn check_caveats(&self, cap: &Capability, ctx: &Context) -> Outcome {
         for caveat in cap.caveats() {
             let text = caveat.predicate();
-            let parsed = self.inner.cache.get_or_parse(text, &self.inner.limits);
+            let parsed = self
+                .inner
+                .cache
+                .get_or_parse(text, &self.inner.config.limits);
             let expr = match parsed.as_ref() {
                 Ok(expr) => expr,
                 Err(e) => return denied(format!("caveat parse error in {text:?}: {e}")),
@@ -181,16 +338,24 @@ impl Verifier {
     }
 }
 
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn denied(reason: String) -> Outcome {
     Outcome::Denied { reason }
 }
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let config = &self.inner.config;
         f.debug_struct("Verifier")
             .field("root_key", &format_args!(".."))
-            .field("limits", &self.inner.limits)
+            .field("limits", &config.limits)
             .field("cache", &self.inner.cache)
+            .field("nonce_store", &config.nonce_store.is_some())
+            .field("revocations", &config.revocations)
+            .field("proof_skew_ms", &config.proof_skew_ms)
             .finish()
     }
 }

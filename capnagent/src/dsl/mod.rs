@@ -174,10 +174,6 @@ impl PredicateCache {
         parsed
     }
 
-    pub(crate) fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     pub(crate) fn clear(&self) {
         if let Ok(mut map) = self.map.write() {
             map.clear();
