@@ -121,44 +121,14 @@ pub fn holder_key(text: &str) -> Result<[u8; 32], CliError> {
     })
 }
 
-/// Strict hex: an even number of `[0-9a-fA-F]`, nothing else (no `0x`, no
-/// whitespace, no signs). The error never quotes the input.
+/// Strict hex (see [`capnagent::hex`]); the error never quotes the input.
 pub fn hex_decode(text: &str) -> Result<Vec<u8>, &'static str> {
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(2) {
-        return Err("odd number of digits");
-    }
-    bytes
-        .chunks_exact(2)
-        .map(|pair| match pair {
-            [hi, lo] => match (nibble(*hi), nibble(*lo)) {
-                (Some(hi), Some(lo)) => Ok(hi << 4 | lo),
-                _ => Err("a character is not a hex digit"),
-            },
-            _ => Err("odd number of digits"),
-        })
-        .collect()
+    capnagent::hex::decode(text).map_err(|e| e.as_str())
 }
 
 /// Lowercase hex.
 pub fn hex_encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
-/// The value of one hex digit.
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    capnagent::hex::encode(bytes)
 }
 
 #[cfg(test)]

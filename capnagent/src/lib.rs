@@ -59,6 +59,7 @@ mod context;
 mod crypto;
 mod dsl;
 mod error;
+pub mod hex;
 mod issuer;
 pub mod json;
 mod limits;
