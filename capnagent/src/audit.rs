@@ -94,7 +94,7 @@ impl ContextSummary {
 pub struct Receipt {
     version: u8,
     capability_identifier: String,
-    caveats: Vec<Caveat>,
+    caveats: Arc<[Caveat]>,
     context_summary: ContextSummary,
     outcome: Outcome,
     timestamp_ms: u64,
@@ -189,7 +189,8 @@ impl Receipt {
                 .caveats
                 .into_iter()
                 .map(|c| Caveat::new(c.predicate))
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             context_summary: ContextSummary {
                 caller: wire.context_summary.caller,
                 tool: wire.context_summary.tool,
@@ -352,14 +353,14 @@ impl Auditor {
     pub fn sign(
         &self,
         capability_identifier: impl Into<String>,
-        caveats: Vec<Caveat>,
+        caveats: impl Into<Arc<[Caveat]>>,
         ctx: &Context,
         outcome: Outcome,
     ) -> Receipt {
         let mut receipt = Receipt {
             version: RECEIPT_SCHEMA_VERSION,
             capability_identifier: capability_identifier.into(),
-            caveats,
+            caveats: caveats.into(),
             context_summary: ContextSummary::of(ctx),
             outcome,
             timestamp_ms: ctx.now().unix_millis(),

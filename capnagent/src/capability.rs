@@ -11,6 +11,7 @@
 //! HMAC link); nobody can remove one without the root key.
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -63,7 +64,8 @@ impl fmt::Display for Caveat {
 pub struct Capability {
     identifier: String,
     holder_of_key: Option<[u8; 32]>,
-    caveats: Vec<Caveat>,
+    // Shared with the receipts signed for this capability.
+    caveats: Arc<[Caveat]>,
     signature: Tag,
 }
 
@@ -91,7 +93,7 @@ impl Capability {
         Capability {
             identifier,
             holder_of_key,
-            caveats,
+            caveats: caveats.into(),
             signature,
         }
     }
@@ -141,7 +143,8 @@ impl Capability {
                 .caveats
                 .into_iter()
                 .map(|c| Caveat::new(c.predicate))
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             signature,
         })
     }
@@ -195,10 +198,14 @@ impl Capability {
             .into());
         }
         check_predicate(predicate, &Limits::DEFAULT)?;
-        let mut next = self.clone();
-        next.signature = crypto::chain_step(&self.signature, &[predicate.as_bytes()]);
-        next.caveats.push(Caveat::new(predicate.to_owned()));
-        Ok(next)
+        let mut caveats = self.caveats.to_vec();
+        caveats.push(Caveat::new(predicate));
+        Ok(Capability {
+            identifier: self.identifier.clone(),
+            holder_of_key: self.holder_of_key,
+            caveats: caveats.into(),
+            signature: crypto::chain_step(&self.signature, &[predicate.as_bytes()]),
+        })
     }
 
     /// The identifier the root issued (unchanged by attenuation, so
@@ -210,6 +217,11 @@ impl Capability {
     /// The caveats, in chain order.
     pub fn caveats(&self) -> &[Caveat] {
         &self.caveats
+    }
+
+    /// The caveats as a shared slice (cloning it is a reference count).
+    pub(crate) fn caveats_shared(&self) -> Arc<[Caveat]> {
+        Arc::clone(&self.caveats)
     }
 
     /// The Ed25519 public key the holder must prove possession of, if bound.

@@ -9,8 +9,6 @@
 //! explicit stack instead of recursion, so nesting is bounded only by
 //! [`JsonLimits`].
 
-use std::fmt::Write as _;
-
 /// The largest nesting depth the parser will ever allow, whatever
 /// [`JsonLimits::max_depth`] says. Dropping, comparing and converting a
 /// [`JsonValue`] recurse over its depth, so this keeps those operations far
@@ -857,13 +855,7 @@ pub fn canonical_string(v: &JsonValue) -> String {
 pub fn sha256_canonical_hex(v: &JsonValue) -> String {
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
     write_canonical(&mut hasher, v);
-    let digest = sha2::Digest::finalize(hasher);
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        // Writing to a String cannot fail.
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
+    crate::hex::encode(&sha2::Digest::finalize(hasher))
 }
 
 impl From<&serde_json::Value> for JsonValue {
