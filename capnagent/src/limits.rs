@@ -23,7 +23,8 @@ pub struct Limits {
     /// Longest single predicate, in bytes. Default 128 KiB (a 1000-term
     /// AND chain is about 30 KiB).
     pub max_predicate_len: usize,
-    /// Deepest parenthesis nesting in one predicate. Default 1024.
+    /// Deepest parenthesis nesting in one predicate. Default 1024; values
+    /// above [`Limits::MAX_NESTING_DEPTH`] are clamped to it.
     pub max_nesting_depth: usize,
     /// Most comparisons (AND/OR terms) in one predicate. Default 4096.
     pub max_terms: usize,
@@ -35,6 +36,12 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The highest nesting depth honoured. Parsing, evaluating and dropping
+    /// a predicate use the heap, not the stack, at any depth; cloning or
+    /// printing a [`Predicate`](crate::Predicate) still recurses, so depth
+    /// is capped here.
+    pub const MAX_NESTING_DEPTH: usize = 4096;
+
     /// The default limits (see each field).
     pub const DEFAULT: Limits = Limits {
         max_token_len: 256 * 1024,

@@ -157,7 +157,10 @@ fn receipt_signatures_match_the_reference() {
 
     let r1 = Auditor::new(&[0xE2; 32]).expect("key").sign(
         "buy-replay-test",
-        T1_CAVEATS.iter().map(|c| Caveat::new(*c)).collect::<Vec<_>>(),
+        T1_CAVEATS
+            .iter()
+            .map(|c| Caveat::new(*c))
+            .collect::<Vec<_>>(),
         &ctx,
         Outcome::Denied {
             reason: "proof replay detected".into(),

@@ -20,6 +20,22 @@ pub(crate) enum Expr {
     Or(Vec<Expr>),
 }
 
+impl Drop for Expr {
+    /// Drops nested operands from a heap stack instead of recursing, so a
+    /// deep tree cannot overflow the thread's stack.
+    fn drop(&mut self) {
+        let mut pending = match self {
+            Expr::And(items) | Expr::Or(items) => std::mem::take(items),
+            Expr::Cmp(_) => return,
+        };
+        while let Some(mut expr) = pending.pop() {
+            if let Expr::And(items) | Expr::Or(items) = &mut expr {
+                pending.append(items);
+            }
+        }
+    }
+}
+
 /// `ident op literal`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Comparison {

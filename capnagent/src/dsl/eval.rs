@@ -30,24 +30,42 @@ impl Value<'_> {
     }
 }
 
+/// Evaluates without recursion, so nesting depth costs heap, not stack.
 pub(crate) fn eval(expr: &Expr, ctx: &Context) -> Result<bool, EvalError> {
-    match expr {
-        Expr::Cmp(cmp) => compare(cmp, ctx),
-        Expr::And(items) => {
-            for item in items {
-                if !eval(item, ctx)? {
-                    return Ok(false);
+    // Each frame: the operands of an AND (true) or OR (false) and the index
+    // of the operand being evaluated.
+    let mut frames: Vec<(&[Expr], bool, usize)> = Vec::new();
+    let mut current = expr;
+    loop {
+        // Descend to the leftmost comparison.
+        let value = match current {
+            Expr::Cmp(cmp) => compare(cmp, ctx)?,
+            Expr::And(items) | Expr::Or(items) => {
+                let is_and = matches!(current, Expr::And(_));
+                match items.first() {
+                    Some(first) => {
+                        frames.push((items, is_and, 0));
+                        current = first;
+                        continue;
+                    }
+                    // An empty AND holds, an empty OR does not.
+                    None => is_and,
                 }
             }
-            Ok(true)
-        }
-        Expr::Or(items) => {
-            for item in items {
-                if eval(item, ctx)? {
-                    return Ok(true);
-                }
+        };
+        // Climb while the value decides the enclosing AND/OR.
+        loop {
+            let Some((items, is_and, index)) = frames.last_mut() else {
+                return Ok(value);
+            };
+            let short_circuit = if *is_and { !value } else { value };
+            if short_circuit || *index + 1 == items.len() {
+                frames.pop();
+                continue;
             }
-            Ok(false)
+            *index += 1;
+            current = &items[*index];
+            break;
         }
     }
 }

@@ -140,50 +140,74 @@ impl EvalError {
 
 /// Parsed predicates keyed by their text, shared by clones of a verifier.
 ///
-/// Bounded: when full it is cleared, so a stream of unique predicates costs
-/// parse time but never unbounded memory.
+/// Bounded by entries and by the bytes of predicate text it holds: when
+/// either would be exceeded it is cleared, so a stream of unique predicates
+/// costs parse time but never unbounded memory.
 /// A parse result shared between the cache and its users.
 type Parsed = Arc<Result<Expr, ParseError>>;
 
 pub(crate) struct PredicateCache {
-    map: RwLock<HashMap<Box<str>, Parsed>>,
+    map: RwLock<CacheMap>,
     capacity: usize,
 }
 
+#[derive(Default)]
+struct CacheMap {
+    entries: HashMap<Box<str>, Parsed>,
+    text_bytes: usize,
+}
+
 impl PredicateCache {
+    /// Most predicate text held at once: 8 MiB.
+    pub(crate) const MAX_TEXT_BYTES: usize = 8 * 1024 * 1024;
+
     pub(crate) fn new(capacity: usize) -> Self {
         PredicateCache {
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(CacheMap::default()),
             capacity,
         }
     }
 
     pub(crate) fn get_or_parse(&self, text: &str, limits: &Limits) -> Parsed {
-        if let Some(hit) = self.map.read().ok().and_then(|map| map.get(text).cloned()) {
+        if let Some(hit) = self
+            .map
+            .read()
+            .ok()
+            .and_then(|map| map.entries.get(text).cloned())
+        {
             return hit;
         }
         let parsed = Arc::new(parser::parse(text, limits));
         if self.capacity > 0
+            && text.len() <= Self::MAX_TEXT_BYTES
             && let Ok(mut map) = self.map.write()
         {
-            if map.len() >= self.capacity {
-                map.clear();
+            if map.entries.len() >= self.capacity
+                || map.text_bytes + text.len() > Self::MAX_TEXT_BYTES
+            {
+                *map = CacheMap::default();
             }
-            map.insert(text.into(), Arc::clone(&parsed));
+            if map
+                .entries
+                .insert(text.into(), Arc::clone(&parsed))
+                .is_none()
+            {
+                map.text_bytes += text.len();
+            }
         }
         parsed
     }
 
     pub(crate) fn clear(&self) {
         if let Ok(mut map) = self.map.write() {
-            map.clear();
+            *map = CacheMap::default();
         }
     }
 }
 
 impl fmt::Debug for PredicateCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let len = self.map.read().map(|m| m.len()).unwrap_or(0);
+        let len = self.map.read().map(|m| m.entries.len()).unwrap_or(0);
         f.debug_struct("PredicateCache")
             .field("len", &len)
             .field("capacity", &self.capacity)

@@ -54,6 +54,7 @@ fn precheck(src: &str, limits: &Limits) -> Result<(), ParseError> {
             offset: 0,
         });
     }
+    let max_depth = limits.max_nesting_depth.min(Limits::MAX_NESTING_DEPTH);
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for b in src.bytes() {
         if in_string {
@@ -69,10 +70,8 @@ fn precheck(src: &str, limits: &Limits) -> Result<(), ParseError> {
             b'"' => in_string = true,
             b'(' => {
                 depth += 1;
-                if depth > limits.max_nesting_depth {
-                    return Err(ParseError::TooDeep {
-                        max: limits.max_nesting_depth,
-                    });
+                if depth > max_depth {
+                    return Err(ParseError::TooDeep { max: max_depth });
                 }
             }
             b')' => depth = depth.saturating_sub(1),
@@ -361,7 +360,7 @@ mod tests {
 
     #[test]
     fn and_binds_tighter_than_or() {
-        match ok("a == 1 AND b == 2 OR c == 3") {
+        match &ok("a == 1 AND b == 2 OR c == 3") {
             Expr::Or(items) => {
                 assert_eq!(items.len(), 2);
                 assert!(matches!(&items[0], Expr::And(v) if v.len() == 2));
