@@ -219,6 +219,10 @@ impl Capability {
         &self.caveats
     }
 
+    pub(crate) fn signature(&self) -> &Tag {
+        &self.signature
+    }
+
     /// The caveats as a shared slice (cloning it is a reference count).
     pub(crate) fn caveats_shared(&self) -> Arc<[Caveat]> {
         Arc::clone(&self.caveats)

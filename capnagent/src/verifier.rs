@@ -12,19 +12,24 @@
 //! 5. each caveat in order: parsed (cached by text), then evaluated; the
 //!    first that does not hold denies.
 //!
+//! Chains that verified are remembered (bounded, keyed by signature and
+//! compared in full), so an agent that presents the same token again pays
+//! a lookup instead of the HMAC chain; see [`Verifier::with_chain_cache`].
+//!
 //! Proof path ([`Verifier::verify_with_proof`]): chain, then the proof
 //! (bound key, timestamp within the skew window, strict Ed25519 over the
 //! challenge the verifier derives itself), then replay (the
 //! [`NonceStore`]), then gates 3–5.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::audit::{Auditor, Outcome, Receipt};
-use crate::capability::Capability;
+use crate::capability::{Capability, Caveat};
 use crate::context::Context;
-use crate::crypto::KeyedMac;
+use crate::crypto::{KeyedMac, Tag};
 use crate::dsl::{self, PredicateCache};
 use crate::error::Error;
 use crate::issuer::root_key;
@@ -50,6 +55,9 @@ pub const REASON_REPLAY: &str = "proof replay detected";
 
 /// How many distinct predicates a verifier keeps parsed by default.
 pub const DEFAULT_CACHE_CAPACITY: usize = 4096;
+
+/// How many verified chains a verifier remembers by default.
+pub const DEFAULT_CHAIN_CACHE_CAPACITY: usize = 4096;
 
 /// Default window around the verifier's clock in which a proof's timestamp
 /// is accepted: 60 seconds either way.
@@ -86,12 +94,14 @@ struct Inner {
     root: KeyedMac,
     config: Config,
     cache: PredicateCache,
+    chains: ChainCache,
 }
 
 #[derive(Clone)]
 struct Config {
     limits: Limits,
     cache_capacity: usize,
+    chain_cache_capacity: usize,
     nonce_store: Option<Arc<dyn NonceStore>>,
     revocations: Option<RevocationCell>,
     proof_skew_ms: u64,
@@ -105,6 +115,7 @@ impl Verifier {
             Config {
                 limits: Limits::DEFAULT,
                 cache_capacity: DEFAULT_CACHE_CAPACITY,
+                chain_cache_capacity: DEFAULT_CHAIN_CACHE_CAPACITY,
                 nonce_store: None,
                 revocations: None,
                 proof_skew_ms: duration_ms(DEFAULT_PROOF_SKEW),
@@ -117,6 +128,7 @@ impl Verifier {
             inner: Arc::new(Inner {
                 root,
                 cache: PredicateCache::new(config.cache_capacity),
+                chains: ChainCache::new(config.chain_cache_capacity),
                 config,
             }),
         }
@@ -136,6 +148,15 @@ impl Verifier {
     /// Sets how many distinct predicates stay parsed (0 disables the cache).
     pub fn with_cache_capacity(self, capacity: usize) -> Verifier {
         self.with(|c| c.cache_capacity = capacity)
+    }
+
+    /// Sets how many verified chains are remembered (0 disables the
+    /// cache: every call recomputes the HMAC chain). A hit requires the
+    /// same signature *and* the same identifier, holder key and caveats as
+    /// a chain that verified under this root key; the cache holds at most
+    /// 16 MiB of token text.
+    pub fn with_chain_cache(self, capacity: usize) -> Verifier {
+        self.with(|c| c.chain_cache_capacity = capacity)
     }
 
     /// Enforces a revocation list: every call is checked against the list
@@ -174,7 +195,11 @@ impl Verifier {
 
     /// Checks the HMAC chain only (no caveats, no receipt).
     pub fn verify(&self, cap: &Capability) -> Result<(), Error> {
+        if self.inner.chains.contains(cap) {
+            return Ok(());
+        }
         if cap.chain_matches(&self.inner.root) {
+            self.inner.chains.insert(cap);
             Ok(())
         } else {
             Err(Error::InvalidChain)
@@ -332,9 +357,105 @@ impl Verifier {
         Outcome::Allowed
     }
 
-    /// Drops every cached parse.
+    /// Drops every cached parse and verified chain.
     pub fn clear_cache(&self) {
         self.inner.cache.clear();
+        self.inner.chains.clear();
+    }
+}
+
+/// Chains that verified under this verifier's root key.
+struct ChainCache {
+    map: RwLock<ChainMap>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct ChainMap {
+    entries: HashMap<CtTag, VerifiedChain>,
+    bytes: usize,
+}
+
+/// A signature as a map key whose equality is constant-time.
+struct CtTag(Tag);
+
+impl std::hash::Hash for CtTag {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl Eq for CtTag {}
+
+impl PartialEq for CtTag {
+    fn eq(&self, other: &Self) -> bool {
+        crate::crypto::tags_equal(&self.0, &other.0)
+    }
+}
+
+/// Everything the signature covers, so a hit means "this exact token".
+struct VerifiedChain {
+    identifier: Box<str>,
+    holder_of_key: Option<[u8; 32]>,
+    caveats: Arc<[Caveat]>,
+}
+
+impl VerifiedChain {
+    fn is(&self, cap: &Capability) -> bool {
+        *self.identifier == *cap.identifier()
+            && self.holder_of_key.as_ref() == cap.holder_of_key()
+            && *self.caveats == *cap.caveats()
+    }
+}
+
+impl ChainCache {
+    const MAX_BYTES: usize = 16 * 1024 * 1024;
+
+    fn new(capacity: usize) -> Self {
+        ChainCache {
+            map: RwLock::new(ChainMap::default()),
+            capacity,
+        }
+    }
+
+    fn contains(&self, cap: &Capability) -> bool {
+        self.capacity > 0
+            && self.map.read().is_ok_and(|map| {
+                map.entries
+                    .get(&CtTag(*cap.signature()))
+                    .is_some_and(|entry| entry.is(cap))
+            })
+    }
+
+    fn insert(&self, cap: &Capability) {
+        let bytes = cap.identifier().len()
+            + cap
+                .caveats()
+                .iter()
+                .map(|c| c.predicate().len())
+                .sum::<usize>();
+        if self.capacity == 0 || bytes > Self::MAX_BYTES {
+            return;
+        }
+        if let Ok(mut map) = self.map.write() {
+            if map.entries.len() >= self.capacity || map.bytes + bytes > Self::MAX_BYTES {
+                *map = ChainMap::default();
+            }
+            let entry = VerifiedChain {
+                identifier: cap.identifier().into(),
+                holder_of_key: cap.holder_of_key().copied(),
+                caveats: cap.caveats_shared(),
+            };
+            if map.entries.insert(CtTag(*cap.signature()), entry).is_none() {
+                map.bytes += bytes;
+            }
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut map) = self.map.write() {
+            *map = ChainMap::default();
+        }
     }
 }
 
@@ -353,6 +474,7 @@ impl fmt::Debug for Verifier {
             .field("root_key", &format_args!(".."))
             .field("limits", &config.limits)
             .field("cache", &self.inner.cache)
+            .field("chain_cache_capacity", &config.chain_cache_capacity)
             .field("nonce_store", &config.nonce_store.is_some())
             .field("revocations", &config.revocations)
             .field("proof_skew_ms", &config.proof_skew_ms)

@@ -79,6 +79,29 @@ fn t1_tampering_fails_the_chain_without_saying_why() {
 }
 
 #[test]
+fn the_chain_cache_never_vouches_for_different_content() {
+    let cap = t1();
+    let verifier = Verifier::new(&[0xC1; 32]).expect("key");
+    verifier.verify(&cap).expect("verifies, and is now cached");
+    verifier.verify(&cap).expect("cached hit");
+
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let json = String::from_utf8(engine.decode(cap.serialize()).expect("b64")).expect("utf8");
+    // Same signature bytes, different content: must still fail.
+    for forged in [
+        json.replace("arg.amount <= 50", "arg.amount <= 5000"),
+        json.replace(r#"{"predicate":"arg.amount <= 50"},"#, ""),
+        json.replace("buy-broadening-test", "other"),
+    ] {
+        let forged = Capability::parse(&engine.encode(&forged)).expect("well-formed");
+        assert_eq!(verifier.verify(&forged), Err(Error::InvalidChain));
+    }
+    let uncached = Verifier::new(&[0xC1; 32]).expect("key").with_chain_cache(0);
+    uncached.verify(&cap).expect("verifies without a cache");
+}
+
+#[test]
 fn t2_holder_of_key_chain_step() {
     let issuer = Issuer::from_key(&[0xE1; 32]).expect("key");
     let pk: [u8; 32] = [

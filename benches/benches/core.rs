@@ -1,0 +1,307 @@
+//! Core benches: token parsing, chain verification against the bare
+//! HMAC-SHA256 floor, full decisions with a signed receipt, and the
+//! sub-steps of a decision. See `benches/README.md`.
+//!
+//! ```text
+//! cargo bench -p capnagent-benches --bench core -- --warm-up-time 1 --measurement-time 3
+//! ```
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use capnagent::{Auditor, Capability, Context, Issuer, Outcome, Predicate, Verifier};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+const ROOT_KEY: [u8; 32] = [7; 32];
+const AUDIT_KEY: [u8; 32] = [9; 32];
+const IDENTIFIER: &str = "agent-42";
+/// 1 December 2026, inside the caveats' window.
+const NOW_MS: u64 = 1_796_083_200_000;
+
+/// The four short caveats of a typical purchase token, all satisfied by
+/// [`context`].
+const FOUR: [&str; 4] = [
+    r#"tool == "checkout.purchase""#,
+    r#"caller == "agent:planner""#,
+    "arg.amount_cents <= 5000",
+    "now <= @2099-01-01T00:00:00Z",
+];
+
+const CHAIN_LENGTHS: [usize; 4] = [1, 4, 16, 64];
+
+/// `n` short (24-33 byte) caveats, cycling through [`FOUR`].
+fn predicates(n: usize) -> Vec<&'static str> {
+    (0..n).map(|i| FOUR[i % FOUR.len()]).collect()
+}
+
+fn token(n: usize) -> Capability {
+    let issuer = Issuer::from_key(&ROOT_KEY).expect("32-byte key");
+    let mut builder = issuer.issue(IDENTIFIER);
+    for p in predicates(n) {
+        builder.caveat(p).expect("valid caveat");
+    }
+    builder.build().expect("at least one caveat")
+}
+
+const CONTEXT_JSON: &str = r#"{"nowMs":1796083200000,"caller":"agent:planner","tool":"checkout.purchase","args":{"amount_cents":1299,"currency":"EUR","sku":"B00X4WHP5E"}}"#;
+
+fn context() -> Context {
+    Context::builder()
+        .now_millis(NOW_MS)
+        .caller("agent:planner")
+        .tool("checkout.purchase")
+        .args(serde_json::json!({"amount_cents": 1299, "currency": "EUR", "sku": "B00X4WHP5E"}))
+        .build()
+}
+
+/// The least any verifier must do: N+1 HMAC-SHA256 computations, the first
+/// under the root key (its state precomputed once and cloned), each next
+/// one keyed by the previous tag, then one comparison.
+struct Floor {
+    root: HmacSha256,
+}
+
+impl Floor {
+    fn new() -> Floor {
+        Floor {
+            root: HmacSha256::new_from_slice(&ROOT_KEY).expect("any key length"),
+        }
+    }
+
+    fn chain(&self, identifier: &[u8], predicates: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.root.clone();
+        mac.update(identifier);
+        let mut tag: [u8; 32] = mac.finalize().into_bytes().into();
+        for p in predicates {
+            let mut mac = HmacSha256::new_from_slice(&tag).expect("any key length");
+            mac.update(p);
+            tag = mac.finalize().into_bytes().into();
+        }
+        tag
+    }
+}
+
+/// The signature field of a token, read from its wire form.
+fn signature_hex(cap: &Capability) -> String {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cap.serialize())
+        .expect("base64url token");
+    let json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON token");
+    json["signature"].as_str().expect("signature").to_owned()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn bench_parse(c: &mut Criterion) {
+    let text = token(4).serialize();
+    c.bench_function("token/parse/4", |b| {
+        b.iter(|| Capability::parse(black_box(&text)).expect("valid token"))
+    });
+}
+
+fn bench_chain(c: &mut Criterion) {
+    // The chain cache would turn repeated verification of one token into a
+    // lookup; measure the HMAC chain itself (and the cached path apart).
+    let verifier = Verifier::new(&ROOT_KEY)
+        .expect("32-byte key")
+        .with_chain_cache(0);
+    let cached = Verifier::new(&ROOT_KEY).expect("32-byte key");
+    let floor = Floor::new();
+    let mut group = c.benchmark_group("chain");
+    for n in CHAIN_LENGTHS {
+        let cap = token(n);
+        group.bench_with_input(BenchmarkId::new("verify", n), &cap, |b, cap| {
+            b.iter(|| verifier.verify(black_box(cap)).expect("valid chain"))
+        });
+        group.bench_with_input(BenchmarkId::new("verify_cached", n), &cap, |b, cap| {
+            b.iter(|| cached.verify(black_box(cap)).expect("valid chain"))
+        });
+
+        // Same bytes; the floor's tag is the token's signature.
+        let preds: Vec<&[u8]> = predicates(n).into_iter().map(str::as_bytes).collect();
+        let expected = floor.chain(IDENTIFIER.as_bytes(), &preds);
+        assert_eq!(
+            signature_hex(&cap),
+            hex(&expected),
+            "floor computes the real chain"
+        );
+        group.bench_with_input(BenchmarkId::new("floor", n), &preds, |b, preds| {
+            b.iter(|| {
+                let tag = floor.chain(black_box(IDENTIFIER.as_bytes()), black_box(preds));
+                assert!(tag == expected);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_decide(c: &mut Criterion) {
+    // Default verifier: a token seen before skips the HMAC chain.
+    let verifier = Verifier::new(&ROOT_KEY).expect("32-byte key");
+    // Every call pays the whole chain (first sight of a token).
+    let cold = Verifier::new(&ROOT_KEY)
+        .expect("32-byte key")
+        .with_chain_cache(0);
+    let auditor = Auditor::new(&AUDIT_KEY).expect("32-byte key");
+    let cap = token(4);
+    let ctx = context();
+    // Warm the predicate cache and check the decision once.
+    let receipt = verifier
+        .verify_with_context(&cap, &ctx, &auditor)
+        .expect("valid chain");
+    assert!(receipt.is_allowed(), "{:?}", receipt.outcome());
+    let from_json = verifier
+        .verify_with_context_json(&cap, CONTEXT_JSON, &auditor)
+        .expect("valid context");
+    assert_eq!(from_json.to_json(), receipt.to_json());
+
+    let mut group = c.benchmark_group("decide");
+    group.bench_function("verify_with_context/4", |b| {
+        b.iter(|| {
+            verifier
+                .verify_with_context(black_box(&cap), black_box(&ctx), &auditor)
+                .expect("valid chain")
+        })
+    });
+    group.bench_function("verify_with_context/4/uncached_chain", |b| {
+        b.iter(|| {
+            cold.verify_with_context(black_box(&cap), black_box(&ctx), &auditor)
+                .expect("valid chain")
+        })
+    });
+    group.bench_function("verify_with_context_json/4", |b| {
+        b.iter(|| {
+            verifier
+                .verify_with_context_json(black_box(&cap), black_box(CONTEXT_JSON), &auditor)
+                .expect("valid chain")
+        })
+    });
+    group.finish();
+
+    c.bench_function("receipt/to_json", |b| {
+        b.iter(|| black_box(&receipt).to_json())
+    });
+}
+
+/// Where the time of `decide/verify_with_context/4` goes.
+fn bench_steps(c: &mut Criterion) {
+    let verifier = Verifier::new(&ROOT_KEY).expect("32-byte key");
+    let auditor = Auditor::new(&AUDIT_KEY).expect("32-byte key");
+    let cap = token(4);
+    let ctx = context();
+    assert!(
+        verifier
+            .decide(&cap, &ctx)
+            .expect("valid chain")
+            .is_allowed()
+    );
+    let parsed: Vec<Predicate> = FOUR
+        .iter()
+        .map(|p| Predicate::parse(p).expect("valid predicate"))
+        .collect();
+
+    let mut group = c.benchmark_group("steps");
+    // Chain + caveats (cache lookups and evaluation), no receipt.
+    group.bench_function("decide/4", |b| {
+        b.iter(|| {
+            verifier
+                .decide(black_box(&cap), black_box(&ctx))
+                .expect("valid chain")
+        })
+    });
+    // Evaluation alone, on already parsed predicates (no cache lookup).
+    group.bench_function("eval/4", |b| {
+        b.iter(|| {
+            for p in &parsed {
+                assert_eq!(p.evaluate(black_box(&ctx)), Ok(true));
+            }
+        })
+    });
+    // Parsing one short predicate: what a cache miss costs.
+    group.bench_function("parse_predicate/1", |b| {
+        b.iter(|| Predicate::parse(black_box(FOUR[2])).expect("valid predicate"))
+    });
+    // The receipt: args hash, summary, HMAC over the canonical body.
+    group.bench_function("sign_receipt/4", |b| {
+        b.iter(|| {
+            auditor.sign(
+                black_box(IDENTIFIER),
+                cap.caveats().to_vec(),
+                black_box(&ctx),
+                Outcome::Allowed,
+            )
+        })
+    });
+    group.bench_function("args_hash", |b| b.iter(|| black_box(&ctx).args_hash()));
+    // What args_hash must do at least: SHA-256 of the canonical text
+    // (prebuilt here) and a table-driven hex encoding.
+    let canonical = capnagent::json::canonical_string(ctx.args());
+    group.bench_function("floor/args_sha256", |b| {
+        b.iter(|| {
+            let digest = <Sha256 as sha2::Digest>::digest(black_box(canonical.as_bytes()));
+            hex_table(&digest)
+        })
+    });
+    // Hex of 32 bytes, the way args_hash formats it (`write!("{:02x}")`)
+    // and with a lookup table.
+    let digest = [0xa5u8; 32];
+    group.bench_function("hex32/fmt", |b| b.iter(|| hex_fmt(black_box(&digest))));
+    group.bench_function("hex32/table", |b| b.iter(|| hex_table(black_box(&digest))));
+    // What signing must do at least: one HMAC-SHA256 (key state
+    // precomputed) over a signing body as long as this receipt's.
+    let body = receipt_body_like(&auditor, &cap, &ctx);
+    let audit_mac = HmacSha256::new_from_slice(&AUDIT_KEY).expect("any key length");
+    group.bench_function("floor/receipt_hmac", |b| {
+        b.iter(|| {
+            let mut mac = audit_mac.clone();
+            mac.update(b"v\x01");
+            mac.update(black_box(body.as_bytes()));
+            let tag: [u8; 32] = mac.finalize().into_bytes().into();
+            tag
+        })
+    });
+    group.bench_function("context_from_json", |b| {
+        b.iter(|| Context::from_json(black_box(CONTEXT_JSON)).expect("valid context"))
+    });
+    group.finish();
+}
+
+fn hex_fmt(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(64);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+fn hex_table(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// A string as long as the receipt's signing body (its JSON minus the
+/// signature field, which is about the same size).
+fn receipt_body_like(auditor: &Auditor, cap: &Capability, ctx: &Context) -> String {
+    let json = auditor
+        .sign(IDENTIFIER, cap.caveats().to_vec(), ctx, Outcome::Allowed)
+        .to_json();
+    let cut = json.find(",\"signature\"").unwrap_or(json.len());
+    format!("{}}}", &json[..cut])
+}
+
+criterion_group!(benches, bench_parse, bench_chain, bench_decide, bench_steps);
+criterion_main!(benches);
