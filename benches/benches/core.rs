@@ -271,7 +271,36 @@ fn bench_steps(c: &mut Criterion) {
     group.bench_function("context_from_json", |b| {
         b.iter(|| Context::from_json(black_box(CONTEXT_JSON)).expect("valid context"))
     });
+    // A 1 KiB request body, as the HTTP layer sees it.
+    let body = kib_body();
+    let limits = capnagent::json::JsonLimits::default();
+    group.bench_function("json_parse_1k", |b| {
+        b.iter(|| capnagent::json::parse(black_box(&body), &limits).expect("valid JSON"))
+    });
+    let parsed = capnagent::json::parse(&body, &limits).expect("valid JSON");
+    group.bench_function("args_hash_1k", |b| {
+        b.iter(|| capnagent::json::sha256_canonical_hex(black_box(&parsed)))
+    });
+    group.bench_function("serde_json_value_1k", |b| {
+        b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(&body)).expect("valid"))
+    });
     group.finish();
+}
+
+/// About 1 KiB of JSON arguments: nested objects, strings, numbers.
+fn kib_body() -> String {
+    let items: Vec<String> = (0..12)
+        .map(|i| {
+            format!(
+                r#"{{"sku":"SKU-{i:05}","name":"item number {i} with a name","qty":{i},"price_cents":{}}}"#,
+                i * 137 + 99
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"amount_cents":1299,"currency":"EUR","merchant":"shop.example","items":[{}]}}"#,
+        items.join(",")
+    )
 }
 
 fn hex_fmt(bytes: &[u8]) -> String {

@@ -1,1 +1,183 @@
-//! capnagent-tower (in progress).
+//! # capnagent-tower
+//!
+//! One layer in front of an axum (or any tower) tool API: every tool call is
+//! checked against the caller's [capnagent] capability, and every decision,
+//! allowed or denied, leaves a signed [`Receipt`](capnagent::Receipt).
+//!
+//! ```
+//! use axum::{Json, Router, routing::post};
+//! use capnagent::{Auditor, Issuer, Verifier};
+//! use capnagent_tower::{Anonymous, CapabilityLayer, FixedTool, Verified};
+//! use tower::ServiceExt;
+//!
+//! async fn purchase(verified: Verified, Json(args): Json<serde_json::Value>) -> String {
+//!     format!("bought {} with receipt {}", args["sku"], verified.receipt().signature_hex())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let root_key = [7u8; 32]; // 32 random bytes in real life: `capnagent keygen`
+//! let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&[9u8; 32])?)
+//!     .caller(Anonymous) // the token is the only credential in this example
+//!     .tool(FixedTool::new("checkout.purchase"));
+//! let app = Router::new()
+//!     .route("/tools/checkout.purchase", post(purchase))
+//!     .route_layer(layer);
+//!
+//! let token = Issuer::from_key(&root_key)?
+//!     .issue("agent-42")
+//!     .caveat(r#"tool == "checkout.purchase""#)?
+//!     .caveat("arg.amount_cents <= 5000")?
+//!     .build()?
+//!     .serialize();
+//! let call = |amount: u32| {
+//!     http::Request::post("/tools/checkout.purchase")
+//!         .header("authorization", format!("Bearer {token}"))
+//!         .header("content-type", "application/json")
+//!         .body(axum::body::Body::from(format!(r#"{{"sku":"cable","amount_cents":{amount}}}"#)))
+//! };
+//! assert_eq!(app.clone().oneshot(call(1299)?).await?.status(), 200);
+//! assert_eq!(app.oneshot(call(9900)?).await?.status(), 403);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## The facts a call is judged by
+//!
+//! Caveats are checked against facts the server observes itself, each from
+//! a pluggable extractor ([`ToolExtractor`], [`CallerExtractor`],
+//! [`ArgsExtractor`]; closures work too):
+//!
+//! | fact | default | built-ins |
+//! | --- | --- | --- |
+//! | `tool` | none: configure one (else 500) | [`FixedTool`], [`PathParam`] (`/tools/{name}`), a closure |
+//! | `caller` | [`CallerExtension`]: the [`AuthenticatedCaller`] extension an authentication layer set | [`Anonymous`], [`TrustedHeader`] (read its warning), a closure |
+//! | `args` | [`JsonBody`]: the body, buffered (1 MiB), number text kept, given back intact | [`QueryArgs`], [`PathArgs`], [`NoArgs`], a closure |
+//! | `now` | [`SystemClock`], the layer's clock | any [`Clock`], e.g. a fixed one in tests |
+//! | `env` | none | static pairs: [`CapabilityLayer::env`] |
+//!
+//! None of them trusts the token or the body to say who is calling or which
+//! tool is called. Any extractor error denies the call (fail closed), with a
+//! receipt.
+//!
+//! ## One layer per route, or one for the router
+//!
+//! With `Router::route_layer`, each route gets its own layer (clone one
+//! base layer so that they share the sink):
+//!
+//! ```
+//! # use axum::{Router, routing::{get, post}};
+//! # use capnagent::{Auditor, Verifier};
+//! # use capnagent_tower::{CapabilityLayer, FixedTool, QueryArgs};
+//! # fn app(base: CapabilityLayer) -> Router {
+//! # async fn wire() {} async fn read() {}
+//! Router::new()
+//!     .merge(Router::new()
+//!         .route("/wire", post(wire))
+//!         .route_layer(base.clone().tool(FixedTool::new("bank.wire"))))
+//!     .merge(Router::new()
+//!         .route("/files", get(read))
+//!         .route_layer(base.tool(FixedTool::new("files.read")).args(QueryArgs)))
+//! # }
+//! ```
+//!
+//! Or one router-wide layer whose defaults fit most routes, with per-route
+//! overrides keyed by the route's path as written (axum's `MatchedPath`):
+//!
+//! ```
+//! # use axum::{Router, routing::{get, post}};
+//! # use capnagent_tower::{CapabilityLayer, FixedTool, PathParam, QueryArgs, RouteOverride};
+//! # fn app(base: CapabilityLayer) -> Router {
+//! # async fn call() {} async fn read() {}
+//! Router::new()
+//!     .route("/tools/{name}", post(call))
+//!     .route("/files", get(read))
+//!     .route_layer(
+//!         base.tool(PathParam::new("name")) // JSON body args by default
+//!             .route("/files", RouteOverride::new().tool(FixedTool::new("files.read")).args(QueryArgs)),
+//!     )
+//! # }
+//! ```
+//!
+//! Prefer `Router::route_layer` to `Router::layer` in both cases: both run
+//! after axum matched the route (so path parameters and `MatchedPath` are
+//! there), but `layer` also wraps the fallback, so a request for an unknown
+//! path is judged (and denied, with a receipt) instead of getting a 404.
+//!
+//! axum runs the last layer added first, so an authentication layer that
+//! inserts [`AuthenticatedCaller`] is added *after* the capability layer.
+//! Don't protect one route with both a router-wide and a per-route layer:
+//! it would be checked (and audited) twice.
+//!
+//! ## Allowed, denied
+//!
+//! An allowed request reaches the inner service with [`Verified`] (the
+//! receipt and the capability) in its extensions; in axum, take `Verified`
+//! as a handler argument. A denied request never reaches the inner service;
+//! it gets an RFC 9457 `application/problem+json` answer carrying the
+//! reason and the signed receipt, never the token:
+//!
+//! | cause | status |
+//! | --- | --- |
+//! | missing, malformed or forged token | 401, `WWW-Authenticate: Bearer error="invalid_token"` |
+//! | a caveat does not hold | 403, `WWW-Authenticate: Bearer error="insufficient_scope"` |
+//! | args required, body not JSON | 400 |
+//! | body over the limit | 413 |
+//! | server wiring (no caller, no tool) | 500, naming the fix |
+//!
+//! ## Audit
+//!
+//! The [`ReceiptSink`] is called exactly once for every request the layer
+//! sees, missing and forged tokens included. [`AuditLogSink`] writes the
+//! core [`AuditLog`](capnagent::AuditLog) from a dedicated thread; when its
+//! queue is full, requests wait for room (nothing is dropped).
+//! [`TracingSink`] (the default) emits `tracing` events.
+//!
+//! ## Bodies
+//!
+//! [`CapabilityService`] is generic over the request body `B`, and hands
+//! the inner service the same `B`. When args come from the body, the body
+//! is buffered and rebuilt with `B::from(Bytes)`: axum's `Body` and
+//! `http_body_util::Full<Bytes>` work as they are; with hyper's `Incoming`,
+//! map it to one of those first. Denials are built with
+//! `ResBody::from(Bytes)`.
+//!
+//! ## Cost
+//!
+//! The check runs in `call` (synchronously) when args do not need the
+//! body; otherwise the body is buffered first and the check runs when it is
+//! complete. Per call: decode the token (skipped for a token seen before:
+//! verified tokens are kept parsed, see [`CapabilityLayer::token_cache`]),
+//! parse the body keeping number text, check the chain and the caveats,
+//! sign the receipt, hand it to the sink. Numbers for a 1 KiB body and 4
+//! caveats are in `benches/README.md`.
+//!
+//! ## Features
+//!
+//! `axum` (default): the [`Verified`] extractor, [`PathParam`],
+//! [`PathArgs`], and route overrides keyed by `MatchedPath`.
+
+mod cache;
+mod extract;
+pub mod future;
+mod layer;
+mod response;
+mod service;
+mod sink;
+mod verified;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub use extract::{
+    Anonymous, ArgsExtractor, AuthenticatedCaller, BufferedBody, CallerExtension, CallerExtractor,
+    Clock, ExtractError, ExtractErrorKind, FixedTool, JsonBody, NoArgs, NoTool, QueryArgs,
+    SystemClock, TokenSource, ToolExtractor, TrustedHeader,
+};
+#[cfg(feature = "axum")]
+pub use extract::{PathArgs, PathParam};
+pub use layer::{CapabilityLayer, RouteOverride};
+pub use service::CapabilityService;
+pub use sink::{AuditLogSink, AuditLogStats, ReceiptSink, Record, TracingSink};
+#[cfg(feature = "axum")]
+pub use verified::MissingVerified;
+pub use verified::Verified;

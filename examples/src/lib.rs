@@ -1,1 +1,322 @@
-//! Shared helpers for the examples.
+//! The tool APIs the example binaries serve, kept here so that tests and
+//! benches use exactly the same routers.
+//!
+//! - [`tool_api`]: three tools behind one router-wide
+//!   [`CapabilityLayer`], with an API-key authentication layer in front
+//!   that says who the caller is (`quickstart`).
+//! - [`load`]: the same JSON-parsing handler with and without the layer
+//!   (`load-server`, the criterion bench and `benches/load.sh`).
+
+use axum::extract::{Path, Query, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use capnagent_tower::{
+    AuthenticatedCaller, CapabilityLayer, FixedTool, PathParam, QueryArgs, RouteOverride, Verified,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The demo's only API key, and the caller it authenticates. A real server
+/// would look keys up in a store, or take the caller from mTLS.
+pub const PLANNER_API_KEY: &str = "demo-key-planner";
+
+/// The caller [`PLANNER_API_KEY`] authenticates as.
+pub const PLANNER: &str = "agent:planner";
+
+/// The tool API: `POST /tools/{name}` for `checkout.purchase` and
+/// `bank.wire` (args from the JSON body), `GET /files?path=...` for
+/// `files.read` (args from the query string).
+///
+/// `capabilities` is applied router-wide, with the tool taken from the
+/// `{name}` path parameter and a per-route override for `/files`. The
+/// API-key layer runs first and inserts [`AuthenticatedCaller`].
+pub fn tool_api(capabilities: CapabilityLayer) -> Router {
+    let capabilities = capabilities.tool(PathParam::new("name")).route(
+        "/files",
+        RouteOverride::new()
+            .tool(FixedTool::new("files.read"))
+            .args(QueryArgs),
+    );
+    Router::new()
+        .route("/tools/{name}", post(call_tool))
+        .route("/files", get(read_file))
+        .route_layer(capabilities)
+        // Added last, so it runs first: the capability layer needs its caller.
+        .layer(middleware::from_fn(authenticate))
+}
+
+/// Demo authentication: `x-api-key` names the caller. Requests without a
+/// known key never reach the capability layer.
+async fn authenticate(mut request: Request, next: Next) -> Response {
+    let key = request
+        .headers()
+        .get("x-api-key")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if constant_time_eq(key, PLANNER_API_KEY.as_bytes()) {
+        request
+            .extensions_mut()
+            .insert(AuthenticatedCaller::new(PLANNER));
+        next.run(request).await
+    } else {
+        (StatusCode::UNAUTHORIZED, "unknown API key\n").into_response()
+    }
+}
+
+/// Secrets are not compared with `==`: no early exit on the first
+/// differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The receipt as a JSON value, to embed in a response.
+fn receipt_value(verified: &Verified) -> Value {
+    serde_json::from_str(&verified.receipt().to_json()).unwrap_or(Value::Null)
+}
+
+async fn call_tool(
+    Path(name): Path<String>,
+    verified: Verified,
+    Json(args): Json<Value>,
+) -> Response {
+    let result = match name.as_str() {
+        "checkout.purchase" => json!({
+            "order": format!("order-{}", &verified.receipt().signature_hex()[..8]),
+            "sku": args["sku"],
+            "charged_cents": args["amount_cents"],
+        }),
+        "bank.wire" => json!({ "wired_cents": args["amount_cents"], "to": args["to"] }),
+        _ => return (StatusCode::NOT_FOUND, "no such tool\n").into_response(),
+    };
+    Json(json!({ "tool": name, "result": result, "receipt": receipt_value(&verified) }))
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct FileQuery {
+    path: String,
+}
+
+async fn read_file(verified: Verified, Query(query): Query<FileQuery>) -> Json<Value> {
+    Json(json!({
+        "tool": "files.read",
+        "result": { "path": query.path, "content": "hello from the demo file system\n" },
+        "receipt": receipt_value(&verified),
+    }))
+}
+
+/// The load-test application: one handler that parses a 1 KiB JSON order,
+/// served both with and without the capability layer.
+pub mod load {
+    use axum::routing::post;
+    use axum::{Extension, Json, Router};
+    use capnagent_tower::{AuthenticatedCaller, CapabilityLayer, FixedTool};
+    use serde::{Deserialize, Serialize};
+
+    /// The tool the protected route is.
+    pub const TOOL: &str = "checkout.purchase";
+
+    /// The caller every load-test request is authenticated as.
+    pub const CALLER: &str = "agent:loadtest";
+
+    /// The four caveats of the load-test token.
+    pub const CAVEATS: [&str; 4] = [
+        r#"caller == "agent:loadtest""#,
+        r#"tool == "checkout.purchase""#,
+        "arg.amount_cents <= 5000",
+        "now <= @2099-01-01T00:00:00Z",
+    ];
+
+    /// The request body: a 1 KiB JSON order (1024 bytes exactly).
+    pub const BODY: &str = concat!(
+        r#"{"sku":"USB-C cable","amount_cents":1299,"currency":"EUR","#,
+        r#""customer":{"id":"cust-000042","email":"planner@example.com","tier":"gold"},"#,
+        r#""shipping":{"name":"Ada Lovelace","street":"12 Analytical Row","city":"London","postcode":"NW1 6XE","country":"GB"},"#,
+        r#""items":["#,
+        r#"{"sku":"USB-C cable","qty":1,"price_cents":999,"note":"2 m, braided, 100 W, black"},"#,
+        r#"{"sku":"USB-C charger","qty":1,"price_cents":300,"note":"65 W GaN, EU plug"},"#,
+        r#"{"sku":"cable tie","qty":4,"price_cents":0,"note":"free with the cable"}],"#,
+        r#""tags":["agent","checkout","loadtest","demo"],"#,
+        r#""idempotency_key":"6f1c9a52-7d0b-4e8e-9c57-1a2b3c4d5e6f","#,
+        r#""note":"Leave at the front desk. This note pads the order to exactly one KiB of JSON so that every run parses the same bytes. "#,
+        r#"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. "#,
+        r#"Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. Duis aute irure dolor."#,
+        r#"............................................."}"#,
+    );
+
+    /// The order the handler parses.
+    #[derive(Debug, Deserialize)]
+    pub struct Order {
+        /// What is bought.
+        pub sku: String,
+        /// The total, in cents.
+        pub amount_cents: u64,
+        /// ISO 4217 currency.
+        pub currency: String,
+        /// The line items.
+        pub items: Vec<Item>,
+        /// Free text.
+        pub note: String,
+    }
+
+    /// One line of an [`Order`].
+    #[derive(Debug, Deserialize)]
+    pub struct Item {
+        /// What.
+        pub sku: String,
+        /// How many.
+        pub qty: u32,
+        /// Unit price, in cents.
+        pub price_cents: u64,
+    }
+
+    /// What the handler answers.
+    #[derive(Debug, Serialize)]
+    pub struct Ack {
+        /// Accepted.
+        pub ok: bool,
+        /// Number of items.
+        pub items: usize,
+        /// Total, in cents.
+        pub amount_cents: u64,
+    }
+
+    /// The handler both routes share: parses the order, answers a small
+    /// JSON acknowledgement.
+    pub async fn checkout(Json(order): Json<Order>) -> Json<Ack> {
+        let items: u64 = order
+            .items
+            .iter()
+            .map(|i| u64::from(i.qty) * i.price_cents)
+            .sum();
+        Json(Ack {
+            ok: items <= order.amount_cents && !order.sku.is_empty(),
+            items: order.items.len(),
+            amount_cents: order.amount_cents,
+        })
+    }
+
+    /// `POST /checkout` with the handler, behind `layer` when given (tool
+    /// fixed to [`TOOL`], args from the JSON body), with every request
+    /// authenticated as [`CALLER`].
+    pub fn app(layer: Option<CapabilityLayer>) -> Router {
+        let router = Router::new().route("/checkout", post(checkout));
+        let router = match layer {
+            Some(layer) => router.route_layer(layer.tool(FixedTool::new(TOOL))),
+            None => router,
+        };
+        router.route_layer(Extension(AuthenticatedCaller::new(CALLER)))
+    }
+
+    /// Both routes on one server: `/protected/checkout` and
+    /// `/unprotected/checkout`.
+    pub fn both(layer: CapabilityLayer) -> Router {
+        Router::new()
+            .nest("/protected", app(Some(layer)))
+            .nest("/unprotected", app(None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use axum::body::Body;
+    use capnagent::{Auditor, Issuer, Verifier};
+    use tower::ServiceExt;
+
+    fn layer() -> CapabilityLayer {
+        CapabilityLayer::new(
+            Verifier::new(&[1; 32]).unwrap(),
+            Auditor::new(&[2; 32]).unwrap(),
+        )
+    }
+
+    fn token(caveats: &[&str]) -> String {
+        let issuer = Issuer::from_key(&[1; 32]).unwrap();
+        let mut builder = issuer.issue("t");
+        for c in caveats {
+            builder.caveat(c).unwrap();
+        }
+        builder.build().unwrap().serialize()
+    }
+
+    #[test]
+    fn the_load_body_is_one_kib_of_json() {
+        assert_eq!(load::BODY.len(), 1024);
+        let value: Value = serde_json::from_str(load::BODY).unwrap();
+        assert_eq!(value["amount_cents"], 1299);
+    }
+
+    #[tokio::test]
+    async fn both_load_routes_parse_the_same_body() {
+        let app = load::both(layer());
+        let token = token(&load::CAVEATS);
+        for (path, auth) in [
+            ("/protected/checkout", true),
+            ("/unprotected/checkout", false),
+        ] {
+            let mut request =
+                axum::http::Request::post(path).header("content-type", "application/json");
+            if auth {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            let response = app
+                .clone()
+                .oneshot(request.body(Body::from(load::BODY)).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+        }
+        let bare = axum::http::Request::post("/protected/checkout")
+            .header("content-type", "application/json")
+            .body(Body::from(load::BODY))
+            .unwrap();
+        let response = app.oneshot(bare).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn the_tool_api_needs_an_api_key_then_a_capability() {
+        let app = tool_api(layer());
+        let token = token(&[r#"tool == "files.read""#, r#"arg.path starts_with "/srv/""#]);
+        let get = |uri: &str, key: &str| {
+            axum::http::Request::get(uri)
+                .header("x-api-key", key)
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap()
+        };
+        let status = |r: Response| r.status();
+        assert_eq!(
+            status(
+                app.clone()
+                    .oneshot(get("/files?path=/srv/a", "wrong"))
+                    .await
+                    .unwrap()
+            ),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status(
+                app.clone()
+                    .oneshot(get("/files?path=/srv/a", PLANNER_API_KEY))
+                    .await
+                    .unwrap()
+            ),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(
+                app.oneshot(get("/files?path=/etc/passwd", PLANNER_API_KEY))
+                    .await
+                    .unwrap()
+            ),
+            StatusCode::FORBIDDEN
+        );
+    }
+}

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# HTTP load test for capnagent-tower, on loopback only.
+#
+# Starts `load-server` (examples/src/bin/load-server.rs), which serves the
+# same JSON-parsing handler twice: /protected/checkout behind a
+# CapabilityLayer (4 caveats, args from the 1 KiB JSON body, a signed
+# receipt per request to the audit log) and /unprotected/checkout without
+# it. Then runs wrk against each route back to back, alternating, and prints
+# requests/s and latency percentiles for both, and the ratio.
+#
+# Usage: benches/load.sh [SECONDS_PER_RUN] [CONNECTIONS]
+#   env: ROUNDS (default 2), WRK_THREADS (default 1), SINK (audit|tracing|none, default audit)
+#
+# Installs wrk with apt-get when it is missing. Every run is bounded by its
+# duration; the server is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_PER_RUN=${1:-10}
+CONNECTIONS=${2:-32}
+ROUNDS=${ROUNDS:-2}
+WRK_THREADS=${WRK_THREADS:-1}
+SINK=${SINK:-audit}
+
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "== installing wrk (apt-get)"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
+fi
+
+echo "== building load-server (release)"
+cargo build --release --quiet -p capnagent-examples --bin load-server
+
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ]; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+target/release/load-server --addr 127.0.0.1:0 --sink "$SINK" >"$work/server.out" 2>"$work/server.err" &
+server_pid=$!
+for _ in $(seq 1 100); do
+  grep -q '^body-file ' "$work/server.out" 2>/dev/null && break
+  sleep 0.1
+done
+url=$(sed -n 's/^listening //p' "$work/server.out")
+token=$(sed -n 's/^token //p' "$work/server.out")
+body_file=$(sed -n 's/^body-file //p' "$work/server.out")
+if [ -z "$url" ] || [ -z "$token" ] || [ -z "$body_file" ]; then
+  echo "load-server did not start:" >&2
+  cat "$work/server.out" "$work/server.err" >&2
+  exit 1
+fi
+
+# One wrk Lua script per route: POST the 1 KiB body; the protected route
+# also sends the token. `done` prints one machine-readable line.
+write_script() { # $1 = file, $2 = "yes" to send the token
+  {
+    echo 'wrk.method = "POST"'
+    echo 'wrk.headers["Content-Type"] = "application/json"'
+    if [ "$2" = yes ]; then echo "wrk.headers[\"Authorization\"] = \"Bearer $token\""; fi
+    echo "local f = assert(io.open(\"$body_file\", \"rb\")); wrk.body = f:read(\"*a\"); f:close()"
+    cat <<'LUA'
+done = function(summary, latency, requests)
+  local secs = summary.duration / 1e6
+  local e = summary.errors
+  io.write(string.format("RESULT %.0f %.1f %.1f %.1f %d %d\n",
+    summary.requests / secs, latency:percentile(50), latency:percentile(99),
+    latency.max, e.status, e.connect + e.read + e.write + e.timeout))
+end
+LUA
+  } >"$1"
+}
+write_script "$work/protected.lua" yes
+write_script "$work/unprotected.lua" no
+
+run() { # $1 = route name, $2 = seconds
+  wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${2}s" --timeout 5s \
+    -s "$work/$1.lua" "$url/$1/checkout" | sed -n 's/^RESULT //p'
+}
+
+# The server's CPU time so far, in clock ticks (user + system).
+server_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+ticks_per_sec=$(getconf CLK_TCK)
+
+echo "== server $url, sink=$SINK, wrk -t$WRK_THREADS -c$CONNECTIONS, ${SECONDS_PER_RUN}s per run, $ROUNDS rounds, $(nproc) CPUs"
+echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+# Both routes must answer 200 before anything is measured.
+for route in protected unprotected; do
+  read -r _ _ _ _ status_errors _ <<<"$(run "$route" 1)"
+  if [ "$status_errors" != 0 ]; then
+    echo "$route: $status_errors non-2xx responses in the warm-up; aborting" >&2
+    exit 1
+  fi
+done
+
+# One line per run; the server's CPU per request is less sensitive than
+# requests/s to other work on the machine (wrk shares the CPUs).
+printf '%-12s %5s %12s %9s %9s %9s %8s %14s\n' route round "requests/s" "p50 ms" "p99 ms" "max ms" non-2xx "server us/req"
+: >"$work/results"
+for round in $(seq 1 "$ROUNDS"); do
+  for route in unprotected protected; do
+    before=$(server_ticks)
+    read -r rps p50 p99 max status_errors socket_errors <<<"$(run "$route" "$SECONDS_PER_RUN")"
+    after=$(server_ticks)
+    cpu_us=$(awk -v t=$((after - before)) -v hz="$ticks_per_sec" -v rps="$rps" -v s="$SECONDS_PER_RUN" \
+      'BEGIN { printf "%.1f", t / hz * 1e6 / (rps * s) }')
+    echo "$route $rps $p99 $cpu_us" >>"$work/results"
+    awk -v r="$route" -v n="$round" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v max="$max" \
+      -v errs=$((status_errors + socket_errors)) -v cpu="$cpu_us" \
+      'BEGIN { printf "%-12s %5s %12.0f %9.2f %9.2f %9.2f %8d %14s\n", r, n, rps, p50/1000, p99/1000, max/1000, errs, cpu }'
+  done
+done
+
+echo
+awk '
+  { rps[$1] += $2; p99[$1] += $3; cpu[$1] += $4; n[$1]++ }
+  END {
+    for (r in n) { rps[r] /= n[r]; p99[r] /= n[r]; cpu[r] /= n[r] }
+    printf "unprotected: %8.0f requests/s   p99 %6.2f ms   server %6.1f us/request\n", rps["unprotected"], p99["unprotected"] / 1000, cpu["unprotected"]
+    printf "protected:   %8.0f requests/s   p99 %6.2f ms   server %6.1f us/request\n", rps["protected"], p99["protected"] / 1000, cpu["protected"]
+    printf "protected / unprotected throughput: %.1f%% (target >= 80%%)\n", 100 * rps["protected"] / rps["unprotected"]
+  }' "$work/results"
+echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

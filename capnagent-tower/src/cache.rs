@@ -1,0 +1,83 @@
+//! The token cache: capabilities whose HMAC chain already verified under
+//! this layer's root key, parsed, keyed by their exact serialized text.
+//!
+//! An agent sends the same token on many calls; the cache saves decoding
+//! it and checking its chain before the body is read. It never skips a
+//! decision: the verifier still checks the chain and every caveat on every
+//! call. Only tokens that verified are stored, and a hit compares the whole
+//! token text, so a forged token can never match a cached one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use capnagent::Capability;
+
+pub(crate) struct TokenCache {
+    map: RwLock<HashMap<Box<str>, Arc<Capability>>>,
+    capacity: usize,
+}
+
+impl TokenCache {
+    pub(crate) fn new(capacity: usize) -> TokenCache {
+        TokenCache {
+            map: RwLock::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn get(&self, token: &str) -> Option<Arc<Capability>> {
+        if self.capacity == 0 {
+            return None;
+        }
+        self.map.read().ok()?.get(token).cloned()
+    }
+
+    /// Stores a token whose chain verified. When full, starts over (cheap,
+    /// and bounded whatever the traffic).
+    pub(crate) fn insert(&self, token: Box<str>, capability: Arc<Capability>) {
+        if self.capacity == 0 {
+            return;
+        }
+        if let Ok(mut map) = self.map.write() {
+            if map.len() >= self.capacity {
+                map.clear();
+            }
+            map.insert(token, capability);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use capnagent::Issuer;
+
+    #[test]
+    fn bounded_and_exact() {
+        let cache = TokenCache::new(2);
+        let issuer = Issuer::from_key(&[7; 32]).unwrap();
+        let cap = Arc::new(
+            issuer
+                .issue("a")
+                .caveat("tool == \"t\"")
+                .unwrap()
+                .build()
+                .unwrap(),
+        );
+        let token = cap.serialize();
+        cache.insert(token.clone().into(), Arc::clone(&cap));
+        assert!(cache.get(&token).is_some());
+        assert!(cache.get(&token[..token.len() - 1]).is_none());
+        cache.insert("b".into(), Arc::clone(&cap));
+        cache.insert("c".into(), Arc::clone(&cap));
+        assert!(cache.get(&token).is_none());
+        assert!(cache.get("c").is_some());
+        assert!(TokenCache::new(0).get(&token).is_none());
+    }
+}

@@ -1,0 +1,148 @@
+//! [`Verified`]: the proof an allowed request carries into its handler,
+//! and (with the `axum` feature) its extractor.
+
+use std::fmt;
+use std::sync::Arc;
+
+use capnagent::{Capability, Receipt};
+
+/// Inserted into the request extensions of every allowed request: the
+/// signed receipt of the decision and the capability that allowed it.
+///
+/// Cheap to clone. In axum, take it as a handler argument (a missing
+/// layer is a 500 that names the fix, see [`MissingVerified`]); elsewhere
+/// read `request.extensions().get::<Verified>()`.
+///
+/// ```
+/// use capnagent_tower::Verified;
+///
+/// async fn purchase(verified: Verified) -> String {
+///     verified.receipt().to_json()
+/// }
+/// # let _ = purchase;
+/// ```
+#[derive(Clone)]
+pub struct Verified {
+    receipt: Arc<Receipt>,
+    capability: Arc<Capability>,
+}
+
+impl Verified {
+    pub(crate) fn new(receipt: Arc<Receipt>, capability: Arc<Capability>) -> Verified {
+        Verified {
+            receipt,
+            capability,
+        }
+    }
+
+    /// The signed receipt of the allowed decision.
+    pub fn receipt(&self) -> &Receipt {
+        &self.receipt
+    }
+
+    /// The receipt, shared.
+    pub fn receipt_arc(&self) -> &Arc<Receipt> {
+        &self.receipt
+    }
+
+    /// The capability that allowed the call (its `Debug` never shows the
+    /// signature).
+    pub fn capability(&self) -> &Capability {
+        &self.capability
+    }
+}
+
+impl fmt::Debug for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verified")
+            .field("receipt", &self.receipt)
+            .field("capability", &self.capability)
+            .finish()
+    }
+}
+
+#[cfg(feature = "axum")]
+pub use self::axum_impl::MissingVerified;
+
+#[cfg(feature = "axum")]
+mod axum_impl {
+    use std::fmt;
+
+    use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+    use axum::response::{IntoResponse, Response};
+    use http::StatusCode;
+    use http::request::Parts;
+
+    use super::Verified;
+
+    /// Rejection for [`Verified`] when the request carries none: the
+    /// handler's route is not behind a [`CapabilityLayer`]. A wiring bug,
+    /// so a 500 whose text names the fix.
+    ///
+    /// [`CapabilityLayer`]: crate::CapabilityLayer
+    #[derive(Debug, Clone, Copy, Default)]
+    #[non_exhaustive]
+    pub struct MissingVerified;
+
+    impl MissingVerified {
+        /// The status: 500.
+        pub fn status(&self) -> StatusCode {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+
+        /// The body text.
+        pub fn body_text(&self) -> &'static str {
+            "`capnagent_tower::Verified` was not found in the request extensions. \
+             Is `CapabilityLayer` applied to this route? Add it with \
+             `Router::route_layer(CapabilityLayer::new(..))` or `Router::layer(..)`, \
+             after the route is added."
+        }
+    }
+
+    impl fmt::Display for MissingVerified {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.body_text())
+        }
+    }
+
+    impl std::error::Error for MissingVerified {}
+
+    impl IntoResponse for MissingVerified {
+        fn into_response(self) -> Response {
+            tracing::error!(target: "capnagent::rejection", "{}", self.body_text());
+            (self.status(), self.body_text()).into_response()
+        }
+    }
+
+    impl<S> FromRequestParts<S> for Verified
+    where
+        S: Send + Sync,
+    {
+        type Rejection = MissingVerified;
+
+        async fn from_request_parts(
+            parts: &mut Parts,
+            _state: &S,
+        ) -> Result<Self, Self::Rejection> {
+            parts
+                .extensions
+                .get::<Verified>()
+                .cloned()
+                .ok_or(MissingVerified)
+        }
+    }
+
+    impl<S> OptionalFromRequestParts<S> for Verified
+    where
+        S: Send + Sync,
+    {
+        type Rejection = std::convert::Infallible;
+
+        async fn from_request_parts(
+            parts: &mut Parts,
+            _state: &S,
+        ) -> Result<Option<Self>, Self::Rejection> {
+            Ok(parts.extensions.get::<Verified>().cloned())
+        }
+    }
+}

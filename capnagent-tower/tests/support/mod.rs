@@ -1,0 +1,90 @@
+//! Shared helpers for the integration tests: fixed keys, a fixed clock,
+//! token minting, a collecting sink.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use capnagent::{Auditor, Issuer, Receipt, Timestamp, Verifier};
+use capnagent_tower::CapabilityLayer;
+use http_body_util::BodyExt;
+
+pub const ROOT_KEY: [u8; 32] = [7; 32];
+pub const AUDIT_KEY: [u8; 32] = [9; 32];
+pub const NOW_MS: u64 = 1_800_000_000_000;
+
+/// Mints a token under [`ROOT_KEY`].
+pub fn token(caveats: &[&str]) -> String {
+    let issuer = Issuer::from_key(&ROOT_KEY).unwrap();
+    let mut builder = issuer.issue("agent-42");
+    for caveat in caveats {
+        builder.caveat(caveat).unwrap();
+    }
+    builder.build().unwrap().serialize()
+}
+
+/// The same token minted under another root key: its chain does not verify.
+pub fn forged(caveats: &[&str]) -> String {
+    let issuer = Issuer::from_key(&[8; 32]).unwrap();
+    let mut builder = issuer.issue("agent-42");
+    for caveat in caveats {
+        builder.caveat(caveat).unwrap();
+    }
+    builder.build().unwrap().serialize()
+}
+
+pub fn auditor() -> Auditor {
+    Auditor::new(&AUDIT_KEY).unwrap()
+}
+
+/// Receipts handed to the sink, in order.
+#[derive(Clone, Default)]
+pub struct Receipts(Arc<Mutex<Vec<Receipt>>>);
+
+impl Receipts {
+    pub fn all(&self) -> Vec<Receipt> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn push(&self, receipt: &Receipt) {
+        self.0.lock().unwrap().push(receipt.clone());
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    /// The only receipt so far.
+    pub fn only(&self) -> Receipt {
+        let all = self.all();
+        assert_eq!(all.len(), 1, "expected exactly one receipt, got {all:?}");
+        all.into_iter().next().unwrap()
+    }
+}
+
+/// A layer with fixed keys, a fixed clock, and a collecting sink.
+pub fn layer() -> (CapabilityLayer, Receipts) {
+    let receipts = Receipts::default();
+    let sink = receipts.clone();
+    let layer = CapabilityLayer::new(Verifier::new(&ROOT_KEY).unwrap(), auditor())
+        .clock(|| Timestamp::from_unix_millis(NOW_MS))
+        .sink(move |receipt: &Receipt| sink.push(receipt));
+    (layer, receipts)
+}
+
+pub async fn body_text<B>(body: B) -> String
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let bytes: Bytes = body.collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+pub fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
