@@ -5,7 +5,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use capnagent::{BoxFuture, Capability, Context as Facts, Error, Receipt};
+use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::combinators::Collect;
@@ -15,8 +19,9 @@ use tower_service::Service;
 
 use crate::BoxError;
 use crate::extract::BufferedBody;
+use crate::layer::Shared;
 use crate::response::DenialKind;
-use crate::service::{Buffering, Decision, Next, too_large};
+use crate::service::{Buffering, Decision, Next, Proving, too_large};
 use crate::sink::Record;
 
 pin_project! {
@@ -44,10 +49,18 @@ pin_project! {
             // Dropped while the body was still being read (the server shut
             // down, an outer timeout fired): no decision was made, but the
             // request was seen, so it still leaves a denied receipt.
-            if let KindProj::Buffering { state, .. } = this.project().kind.project()
-                && let Some(state) = state.take()
-            {
-                state.shared.cancel(state.pending);
+            match this.project().kind.project() {
+                KindProj::Buffering { state, .. } => {
+                    if let Some(state) = state.take() {
+                        state.shared.cancel(state.pending);
+                    }
+                }
+                KindProj::Proving { state, .. } => {
+                    if let Some(state) = state.take() {
+                        state.shared.cancel_with(&state.cap, &state.ctx);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -78,6 +91,51 @@ pin_project! {
             collect: Collect<Limited<B>>,
             state: Option<Buffering<S>>,
         },
+        // Waiting for the verifier's answer on a holder-of-key proof.
+        Proving {
+            verdict: BoxFuture<'static, Result<Receipt, Error>>,
+            state: Option<ProvingState<S, B>>,
+        },
+    }
+}
+
+/// What a request waiting on its proof keeps.
+struct ProvingState<S, B> {
+    inner: S,
+    parts: Parts,
+    body: B,
+    shared: Arc<Shared>,
+    cap: Arc<Capability>,
+    uncached: Option<Box<str>>,
+    ctx: Facts,
+}
+
+impl<S, B> ProvingState<S, B> {
+    fn new(
+        proving: Proving,
+        inner: S,
+        parts: Parts,
+        body: B,
+        shared: Arc<Shared>,
+    ) -> (BoxFuture<'static, Result<Receipt, Error>>, Self) {
+        let Proving {
+            verdict,
+            cap,
+            uncached,
+            ctx,
+        } = proving;
+        (
+            verdict,
+            ProvingState {
+                inner,
+                parts,
+                body,
+                shared,
+                cap,
+                uncached,
+                ctx,
+            },
+        )
     }
 }
 
@@ -98,6 +156,22 @@ where
             kind: Kind::Decided {
                 record,
                 next: Some(next),
+            },
+        }
+    }
+
+    pub(crate) fn proving(
+        proving: Proving,
+        inner: S,
+        parts: Parts,
+        body: B,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let (verdict, state) = ProvingState::new(proving, inner, parts, body, shared);
+        ResponseFuture {
+            kind: Kind::Proving {
+                verdict,
+                state: Some(state),
             },
         }
     }
@@ -158,6 +232,20 @@ where
                                 Decision::Deny(denied) => {
                                     (denied.record, Next::Deny(denied.response))
                                 }
+                                Decision::Prove(proving) => {
+                                    let (verdict, state) = ProvingState::new(
+                                        proving,
+                                        inner,
+                                        parts,
+                                        B::from(bytes),
+                                        shared,
+                                    );
+                                    this.kind.set(Kind::Proving {
+                                        verdict,
+                                        state: Some(state),
+                                    });
+                                    continue;
+                                }
                             }
                         }
                         Err(error) => {
@@ -173,6 +261,32 @@ where
                             let denied = shared.deny_pending(pending, kind, reason);
                             (denied.record, Next::Deny(denied.response))
                         }
+                    };
+                    this.kind.set(Kind::Decided {
+                        record,
+                        next: Some(next),
+                    });
+                }
+                KindProj::Proving { verdict, state } => {
+                    let verdict = ready!(verdict.as_mut().poll(cx));
+                    let ProvingState {
+                        inner,
+                        mut parts,
+                        body,
+                        shared,
+                        cap,
+                        uncached,
+                        ctx,
+                    } = state.take().expect("future polled after completion");
+                    let (record, next) = match shared.conclude(verdict, cap, uncached, &ctx) {
+                        Decision::Allow { record, verified } => {
+                            parts.extensions.insert(verified);
+                            let request = Request::from_parts(parts, body);
+                            (record, Next::Call { inner, request })
+                        }
+                        Decision::Deny(denied) => (denied.record, Next::Deny(denied.response)),
+                        // `conclude` never asks for another proof.
+                        Decision::Prove(_) => unreachable!("a verdict is final"),
                     };
                     this.kind.set(Kind::Decided {
                         record,
@@ -195,6 +309,7 @@ where
             Kind::Inner { .. } => "Inner",
             Kind::Decided { .. } => "Decided",
             Kind::Buffering { .. } => "Buffering",
+            Kind::Proving { .. } => "Proving",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

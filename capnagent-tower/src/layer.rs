@@ -7,7 +7,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use capnagent::json::JsonLimits;
-use capnagent::{Auditor, Verifier};
+use capnagent::{Auditor, NonceStore, RevocationCell, Verifier};
+use http::HeaderName;
 use http::request::Parts;
 use tower_layer::Layer;
 
@@ -52,6 +53,7 @@ pub(crate) struct Shared {
     pub(crate) args: Named<dyn ArgsExtractor>,
     pub(crate) routes: HashMap<Box<str>, RouteOverride>,
     pub(crate) tokens: Arc<TokenCache>,
+    pub(crate) proof_header: HeaderName,
 }
 
 /// A shared trait object that remembers the name of its concrete type, so
@@ -95,6 +97,11 @@ impl CapabilityLayer {
     /// Default number of verified tokens kept parsed: 1024.
     pub const DEFAULT_TOKEN_CACHE: usize = 1024;
 
+    /// Default header carrying a holder-of-key proof:
+    /// `Capnagent-Proof: t=<unix ms>;sig=<base64url>` (see
+    /// [`capnagent::Proof`]).
+    pub const DEFAULT_PROOF_HEADER: &'static str = "capnagent-proof";
+
     /// A layer that checks capabilities minted under `verifier`'s root key
     /// and signs receipts with `auditor`.
     pub fn new(verifier: Verifier, auditor: Auditor) -> CapabilityLayer {
@@ -112,6 +119,7 @@ impl CapabilityLayer {
                 args: named!(JsonBody, ArgsExtractor),
                 routes: HashMap::new(),
                 tokens: Arc::new(TokenCache::new(Self::DEFAULT_TOKEN_CACHE)),
+                proof_header: HeaderName::from_static(Self::DEFAULT_PROOF_HEADER),
             }),
         }
     }
@@ -187,6 +195,35 @@ impl CapabilityLayer {
         self.edit(|s| s.tokens = Arc::new(TokenCache::new(capacity)))
     }
 
+    /// Sets the header a holder-of-key proof is read from. Default
+    /// [`Self::DEFAULT_PROOF_HEADER`].
+    ///
+    /// A capability bound to a holder key is judged with
+    /// [`Verifier::verify_with_proof`]: the proof must be present (without
+    /// one the call is denied as the engine's bearer path denies it, with a
+    /// 401), its timestamp within the verifier's skew window, and its
+    /// Ed25519 signature valid over the challenge the verifier derives from
+    /// this request (tool, args hash, identifier, timestamp). Build the
+    /// header on the client with
+    /// [`HolderKey::prove`](capnagent::HolderKey::prove) and
+    /// [`Proof::encode`](capnagent::Proof::encode).
+    pub fn proof_header(self, name: HeaderName) -> Self {
+        self.edit(|s| s.proof_header = name)
+    }
+
+    /// Makes each holder-of-key proof single-use: shorthand for configuring
+    /// the verifier with
+    /// [`Verifier::with_nonce_store`]. A store that fails denies the call.
+    pub fn nonce_store(self, store: Arc<dyn NonceStore>) -> Self {
+        self.edit(|s| s.verifier = s.verifier.clone().with_nonce_store(store))
+    }
+
+    /// Enforces revocations: shorthand for configuring the verifier with
+    /// [`Verifier::with_revocations`].
+    pub fn revocations(self, cell: RevocationCell) -> Self {
+        self.edit(|s| s.verifier = s.verifier.clone().with_revocations(cell))
+    }
+
     /// Adds a static `env.<key>` fact for caveats such as
     /// `env.region == "eu-west-1"`.
     pub fn env(self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -228,6 +265,7 @@ impl fmt::Debug for Shared {
             .field("clock", &self.clock)
             .field("body_limit", &self.body_limit)
             .field("token_cache", &self.tokens.capacity())
+            .field("proof_header", &self.proof_header)
             .field(
                 "env",
                 &self.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),

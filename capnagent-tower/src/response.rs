@@ -5,6 +5,7 @@
 //! | cause | status | `WWW-Authenticate` |
 //! | --- | --- | --- |
 //! | token missing, malformed, or forged (chain does not verify) | 401 | `Bearer error="invalid_token"` |
+//! | holder-bound token without a (well-formed) proof header | 401 | `Bearer error="invalid_token"` |
 //! | a caveat (or another gate) denied the call | 403 | `Bearer error="insufficient_scope"` |
 //! | args required but the body is not JSON, or another bad fact | 400 | — |
 //! | body over the layer's limit | 413 | — |
@@ -25,6 +26,7 @@ pub(crate) enum DenialKind {
     MissingToken,
     MalformedToken,
     InvalidChain,
+    InvalidProof,
     InsufficientScope,
     BadRequest,
     PayloadTooLarge,
@@ -34,9 +36,10 @@ pub(crate) enum DenialKind {
 impl DenialKind {
     fn status(self) -> StatusCode {
         match self {
-            DenialKind::MissingToken | DenialKind::MalformedToken | DenialKind::InvalidChain => {
-                StatusCode::UNAUTHORIZED
-            }
+            DenialKind::MissingToken
+            | DenialKind::MalformedToken
+            | DenialKind::InvalidChain
+            | DenialKind::InvalidProof => StatusCode::UNAUTHORIZED,
             DenialKind::InsufficientScope => StatusCode::FORBIDDEN,
             DenialKind::BadRequest => StatusCode::BAD_REQUEST,
             DenialKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -50,6 +53,7 @@ impl DenialKind {
             DenialKind::MissingToken => "missing_token",
             DenialKind::MalformedToken => "malformed_token",
             DenialKind::InvalidChain => "invalid_token",
+            DenialKind::InvalidProof => "invalid_proof",
             DenialKind::InsufficientScope => "insufficient_scope",
             DenialKind::BadRequest => "bad_request",
             DenialKind::PayloadTooLarge => "payload_too_large",
@@ -59,9 +63,10 @@ impl DenialKind {
 
     fn challenge(self) -> Option<&'static str> {
         match self {
-            DenialKind::MissingToken | DenialKind::MalformedToken | DenialKind::InvalidChain => {
-                Some("Bearer error=\"invalid_token\"")
-            }
+            DenialKind::MissingToken
+            | DenialKind::MalformedToken
+            | DenialKind::InvalidChain
+            | DenialKind::InvalidProof => Some("Bearer error=\"invalid_token\""),
             DenialKind::InsufficientScope => Some("Bearer error=\"insufficient_scope\""),
             _ => None,
         }

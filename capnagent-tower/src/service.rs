@@ -8,7 +8,10 @@
 //! 3. when args come from the body: the HMAC chain (401), so that no body
 //!    is buffered for a forged token; then the body (413 over the limit,
 //!    400 if unreadable or not JSON);
-//! 4. the verifier: chain (401), then every caveat (403).
+//! 4. the verifier: chain (401), then every caveat (403). A capability
+//!    bound to a holder key needs a proof header (401 without one) and is
+//!    judged by [`Verifier::verify_with_proof`](capnagent::Verifier::verify_with_proof),
+//!    asynchronously (it may consult a nonce store).
 //!
 //! Every path signs exactly one receipt and hands it to the sink, including
 //! a request whose future is dropped while its body is read (denied,
@@ -19,7 +22,10 @@ use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
 use capnagent::json::JsonValue;
-use capnagent::{Capability, Caveat, Context, Error, Outcome, Timestamp};
+use capnagent::{
+    BoxFuture, Capability, Caveat, Context, Error, Outcome, Proof, REASON_HOLDER_KEY_BOUND,
+    Receipt, Timestamp,
+};
 use http::request::Parts;
 use http::{Request, Response, header};
 use http_body::Body;
@@ -127,6 +133,11 @@ where
                 Decision::Deny(denied) => {
                     ResponseFuture::decided(denied.record, Next::Deny(denied.response))
                 }
+                Decision::Prove(proving) => {
+                    let inner = take_ready(&mut self.inner);
+                    let shared = Arc::clone(&self.shared);
+                    ResponseFuture::proving(proving, inner, parts, body, shared)
+                }
             };
         }
 
@@ -218,8 +229,22 @@ pub(crate) struct Denied<R> {
 }
 
 pub(crate) enum Decision<R> {
-    Allow { record: Record, verified: Verified },
+    Allow {
+        record: Record,
+        verified: Verified,
+    },
     Deny(Denied<R>),
+    /// A holder-of-key proof is being checked (asynchronously).
+    Prove(Proving),
+}
+
+/// The verifier's answer for a holder-bound capability, and what is needed
+/// to act on it.
+pub(crate) struct Proving {
+    pub(crate) verdict: BoxFuture<'static, Result<Receipt, Error>>,
+    pub(crate) cap: Arc<Capability>,
+    pub(crate) uncached: Option<Box<str>>,
+    pub(crate) ctx: Context,
 }
 
 impl Shared {
@@ -339,39 +364,90 @@ impl Shared {
         }
         let ctx = builder.build();
 
-        match self
-            .verifier
-            .verify_with_context(&pending.cap, &ctx, &self.auditor)
+        // A holder-bound capability with a proof goes the proof path; without
+        // one, the bearer path denies it exactly as the engine does (and the
+        // answer is a 401).
+        if pending.cap.holder_of_key().is_some()
+            && let Some(value) = parts.headers.get(&self.proof_header)
         {
+            let proof = value
+                .to_str()
+                .map_err(|_| "not ASCII".to_owned())
+                .and_then(|text| Proof::decode(text).map_err(|e| e.to_string()));
+            return match proof {
+                Err(why) => Decision::Deny(self.deny_cap(
+                    DenialKind::InvalidProof,
+                    &pending.cap,
+                    &ctx,
+                    format!("malformed holder-of-key proof: {why}"),
+                )),
+                Ok(proof) => {
+                    let (verifier, auditor) = (self.verifier.clone(), self.auditor.clone());
+                    let (cap, judged) = (Arc::clone(&pending.cap), ctx.clone());
+                    Decision::Prove(Proving {
+                        verdict: Box::pin(async move {
+                            verifier
+                                .verify_with_proof(&cap, &judged, &auditor, &proof)
+                                .await
+                        }),
+                        cap: pending.cap,
+                        uncached: pending.uncached,
+                        ctx,
+                    })
+                }
+            };
+        }
+
+        let verdict = self
+            .verifier
+            .verify_with_context(&pending.cap, &ctx, &self.auditor);
+        self.conclude(verdict, pending.cap, pending.uncached, &ctx)
+    }
+
+    /// Acts on the verifier's answer: records the receipt and allows or
+    /// denies.
+    pub(crate) fn conclude<R: From<Bytes>>(
+        &self,
+        verdict: Result<Receipt, Error>,
+        cap: Arc<Capability>,
+        uncached: Option<Box<str>>,
+        ctx: &Context,
+    ) -> Decision<R> {
+        match verdict {
             Ok(receipt) => {
                 // The chain verified: remember the token.
-                if let Some(token) = pending.uncached {
-                    self.tokens.insert(token, Arc::clone(&pending.cap));
+                if let Some(token) = uncached {
+                    self.tokens.insert(token, Arc::clone(&cap));
                 }
                 let receipt = Arc::new(receipt);
                 let record = self.sink.value.record(&receipt);
                 if receipt.is_allowed() {
                     Decision::Allow {
                         record,
-                        verified: Verified::new(receipt, pending.cap),
+                        verified: Verified::new(receipt, cap),
                     }
                 } else {
+                    let kind = if receipt.outcome().reason() == Some(REASON_HOLDER_KEY_BOUND) {
+                        DenialKind::InvalidProof
+                    } else {
+                        DenialKind::InsufficientScope
+                    };
                     Decision::Deny(Denied {
                         record,
-                        response: response::denial(DenialKind::InsufficientScope, &receipt),
+                        response: response::denial(kind, &receipt),
                     })
                 }
             }
             Err(Error::InvalidChain) => Decision::Deny(self.deny_cap(
                 DenialKind::InvalidChain,
-                &pending.cap,
-                &ctx,
+                &cap,
+                ctx,
                 Error::InvalidChain.to_string(),
             )),
             Err(other) => Decision::Deny(self.deny_cap(
                 DenialKind::Misconfigured,
-                &pending.cap,
-                &ctx,
+                &cap,
+                ctx,
                 other.to_string(),
             )),
         }
@@ -393,10 +469,15 @@ impl Shared {
     /// response to build.
     pub(crate) fn cancel(&self, pending: Pending) {
         let ctx = facts(pending.now, pending.caller, pending.tool);
+        self.cancel_with(&pending.cap, &ctx);
+    }
+
+    /// Records a request dropped before a decision was made.
+    pub(crate) fn cancel_with(&self, cap: &Capability, ctx: &Context) {
         let receipt = Arc::new(self.auditor.sign(
-            pending.cap.identifier(),
-            pending.cap.caveats().to_vec(),
-            &ctx,
+            cap.identifier(),
+            cap.caveats().to_vec(),
+            ctx,
             Outcome::Denied {
                 reason: REASON_CANCELLED.to_owned(),
             },
