@@ -281,6 +281,9 @@ fn bench_steps(c: &mut Criterion) {
     group.bench_function("args_hash_1k", |b| {
         b.iter(|| capnagent::json::sha256_canonical_hex(black_box(&parsed)))
     });
+    group.bench_function("canonical_string_1k", |b| {
+        b.iter(|| capnagent::json::canonical_string(black_box(&parsed)))
+    });
     group.bench_function("serde_json_value_1k", |b| {
         b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(&body)).expect("valid"))
     });
