@@ -352,37 +352,73 @@ const POLL: Duration = Duration::from_millis(1);
 /// Empty polls in a row before the writer parks until the next receipt.
 const IDLE_POLLS: u32 = 3;
 
+/// Most receipts written with one `write`.
+const MAX_BATCH: usize = 256;
+
 fn write_loop(log: &AuditLog, mut rx: mpsc::Receiver<Msg>, stats: &Counters) {
     // Park until something arrives (one wake-up), then keep draining by
     // polling while traffic lasts: under load, a request queuing a receipt
-    // never pays for waking this thread.
+    // never pays for waking this thread, and whatever queued up meanwhile
+    // goes to the file in one write.
+    let mut batch: Vec<Msg> = Vec::new();
     while let Some(msg) = rx.blocking_recv() {
-        handle(log, msg, stats);
+        batch.push(msg);
         let mut idle = 0;
         while idle < IDLE_POLLS {
-            match rx.try_recv() {
-                Ok(msg) => {
-                    handle(log, msg, stats);
-                    idle = 0;
+            let mut disconnected = false;
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(msg) => batch.push(msg),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        disconnected = true;
+                        break;
+                    }
                 }
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    idle += 1;
-                    std::thread::sleep(POLL);
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
+            if batch.is_empty() {
+                idle += 1;
+                std::thread::sleep(POLL);
+            } else {
+                write_batch(log, &mut batch, stats);
+                idle = 0;
+            }
+            if disconnected {
+                return;
             }
         }
     }
 }
 
-fn handle(log: &AuditLog, msg: Msg, stats: &Counters) {
-    match msg {
-        Msg::Receipt(receipt) => match log.append(&receipt) {
-            Ok(()) => {
-                stats.written.fetch_add(1, Ordering::Relaxed);
+/// Writes the queued receipts in order, acknowledging each flush once
+/// everything queued before it is written.
+fn write_batch(log: &AuditLog, batch: &mut Vec<Msg>, stats: &Counters) {
+    let mut receipts: Vec<Arc<Receipt>> = Vec::with_capacity(batch.len());
+    for msg in batch.drain(..) {
+        match msg {
+            Msg::Receipt(receipt) => receipts.push(receipt),
+            Msg::Flush(done) => {
+                write_receipts(log, &mut receipts, stats);
+                let _ = done.send(());
             }
-            Err(e) => {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    write_receipts(log, &mut receipts, stats);
+}
+
+fn write_receipts(log: &AuditLog, receipts: &mut Vec<Arc<Receipt>>, stats: &Counters) {
+    if receipts.is_empty() {
+        return;
+    }
+    match log.append_all(receipts.iter().map(|r| &**r)) {
+        Ok(written) => {
+            stats.written.fetch_add(written as u64, Ordering::Relaxed);
+        }
+        Err(e) => {
+            stats
+                .failed
+                .fetch_add(receipts.len() as u64, Ordering::Relaxed);
+            for receipt in receipts.iter() {
                 tracing::error!(
                     target: "capnagent::sink",
                     error = %e,
@@ -391,11 +427,9 @@ fn handle(log: &AuditLog, msg: Msg, stats: &Counters) {
                     "could not write a receipt to the audit log"
                 );
             }
-        },
-        Msg::Flush(done) => {
-            let _ = done.send(());
         }
     }
+    receipts.clear();
 }
 
 impl fmt::Debug for AuditLogSink {

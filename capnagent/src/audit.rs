@@ -501,6 +501,35 @@ impl AuditLog {
         Ok(())
     }
 
+    /// Appends several receipts with one `write` (one line each). Durable
+    /// as [`Durability`] says when this returns `Ok`; on error, none or
+    /// some of them may have been written (lines stay whole unless the
+    /// process or the disk fails mid-write).
+    pub fn append_all<'a>(
+        &self,
+        receipts: impl IntoIterator<Item = &'a Receipt>,
+    ) -> io::Result<usize> {
+        let mut buffer = String::new();
+        let mut count = 0;
+        for receipt in receipts {
+            buffer.push_str(&receipt.to_json());
+            buffer.push('\n');
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(0);
+        }
+        let mut file = self
+            .file
+            .lock()
+            .map_err(|_| io::Error::other("audit log mutex poisoned"))?;
+        file.write_all(buffer.as_bytes())?;
+        if self.durability == Durability::Sync {
+            file.sync_data()?;
+        }
+        Ok(count)
+    }
+
     /// Forces everything appended so far to stable storage.
     pub fn sync(&self) -> io::Result<()> {
         let file = self

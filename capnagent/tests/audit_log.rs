@@ -120,3 +120,18 @@ fn overlong_lines_are_skipped_with_an_error() {
     ));
     assert!(items[1].is_ok());
 }
+
+#[test]
+fn append_all_writes_whole_lines_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = AuditLog::open(dir.path().join("a.ndjson")).expect("open");
+    let batch: Vec<_> = (0..5).map(receipt).collect();
+    assert_eq!(log.append_all(&batch).expect("append"), 5);
+    assert_eq!(log.append_all(&[]).expect("nothing"), 0);
+    let read: Vec<_> = log
+        .iter()
+        .expect("iter")
+        .collect::<Result<_, _>>()
+        .expect("whole lines");
+    assert_eq!(read, batch);
+}
