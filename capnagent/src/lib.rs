@@ -95,8 +95,3 @@ pub use verifier::{
     DEFAULT_CACHE_CAPACITY, DEFAULT_CHAIN_CACHE_CAPACITY, DEFAULT_PROOF_SKEW,
     REASON_HOLDER_KEY_BOUND, REASON_NOT_HOLDER_BOUND, REASON_REPLAY, REASON_ZERO_CAVEATS, Verifier,
 };
-
-/// The README's examples, compiled and run as doc tests.
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

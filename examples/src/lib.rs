@@ -320,3 +320,9 @@ mod tests {
         );
     }
 }
+
+/// The workspace README's Rust examples, compiled and run as doc tests here
+/// (this package depends on every crate they use).
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
