@@ -134,7 +134,7 @@ async fn exactly_one_of_1000_concurrent_identical_proofs_is_allowed() {
     // Generous deadline: a debug build verifies 1000 signatures on 2 cores
     // while the Redis calls wait; a timeout would (rightly) deny.
     let store =
-        RedisNonceStore::connect(&config(&url, "concurrent").timeout(Duration::from_secs(10)))
+        RedisNonceStore::connect(&config(&url, "concurrent").timeout(Duration::from_secs(30)))
             .await
             .expect("redis");
     let verifier = Verifier::new(&ROOT)
