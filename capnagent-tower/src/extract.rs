@@ -357,8 +357,13 @@ impl<'a> BufferedBody<'a> {
     /// Parses the body as JSON under the layer's limits (body size, and the
     /// verifier's JSON nesting depth), keeping every number's source text.
     pub fn parse_json(&self) -> Result<JsonValue, ExtractError> {
-        json::parse_bytes(self.bytes, &self.limits)
+        self.json()
             .map_err(|e| ExtractError::bad_request(format!("args: request body is not JSON: {e}")))
+    }
+
+    /// [`parse_json`](Self::parse_json) with the parser's own error.
+    pub(crate) fn json(&self) -> Result<JsonValue, json::JsonError> {
+        json::parse_bytes(self.bytes, &self.limits)
     }
 }
 

@@ -20,8 +20,8 @@ use tower_service::Service;
 use crate::BoxError;
 use crate::extract::BufferedBody;
 use crate::layer::Shared;
-use crate::response::DenialKind;
-use crate::service::{Buffering, Decision, Next, Proving, too_large};
+use crate::response::{DenialKind, Reply};
+use crate::service::{Buffering, Check, Decision, Next, Proving, too_large};
 use crate::sink::Record;
 
 pin_project! {
@@ -57,7 +57,7 @@ pin_project! {
                 }
                 KindProj::Proving { state, .. } => {
                     if let Some(state) = state.take() {
-                        state.shared.cancel_with(&state.cap, &state.ctx);
+                        state.shared.cancel_with(Some(&state.cap), &state.ctx);
                     }
                 }
                 _ => {}
@@ -108,6 +108,8 @@ struct ProvingState<S, B> {
     cap: Arc<Capability>,
     uncached: Option<Box<str>>,
     ctx: Facts,
+    check: Check,
+    reply: Reply,
 }
 
 impl<S, B> ProvingState<S, B> {
@@ -123,6 +125,8 @@ impl<S, B> ProvingState<S, B> {
             cap,
             uncached,
             ctx,
+            check,
+            reply,
         } = proving;
         (
             verdict,
@@ -134,6 +138,8 @@ impl<S, B> ProvingState<S, B> {
                 cap,
                 uncached,
                 ctx,
+                check,
+                reply,
             },
         )
     }
@@ -224,7 +230,9 @@ where
                             let view = BufferedBody::new(&bytes, shared.json_limits());
                             match shared.decide(pending, &mut parts, view) {
                                 Decision::Allow { record, verified } => {
-                                    parts.extensions.insert(verified);
+                                    if let Some(verified) = verified {
+                                        parts.extensions.insert(verified);
+                                    }
                                     // The handler gets exactly the bytes that were checked.
                                     let request = Request::from_parts(parts, B::from(bytes));
                                     (record, Next::Call { inner, request })
@@ -277,10 +285,15 @@ where
                         cap,
                         uncached,
                         ctx,
+                        check,
+                        reply,
                     } = state.take().expect("future polled after completion");
-                    let (record, next) = match shared.conclude(verdict, cap, uncached, &ctx) {
+                    let decision = shared.conclude(verdict, cap, uncached, &ctx, check, &reply);
+                    let (record, next) = match decision {
                         Decision::Allow { record, verified } => {
-                            parts.extensions.insert(verified);
+                            if let Some(verified) = verified {
+                                parts.extensions.insert(verified);
+                            }
                             let request = Request::from_parts(parts, body);
                             (record, Next::Call { inner, request })
                         }

@@ -17,6 +17,7 @@ use crate::extract::{
     ArgsExtractor, CallerExtension, CallerExtractor, Clock, JsonBody, NoTool, SystemClock,
     TokenSource, ToolExtractor,
 };
+use crate::mcp::McpPolicy;
 use crate::service::CapabilityService;
 use crate::sink::{ReceiptSink, TracingSink};
 
@@ -54,6 +55,7 @@ pub(crate) struct Shared {
     pub(crate) routes: HashMap<Box<str>, RouteOverride>,
     pub(crate) tokens: Arc<TokenCache>,
     pub(crate) proof_header: HeaderName,
+    pub(crate) mcp: Option<Arc<McpPolicy>>,
 }
 
 /// A shared trait object that remembers the name of its concrete type, so
@@ -120,6 +122,7 @@ impl CapabilityLayer {
                 routes: HashMap::new(),
                 tokens: Arc::new(TokenCache::new(Self::DEFAULT_TOKEN_CACHE)),
                 proof_header: HeaderName::from_static(Self::DEFAULT_PROOF_HEADER),
+                mcp: None,
             }),
         }
     }
@@ -147,6 +150,19 @@ impl CapabilityLayer {
     /// override).
     pub fn args(self, extractor: impl ArgsExtractor) -> Self {
         self.edit(|s| s.args = named!(extractor, ArgsExtractor))
+    }
+
+    /// Guards an MCP server (Streamable HTTP): the tool and args of each
+    /// request come from its JSON-RPC message (`tools/call`: `params.name`
+    /// and `params.arguments`), and `policy` says what every other message
+    /// needs. The `tool` and `args` extractors (and route overrides of
+    /// them) are not used; the caller extractor is. Denials are JSON-RPC
+    /// answers. See [`crate::mcp`].
+    ///
+    /// Apply the layer to the MCP endpoint only (one route, such as
+    /// `/mcp`).
+    pub fn mcp(self, policy: McpPolicy) -> Self {
+        self.edit(|s| s.mcp = Some(Arc::new(policy)))
     }
 
     /// Overrides the extractors for one route of a router-wide layer.
@@ -266,6 +282,7 @@ impl fmt::Debug for Shared {
             .field("body_limit", &self.body_limit)
             .field("token_cache", &self.tokens.capacity())
             .field("proof_header", &self.proof_header)
+            .field("mcp", &self.mcp)
             .field(
                 "env",
                 &self.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),

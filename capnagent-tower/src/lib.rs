@@ -125,6 +125,18 @@
 //! | body over the limit | 413 |
 //! | server wiring (no caller, no tool) | 500, naming the fix |
 //!
+//! (On an MCP endpoint the answers are JSON-RPC; see [`mcp`].)
+//!
+//! ## MCP servers
+//!
+//! [`CapabilityLayer::mcp`] puts the layer in front of a Model Context
+//! Protocol server (Streamable HTTP, any revision from 2024-11-05 to
+//! 2026-07-28): each `tools/call` is judged with `tool` = `params.name` and
+//! `args` = `params.arguments` read from the JSON-RPC body, an
+//! [`McpPolicy`] says what every other message needs, and a caveat denial
+//! comes back as a tool error the model can read, with the signed receipt.
+//! See [`mcp`] for the policy, the revisions and the denial shapes.
+//!
 //! ## Audit
 //!
 //! The [`ReceiptSink`] is called exactly once for every request the layer
@@ -161,6 +173,7 @@ mod cache;
 mod extract;
 pub mod future;
 mod layer;
+pub mod mcp;
 mod response;
 mod service;
 mod sink;
@@ -176,6 +189,7 @@ pub use extract::{
 #[cfg(feature = "axum")]
 pub use extract::{PathArgs, PathParam};
 pub use layer::{CapabilityLayer, RouteOverride};
+pub use mcp::{McpAccess, McpPolicy};
 pub use service::CapabilityService;
 pub use sink::{AuditLogSink, AuditLogStats, ReceiptSink, Record, TracingSink};
 #[cfg(feature = "axum")]

@@ -14,6 +14,10 @@
 //! The body carries `type`, `title`, `status`, `detail` (the denial
 //! reason), a stable `code`, and the signed `receipt`. The token is never
 //! echoed.
+//!
+//! On an MCP endpoint ([`CapabilityLayer::mcp`](crate::CapabilityLayer::mcp))
+//! the same causes keep their status and challenge, but the body is a
+//! JSON-RPC answer; see [`crate::mcp`] for its table.
 
 use bytes::Bytes;
 use capnagent::Receipt;
@@ -27,54 +31,116 @@ pub(crate) enum DenialKind {
     MalformedToken,
     InvalidChain,
     InvalidProof,
+    /// The verifier refused a genuine token before looking at its caveats
+    /// (revoked, stale revocation list, no caveats). Only on an MCP
+    /// endpoint; elsewhere these are `InsufficientScope`.
+    TokenRejected,
     InsufficientScope,
     BadRequest,
     PayloadTooLarge,
     Misconfigured,
+    /// MCP: the body is not JSON.
+    ParseError,
+    /// MCP: not one JSON-RPC message the layer can classify (a batch, a
+    /// wrong shape).
+    InvalidRequest,
+    /// MCP: the method's `params` cannot be judged (a `tools/call` without a
+    /// tool name, arguments that are not an object).
+    InvalidParams,
+    /// MCP: an `Mcp-Method` or `Mcp-Name` header disagrees with the body.
+    HeaderMismatch,
+    /// MCP: the policy refuses this method.
+    MethodDenied,
+    /// MCP: an HTTP method the endpoint does not serve.
+    HttpMethodNotAllowed,
 }
 
 impl DenialKind {
-    fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             DenialKind::MissingToken
             | DenialKind::MalformedToken
             | DenialKind::InvalidChain
-            | DenialKind::InvalidProof => StatusCode::UNAUTHORIZED,
-            DenialKind::InsufficientScope => StatusCode::FORBIDDEN,
-            DenialKind::BadRequest => StatusCode::BAD_REQUEST,
+            | DenialKind::InvalidProof
+            | DenialKind::TokenRejected => StatusCode::UNAUTHORIZED,
+            DenialKind::InsufficientScope | DenialKind::MethodDenied => StatusCode::FORBIDDEN,
+            DenialKind::BadRequest
+            | DenialKind::ParseError
+            | DenialKind::InvalidRequest
+            | DenialKind::InvalidParams
+            | DenialKind::HeaderMismatch => StatusCode::BAD_REQUEST,
             DenialKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             DenialKind::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
+            DenialKind::HttpMethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
     /// Stable machine-readable code in the problem body.
-    fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             DenialKind::MissingToken => "missing_token",
             DenialKind::MalformedToken => "malformed_token",
             DenialKind::InvalidChain => "invalid_token",
             DenialKind::InvalidProof => "invalid_proof",
+            DenialKind::TokenRejected => "token_rejected",
             DenialKind::InsufficientScope => "insufficient_scope",
             DenialKind::BadRequest => "bad_request",
             DenialKind::PayloadTooLarge => "payload_too_large",
             DenialKind::Misconfigured => "misconfigured",
+            DenialKind::ParseError => "parse_error",
+            DenialKind::InvalidRequest => "invalid_request",
+            DenialKind::InvalidParams => "invalid_params",
+            DenialKind::HeaderMismatch => "header_mismatch",
+            DenialKind::MethodDenied => "method_denied",
+            DenialKind::HttpMethodNotAllowed => "method_not_allowed",
         }
     }
 
-    fn challenge(self) -> Option<&'static str> {
+    /// The RFC 6750 error code of the `WWW-Authenticate: Bearer` challenge.
+    pub(crate) fn bearer_error(self) -> Option<&'static str> {
         match self {
             DenialKind::MissingToken
             | DenialKind::MalformedToken
             | DenialKind::InvalidChain
-            | DenialKind::InvalidProof => Some("Bearer error=\"invalid_token\""),
-            DenialKind::InsufficientScope => Some("Bearer error=\"insufficient_scope\""),
+            | DenialKind::InvalidProof
+            | DenialKind::TokenRejected => Some("invalid_token"),
+            DenialKind::InsufficientScope => Some("insufficient_scope"),
             _ => None,
+        }
+    }
+
+    fn challenge(self) -> Option<&'static str> {
+        match self.bearer_error()? {
+            "insufficient_scope" => Some("Bearer error=\"insufficient_scope\""),
+            _ => Some("Bearer error=\"invalid_token\""),
         }
     }
 }
 
-/// Builds the denial response for `receipt` (whose outcome is the denial).
-pub(crate) fn denial<B: From<Bytes>>(kind: DenialKind, receipt: &Receipt) -> Response<B> {
+/// How a denial is answered: the shape of the endpoint the layer guards.
+#[derive(Debug, Clone)]
+pub(crate) enum Reply {
+    /// An HTTP tool API: RFC 9457 problem details.
+    Problem,
+    /// An MCP endpoint: a JSON-RPC answer to the request's message.
+    Mcp(Box<crate::mcp::McpReply>),
+}
+
+/// Builds the denial response for `receipt` (whose outcome is the denial),
+/// in the shape `reply` asks for.
+pub(crate) fn denial<B: From<Bytes>>(
+    kind: DenialKind,
+    receipt: &Receipt,
+    reply: &Reply,
+) -> Response<B> {
+    match reply {
+        Reply::Problem => problem(kind, receipt),
+        Reply::Mcp(reply) => crate::mcp::denial(kind, receipt, reply),
+    }
+}
+
+/// An RFC 9457 `application/problem+json` denial.
+fn problem<B: From<Bytes>>(kind: DenialKind, receipt: &Receipt) -> Response<B> {
     let status = kind.status();
     let detail = receipt.outcome().reason().unwrap_or("denied");
     let receipt_json = receipt.to_json();
@@ -128,8 +194,9 @@ mod tests {
                 reason: "missing \"capability\" token".into(),
             },
         );
-        let response: Response<String> = denial::<Bytes>(DenialKind::MissingToken, &receipt)
-            .map(|b| String::from_utf8(b.to_vec()).unwrap());
+        let response: Response<String> =
+            denial::<Bytes>(DenialKind::MissingToken, &receipt, &Reply::Problem)
+                .map(|b| String::from_utf8(b.to_vec()).unwrap());
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
             response.headers()[header::WWW_AUTHENTICATE],

@@ -16,6 +16,11 @@
 //! Every path signs exactly one receipt and hands it to the sink, including
 //! a request whose future is dropped while its body is read (denied,
 //! "request cancelled before a decision").
+//!
+//! On an MCP endpoint ([`crate::mcp`]) the tool is not known from the head:
+//! step 2 reads only the caller, and the message in the body (or the HTTP
+//! method, for `GET` and `DELETE`) names the tool, the args and what the
+//! message needs once it is read.
 
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -23,8 +28,8 @@ use std::task::{Context as TaskContext, Poll};
 use bytes::Bytes;
 use capnagent::json::JsonValue;
 use capnagent::{
-    BoxFuture, Capability, Caveat, Context, Error, Outcome, Proof, REASON_HOLDER_KEY_BOUND,
-    Receipt, Timestamp,
+    BoxFuture, Capability, Context, Error, Outcome, Proof, REASON_HOLDER_KEY_BOUND, Receipt,
+    Timestamp,
 };
 use http::request::Parts;
 use http::{Request, Response, header};
@@ -36,7 +41,8 @@ use crate::BoxError;
 use crate::extract::{ArgsExtractor, BufferedBody, ExtractError, ExtractErrorKind};
 use crate::future::ResponseFuture;
 use crate::layer::{CapabilityLayer, Shared};
-use crate::response::{self, DenialKind};
+use crate::mcp::{self, McpAccess, McpHead};
+use crate::response::{self, DenialKind, Reply};
 use crate::sink::Record;
 use crate::verified::Verified;
 
@@ -115,13 +121,15 @@ where
             Head::Ready(pending) => pending,
         };
 
-        if !pending.args.reads_body() {
+        if !pending.reads_body() {
             // Everything is known: decide here, synchronously.
             let empty = Bytes::new();
             let body_view = BufferedBody::new(&empty, self.shared.json_limits());
             return match self.shared.decide(pending, &mut parts, body_view) {
                 Decision::Allow { record, verified } => {
-                    parts.extensions.insert(verified);
+                    if let Some(verified) = verified {
+                        parts.extensions.insert(verified);
+                    }
                     let request = Request::from_parts(parts, body);
                     if record.is_done() {
                         ResponseFuture::inner(self.inner.call(request))
@@ -205,17 +213,81 @@ pub(crate) struct Buffering<S> {
     pub(crate) shared: Arc<Shared>,
 }
 
-/// A request whose token parsed and whose tool and caller are known,
-/// waiting for its args.
+/// A request whose token parsed and whose caller (and, off MCP, tool) is
+/// known, waiting for its args.
 pub(crate) struct Pending {
-    cap: Arc<Capability>,
-    /// The token text, when the token is not cached yet: cached once its
-    /// chain verifies.
-    uncached: Option<Box<str>>,
+    token: Token,
     now: Timestamp,
-    tool: String,
     caller: String,
-    pub(crate) args: Arc<dyn ArgsExtractor>,
+    facts: Facts,
+}
+
+/// The capability a request presented.
+pub(crate) enum Token {
+    Present {
+        cap: Arc<Capability>,
+        /// The token text, when the token is not cached yet: cached once
+        /// its chain verifies.
+        uncached: Option<Box<str>>,
+    },
+    /// None at all: only on an MCP endpoint whose policy lets some message
+    /// through without one (decided once the message is read).
+    Absent,
+}
+
+/// Where the tool and the args come from.
+pub(crate) enum Facts {
+    /// An HTTP tool call: the tool is known, the args come from the
+    /// extractor.
+    Call {
+        tool: String,
+        args: Arc<dyn ArgsExtractor>,
+    },
+    /// An MCP endpoint: both come from the message (see [`crate::mcp`]).
+    Mcp(McpHead),
+}
+
+impl Pending {
+    /// Whether the body must be buffered before deciding.
+    pub(crate) fn reads_body(&self) -> bool {
+        self.facts.reads_body()
+    }
+}
+
+impl Facts {
+    /// Whether the body must be buffered before deciding.
+    fn reads_body(&self) -> bool {
+        match self {
+            Facts::Call { args, .. } => args.reads_body(),
+            Facts::Mcp(head) => head.reads_body(),
+        }
+    }
+
+    /// The `tool` fact of a receipt signed before the body is read.
+    fn early_tool(&self) -> String {
+        match self {
+            Facts::Call { tool, .. } => tool.clone(),
+            Facts::Mcp(head) => head.early_tool(),
+        }
+    }
+
+    /// How a denial is answered before the body is read.
+    fn reply(&self) -> Reply {
+        match self {
+            Facts::Call { .. } => Reply::Problem,
+            Facts::Mcp(head) => Reply::Mcp(Box::new(head.reply())),
+        }
+    }
+}
+
+/// What the verifier's answer must show for a request to pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Every caveat holds.
+    Caveats,
+    /// The capability is genuine: a denial at the caveat gate still passes
+    /// (an MCP message that is not a tool call, see [`McpAccess`]).
+    Genuine,
 }
 
 pub(crate) enum Head<R> {
@@ -231,7 +303,8 @@ pub(crate) struct Denied<R> {
 pub(crate) enum Decision<R> {
     Allow {
         record: Record,
-        verified: Verified,
+        /// `None` for an MCP message let through without a token.
+        verified: Option<Verified>,
     },
     Deny(Denied<R>),
     /// A holder-of-key proof is being checked (asynchronously).
@@ -245,6 +318,8 @@ pub(crate) struct Proving {
     pub(crate) cap: Arc<Capability>,
     pub(crate) uncached: Option<Box<str>>,
     pub(crate) ctx: Context,
+    pub(crate) check: Check,
+    pub(crate) reply: Reply,
 }
 
 impl Shared {
@@ -252,122 +327,264 @@ impl Shared {
     pub(crate) fn head<R: From<Bytes>>(&self, parts: &mut Parts) -> Head<R> {
         let extractors = self.extractors(parts);
         let now = self.clock.value.now();
-        let tool = extractors.tool.extract_tool(parts);
+        let facts = match &self.mcp {
+            Some(policy) => Ok(Facts::Mcp(McpHead::new(policy, parts))),
+            None => extractors.tool.extract_tool(parts).map(|tool| Facts::Call {
+                tool,
+                args: Arc::clone(extractors.args),
+            }),
+        };
         let caller = extractors.caller.extract_caller(parts);
-        let fact = |fact: &Result<String, ExtractError>| -> String {
-            match fact {
-                Ok(fact) => fact.clone(),
-                Err(_) => String::new(),
-            }
+        let reply = facts.as_ref().map_or(Reply::Problem, Facts::reply);
+        let early = |caller: &Result<String, ExtractError>| {
+            let tool = facts
+                .as_ref()
+                .map_or_else(|_| String::new(), Facts::early_tool);
+            let caller = caller.as_ref().map_or_else(|_| String::new(), Clone::clone);
+            context(now, caller, tool)
         };
 
         let token = match self.token.read(parts) {
             Ok(Some(token)) => match self.tokens.get(token) {
-                Some(cap) => Ok((cap, None)),
+                Some(cap) => Ok(Token::Present {
+                    cap,
+                    uncached: None,
+                }),
                 None => Capability::parse_with_limits(token, self.verifier.limits())
-                    .map(|cap| (Arc::new(cap), Some(Box::<str>::from(token))))
+                    .map(|cap| Token::Present {
+                        cap: Arc::new(cap),
+                        uncached: Some(Box::<str>::from(token)),
+                    })
                     .map_err(|e| format!("malformed capability token: {e}")),
             },
             Ok(None) => {
-                let reason = "missing capability token".to_owned();
-                let ctx = facts(now, fact(&caller), fact(&tool));
-                return Head::Deny(self.deny(
-                    DenialKind::MissingToken,
-                    "",
-                    Vec::new(),
-                    &ctx,
-                    reason,
-                ));
+                let passes =
+                    matches!(&facts, Ok(Facts::Mcp(head)) if head.may_pass_without_token());
+                if !passes {
+                    let reason = "missing capability token".to_owned();
+                    return Head::Deny(self.deny(
+                        DenialKind::MissingToken,
+                        None,
+                        &early(&caller),
+                        reason,
+                        &reply,
+                    ));
+                }
+                Ok(Token::Absent)
             }
             Err(why) => Err(format!("malformed capability token: {why}")),
         };
-        let (cap, mut uncached) = match token {
+        let mut token = match token {
             Ok(token) => token,
             Err(reason) => {
-                let ctx = facts(now, fact(&caller), fact(&tool));
                 return Head::Deny(self.deny(
                     DenialKind::MalformedToken,
-                    "",
-                    Vec::new(),
+                    None,
+                    &early(&caller),
+                    reason,
+                    &reply,
+                ));
+            }
+        };
+        let cap = match &token {
+            Token::Present { cap, .. } => Some(Arc::clone(cap)),
+            Token::Absent => None,
+        };
+
+        let (facts, caller) = match (facts, caller) {
+            (Ok(facts), Ok(caller)) => (facts, caller),
+            (Err(error), caller) => {
+                let ctx = context(now, caller.unwrap_or_default(), String::new());
+                let reason = error.message().to_owned();
+                return Head::Deny(self.deny(
+                    extract_kind(&error),
+                    cap.as_deref(),
                     &ctx,
                     reason,
+                    &reply,
+                ));
+            }
+            (Ok(facts), Err(error)) => {
+                let ctx = context(now, String::new(), facts.early_tool());
+                let reason = error.message().to_owned();
+                return Head::Deny(self.deny(
+                    extract_kind(&error),
+                    cap.as_deref(),
+                    &ctx,
+                    reason,
+                    &reply,
                 ));
             }
         };
 
-        let (tool, caller) = match (tool, caller) {
-            (Ok(tool), Ok(caller)) => (tool, caller),
-            (Err(error), caller) => {
-                let ctx = facts(now, caller.unwrap_or_default(), String::new());
-                let reason = error.message().to_owned();
-                return Head::Deny(self.deny_cap(extract_kind(&error), &cap, &ctx, reason));
-            }
-            (Ok(tool), Err(error)) => {
-                let ctx = facts(now, String::new(), tool);
-                let reason = error.message().to_owned();
-                return Head::Deny(self.deny_cap(extract_kind(&error), &cap, &ctx, reason));
-            }
-        };
-
-        let args = Arc::clone(extractors.args);
-        if args.reads_body()
-            && let Some(token) = uncached.take()
+        if facts.reads_body()
+            && let Token::Present { cap, uncached } = &mut token
+            && let Some(text) = uncached.take()
         {
             // Refuse a forged token before buffering anything.
-            if self.verifier.verify(&cap).is_err() {
-                let ctx = facts(now, caller, tool);
-                return Head::Deny(self.deny_cap(
+            if self.verifier.verify(cap.as_ref()).is_err() {
+                let ctx = context(now, caller, facts.early_tool());
+                return Head::Deny(self.deny(
                     DenialKind::InvalidChain,
-                    &cap,
+                    Some(cap.as_ref()),
                     &ctx,
                     Error::InvalidChain.to_string(),
+                    &reply,
                 ));
             }
-            self.tokens.insert(token, Arc::clone(&cap));
+            self.tokens.insert(text, Arc::clone(cap));
         }
         Head::Ready(Pending {
-            cap,
-            uncached,
+            token,
             now,
-            tool,
             caller,
-            args,
+            facts,
         })
     }
 
-    /// Reads the args and asks the verifier.
+    /// Reads the args (and, on an MCP endpoint, the message) and asks the
+    /// verifier.
     pub(crate) fn decide<R: From<Bytes>>(
         &self,
         pending: Pending,
         parts: &mut Parts,
         body: BufferedBody<'_>,
     ) -> Decision<R> {
-        let args = match pending.args.extract_args(parts, body) {
+        let Pending {
+            token,
+            now,
+            caller,
+            facts,
+        } = pending;
+        let (tool, args) = match facts {
+            Facts::Mcp(head) => return self.decide_mcp(token, now, caller, &head, parts, body),
+            Facts::Call { tool, args } => (tool, args),
+        };
+        let args = match args.extract_args(parts, body) {
             Ok(args) => args,
             Err(error) => {
-                let ctx = facts(pending.now, pending.caller, pending.tool);
-                return Decision::Deny(self.deny_cap(
+                let ctx = context(now, caller, tool);
+                return Decision::Deny(self.deny(
                     extract_kind(&error),
-                    &pending.cap,
+                    token.capability(),
                     &ctx,
                     error.message().to_owned(),
+                    &Reply::Problem,
                 ));
             }
         };
+        let ctx = self.full_context(now, caller, tool, args);
+        self.judge(token, ctx, parts, Check::Caveats, Reply::Problem)
+    }
+
+    /// An MCP request: classify it, then apply what its kind needs.
+    fn decide_mcp<R: From<Bytes>>(
+        &self,
+        token: Token,
+        now: Timestamp,
+        caller: String,
+        head: &McpHead,
+        parts: &mut Parts,
+        body: BufferedBody<'_>,
+    ) -> Decision<R> {
+        let call = match head.read(parts, body) {
+            Ok(call) => call,
+            Err(reject) => {
+                let ctx = context(now, caller, reject.tool);
+                let reply = Reply::Mcp(Box::new(reject.reply));
+                return Decision::Deny(self.deny(
+                    reject.kind,
+                    token.capability(),
+                    &ctx,
+                    reject.reason,
+                    &reply,
+                ));
+            }
+        };
+        let ctx = self.full_context(now, caller, call.tool, call.args);
+        let reply = Reply::Mcp(Box::new(call.reply));
+        let check = match (call.access, &token) {
+            (McpAccess::Open, Token::Absent) => {
+                // Nothing to verify: record that the message passed.
+                let receipt = Arc::new(self.auditor.sign("", Vec::new(), &ctx, Outcome::Allowed));
+                let record = self.sink.value.record(&receipt);
+                return Decision::Allow {
+                    record,
+                    verified: None,
+                };
+            }
+            (_, Token::Absent) => {
+                let reason = "missing capability token".to_owned();
+                return Decision::Deny(self.deny(
+                    DenialKind::MissingToken,
+                    None,
+                    &ctx,
+                    reason,
+                    &reply,
+                ));
+            }
+            (McpAccess::Denied, _) => {
+                let reason = format!("MCP: {} is not allowed on this server", call.label);
+                return Decision::Deny(self.deny(
+                    DenialKind::MethodDenied,
+                    token.capability(),
+                    &ctx,
+                    reason,
+                    &reply,
+                ));
+            }
+            (McpAccess::Judged, _) => Check::Caveats,
+            _ => Check::Genuine,
+        };
+        self.judge(token, ctx, parts, check, reply)
+    }
+
+    /// The context the verifier judges: the facts plus the layer's `env`.
+    fn full_context(
+        &self,
+        now: Timestamp,
+        caller: String,
+        tool: String,
+        args: JsonValue,
+    ) -> Context {
         let mut builder = Context::builder()
-            .timestamp(pending.now)
-            .caller(pending.caller)
-            .tool(pending.tool)
+            .timestamp(now)
+            .caller(caller)
+            .tool(tool)
             .args_json(args);
         for (key, value) in &self.env {
             builder = builder.env(key.as_str(), value.as_str());
         }
-        let ctx = builder.build();
+        builder.build()
+    }
+
+    /// Asks the verifier about `token` in `ctx`.
+    fn judge<R: From<Bytes>>(
+        &self,
+        token: Token,
+        ctx: Context,
+        parts: &Parts,
+        check: Check,
+        reply: Reply,
+    ) -> Decision<R> {
+        let (cap, uncached) = match token {
+            Token::Present { cap, uncached } => (cap, uncached),
+            Token::Absent => {
+                let reason = "missing capability token".to_owned();
+                return Decision::Deny(self.deny(
+                    DenialKind::MissingToken,
+                    None,
+                    &ctx,
+                    reason,
+                    &reply,
+                ));
+            }
+        };
 
         // A holder-bound capability with a proof goes the proof path; without
         // one, the bearer path denies it exactly as the engine does (and the
         // answer is a 401).
-        if pending.cap.holder_of_key().is_some()
+        if cap.holder_of_key().is_some()
             && let Some(value) = parts.headers.get(&self.proof_header)
         {
             let proof = value
@@ -375,33 +592,34 @@ impl Shared {
                 .map_err(|_| "not ASCII".to_owned())
                 .and_then(|text| Proof::decode(text).map_err(|e| e.to_string()));
             return match proof {
-                Err(why) => Decision::Deny(self.deny_cap(
+                Err(why) => Decision::Deny(self.deny(
                     DenialKind::InvalidProof,
-                    &pending.cap,
+                    Some(&cap),
                     &ctx,
                     format!("malformed holder-of-key proof: {why}"),
+                    &reply,
                 )),
                 Ok(proof) => {
                     let (verifier, auditor) = (self.verifier.clone(), self.auditor.clone());
-                    let (cap, judged) = (Arc::clone(&pending.cap), ctx.clone());
+                    let (judged_cap, judged) = (Arc::clone(&cap), ctx.clone());
                     Decision::Prove(Proving {
                         verdict: Box::pin(async move {
                             verifier
-                                .verify_with_proof(&cap, &judged, &auditor, &proof)
+                                .verify_with_proof(&judged_cap, &judged, &auditor, &proof)
                                 .await
                         }),
-                        cap: pending.cap,
-                        uncached: pending.uncached,
+                        cap,
+                        uncached,
                         ctx,
+                        check,
+                        reply,
                     })
                 }
             };
         }
 
-        let verdict = self
-            .verifier
-            .verify_with_context(&pending.cap, &ctx, &self.auditor);
-        self.conclude(verdict, pending.cap, pending.uncached, &ctx)
+        let verdict = self.verifier.verify_with_context(&cap, &ctx, &self.auditor);
+        self.conclude(verdict, cap, uncached, &ctx, check, &reply)
     }
 
     /// Acts on the verifier's answer: records the receipt and allows or
@@ -412,6 +630,8 @@ impl Shared {
         cap: Arc<Capability>,
         uncached: Option<Box<str>>,
         ctx: &Context,
+        check: Check,
+        reply: &Reply,
     ) -> Decision<R> {
         match verdict {
             Ok(receipt) => {
@@ -419,36 +639,58 @@ impl Shared {
                 if let Some(token) = uncached {
                     self.tokens.insert(token, Arc::clone(&cap));
                 }
+                let at_caveats = receipt
+                    .outcome()
+                    .reason()
+                    .is_some_and(mcp::denied_at_caveat_gate);
+                let receipt = if check == Check::Genuine && at_caveats {
+                    // Genuine, which is all this message needs: the decision
+                    // the layer makes (and records) is "allowed".
+                    self.auditor.sign(
+                        cap.identifier(),
+                        receipt.caveats().to_vec(),
+                        ctx,
+                        Outcome::Allowed,
+                    )
+                } else {
+                    receipt
+                };
                 let receipt = Arc::new(receipt);
                 let record = self.sink.value.record(&receipt);
                 if receipt.is_allowed() {
-                    Decision::Allow {
+                    return Decision::Allow {
                         record,
-                        verified: Verified::new(receipt, cap),
-                    }
-                } else {
-                    let kind = if receipt.outcome().reason() == Some(REASON_HOLDER_KEY_BOUND) {
-                        DenialKind::InvalidProof
-                    } else {
-                        DenialKind::InsufficientScope
+                        verified: Some(Verified::new(receipt, cap)),
                     };
-                    Decision::Deny(Denied {
-                        record,
-                        response: response::denial(kind, &receipt),
-                    })
                 }
+                let kind = if receipt.outcome().reason() == Some(REASON_HOLDER_KEY_BOUND) {
+                    DenialKind::InvalidProof
+                } else if matches!(reply, Reply::Mcp(_)) && !at_caveats {
+                    // A token refused before its caveats (revoked, no
+                    // caveats, a failed proof) is not usable at all: RFC 6750
+                    // `invalid_token`, which MCP clients act on.
+                    DenialKind::TokenRejected
+                } else {
+                    DenialKind::InsufficientScope
+                };
+                Decision::Deny(Denied {
+                    record,
+                    response: response::denial(kind, &receipt, reply),
+                })
             }
-            Err(Error::InvalidChain) => Decision::Deny(self.deny_cap(
+            Err(Error::InvalidChain) => Decision::Deny(self.deny(
                 DenialKind::InvalidChain,
-                &cap,
+                Some(&cap),
                 ctx,
                 Error::InvalidChain.to_string(),
+                reply,
             )),
-            Err(other) => Decision::Deny(self.deny_cap(
+            Err(other) => Decision::Deny(self.deny(
                 DenialKind::Misconfigured,
-                &cap,
+                Some(&cap),
                 ctx,
                 other.to_string(),
+                reply,
             )),
         }
     }
@@ -461,22 +703,26 @@ impl Shared {
         kind: DenialKind,
         reason: String,
     ) -> Denied<R> {
-        let ctx = facts(pending.now, pending.caller, pending.tool);
-        self.deny_cap(kind, &pending.cap, &ctx, reason)
+        let ctx = context(pending.now, pending.caller, pending.facts.early_tool());
+        let reply = pending.facts.reply();
+        self.deny(kind, pending.token.capability(), &ctx, reason, &reply)
     }
 
     /// Records a request dropped before its body was read: denied, no
     /// response to build.
     pub(crate) fn cancel(&self, pending: Pending) {
-        let ctx = facts(pending.now, pending.caller, pending.tool);
-        self.cancel_with(&pending.cap, &ctx);
+        let ctx = context(pending.now, pending.caller, pending.facts.early_tool());
+        self.cancel_with(pending.token.capability(), &ctx);
     }
 
     /// Records a request dropped before a decision was made.
-    pub(crate) fn cancel_with(&self, cap: &Capability, ctx: &Context) {
+    pub(crate) fn cancel_with(&self, cap: Option<&Capability>, ctx: &Context) {
+        let (identifier, caveats) = cap.map_or(("", Vec::new()), |cap| {
+            (cap.identifier(), cap.caveats().to_vec())
+        });
         let receipt = Arc::new(self.auditor.sign(
-            cap.identifier(),
-            cap.caveats().to_vec(),
+            identifier,
+            caveats,
             ctx,
             Outcome::Denied {
                 reason: REASON_CANCELLED.to_owned(),
@@ -486,26 +732,19 @@ impl Shared {
         drop(self.sink.value.record(&receipt));
     }
 
-    fn deny_cap<R: From<Bytes>>(
-        &self,
-        kind: DenialKind,
-        cap: &Capability,
-        ctx: &Context,
-        reason: String,
-    ) -> Denied<R> {
-        self.deny(kind, cap.identifier(), cap.caveats().to_vec(), ctx, reason)
-    }
-
     /// Signs a denial the verifier did not make itself, records it and
     /// builds the response.
     fn deny<R: From<Bytes>>(
         &self,
         kind: DenialKind,
-        identifier: &str,
-        caveats: Vec<Caveat>,
+        cap: Option<&Capability>,
         ctx: &Context,
         reason: String,
+        reply: &Reply,
     ) -> Denied<R> {
+        let (identifier, caveats) = cap.map_or(("", Vec::new()), |cap| {
+            (cap.identifier(), cap.caveats().to_vec())
+        });
         let receipt =
             Arc::new(
                 self.auditor
@@ -514,14 +753,23 @@ impl Shared {
         let record = self.sink.value.record(&receipt);
         Denied {
             record,
-            response: response::denial(kind, &receipt),
+            response: response::denial(kind, &receipt, reply),
+        }
+    }
+}
+
+impl Token {
+    fn capability(&self) -> Option<&Capability> {
+        match self {
+            Token::Present { cap, .. } => Some(cap),
+            Token::Absent => None,
         }
     }
 }
 
 /// The context of a denial made before the args were read: args are
 /// `null` in its receipt.
-fn facts(now: Timestamp, caller: String, tool: String) -> Context {
+fn context(now: Timestamp, caller: String, tool: String) -> Context {
     Context::builder()
         .timestamp(now)
         .caller(caller)

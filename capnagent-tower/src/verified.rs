@@ -4,7 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use capnagent::{Capability, Receipt};
+use capnagent::json::JsonValue;
+use capnagent::{Capability, Context, Predicate, Receipt, Timestamp};
 
 /// Inserted into the request extensions of every allowed request: the
 /// signed receipt of the decision and the capability that allowed it.
@@ -49,6 +50,36 @@ impl Verified {
     /// signature).
     pub fn capability(&self) -> &Capability {
         &self.capability
+    }
+
+    /// Whether the capability could allow *some* call of `tool`: by the
+    /// same caller, at the time of this request, with any arguments. For
+    /// listings such as MCP's `tools/list`, so that an agent is shown only
+    /// the tools it may use; every call is still judged in full.
+    ///
+    /// Each caveat is evaluated with `args` unknown: a caveat that comes
+    /// out false without looking at the arguments (a `tool`, `caller` or
+    /// `now` condition that fails) rules the tool out; one that needs the
+    /// arguments or an `env` fact might hold, so the tool stays. A caveat
+    /// that does not parse rules every tool out, as it denies every call.
+    /// With `tool == "checkout_purchase" AND arg.amount_cents <= 5000`,
+    /// `could_allow("checkout_purchase")` is true and
+    /// `could_allow("bank_wire")` false.
+    pub fn could_allow(&self, tool: &str) -> bool {
+        let summary = self.receipt.context_summary();
+        let ctx = Context::builder()
+            .timestamp(Timestamp::from_unix_millis(self.receipt.timestamp_ms()))
+            .caller(summary.caller())
+            .tool(tool)
+            .args_json(JsonValue::Null)
+            .build();
+        self.capability
+            .caveats()
+            .iter()
+            .all(|caveat| match Predicate::parse(caveat.predicate()) {
+                Ok(predicate) => predicate.evaluate(&ctx) != Ok(false),
+                Err(_) => false,
+            })
     }
 }
 

@@ -6,6 +6,11 @@
 //!   that says who the caller is (`quickstart`).
 //! - [`load`]: the same JSON-parsing handler with and without the layer
 //!   (`load-server`, the criterion bench and `benches/load.sh`).
+//! - [`mcp`]: an MCP server (rmcp, Streamable HTTP) behind the layer in MCP
+//!   mode (`mcp-tool-server`, `tests/mcp.rs`).
+//! - [`grpc`]: a gRPC tool service (`proto/tools.proto`) behind
+//!   `capnagent_tonic::CapabilityLayer` (`grpc-tool-server`,
+//!   `grpc-tool-client`, the loopback tests and the gRPC bench).
 
 use axum::extract::{Path, Query, Request};
 use axum::http::StatusCode;
@@ -18,6 +23,22 @@ use capnagent_tower::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+pub mod mcp;
+
+/// `docs/mcp.md` ("Guarding an MCP server"), its Rust examples compiled as
+/// doc tests of this crate (which has rmcp and capnagent-tower).
+#[doc = include_str!("../../docs/mcp.md")]
+#[cfg(doctest)]
+pub struct McpDocDoctests;
+
+pub mod grpc;
+
+/// `examples/README.md` (the gRPC tool service), its Rust examples compiled
+/// as doc tests of this crate.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ExamplesReadmeDoctests;
 
 /// The demo's only API key, and the caller it authenticates. A real server
 /// would look keys up in a store, or take the caller from mTLS.
@@ -68,7 +89,7 @@ async fn authenticate(mut request: Request, next: Next) -> Response {
 
 /// Secrets are not compared with `==`: no early exit on the first
 /// differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

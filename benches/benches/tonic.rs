@@ -1,0 +1,265 @@
+//! gRPC layer bench: one unary `Purchase` call of the example tool service
+//! (`capnagent_examples::grpc`) over loopback HTTP/2, with a real tonic
+//! client, against the same server setup with and without
+//! `capnagent_tonic::CapabilityLayer`, in one run. Both servers run the
+//! example's API-key interceptor; the protected one checks a 4-caveat
+//! token against the decoded request message and signs a receipt per call.
+//! Client and servers share one current-thread runtime. See `benches/README.md` ("gRPC layer").
+//!
+//! ```text
+//! cargo bench -p capnagent-benches --bench tonic -- --warm-up-time 1 --measurement-time 3
+//! ```
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use capnagent::{
+    AuditLog, Auditor, Context, HolderKey, InMemoryNonceStore, Issuer, Receipt, Timestamp, Verifier,
+};
+use capnagent_examples::grpc::pb::PurchaseRequest;
+use capnagent_examples::grpc::pb::tool_service_client::ToolServiceClient;
+use capnagent_examples::grpc::{self, Credentials, PURCHASE, PURCHASE_TOOL, Running, Tools};
+use capnagent_examples::{PLANNER, PLANNER_API_KEY};
+use capnagent_tonic::{AuditLogSink, CapabilityLayer, Descriptors};
+use criterion::{Criterion, criterion_group, criterion_main};
+use tonic::transport::Channel;
+use tower::ServiceExt;
+
+const ROOT_KEY: [u8; 32] = [7; 32];
+const AUDIT_KEY: [u8; 32] = [9; 32];
+
+fn caveats() -> [String; 4] {
+    [
+        format!("caller == \"{PLANNER}\""),
+        format!("tool == \"{PURCHASE_TOOL}\""),
+        "arg.amount <= 5000".to_owned(),
+        "now <= @2099-01-01T00:00:00Z".to_owned(),
+    ]
+}
+
+fn token(holder: Option<&HolderKey>) -> String {
+    let issuer = Issuer::from_key(&ROOT_KEY).expect("root key");
+    let mut builder = issuer.issue("bench");
+    if let Some(holder) = holder {
+        builder
+            .holder_of_key(holder.public_key())
+            .expect("holder key");
+    }
+    for caveat in caveats() {
+        builder.caveat(&caveat).expect("caveat");
+    }
+    builder.build().expect("token").serialize()
+}
+
+fn layer() -> CapabilityLayer {
+    grpc::capability_layer(
+        Verifier::new(&ROOT_KEY).expect("root key"),
+        Auditor::new(&AUDIT_KEY).expect("audit key"),
+    )
+    .expect("descriptors")
+}
+
+fn message(n: u64) -> PurchaseRequest {
+    PurchaseRequest {
+        merchant: format!("merchant-{n}"),
+        amount: 1200,
+        currency: "EUR".into(),
+    }
+}
+
+fn bench_grpc(c: &mut Criterion) {
+    // Client and servers on one thread: a call's time is the CPU both
+    // sides spend on it plus the loopback, without cross-thread wake-ups
+    // (the audit log's writer thread is the only other thread).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audit_sink =
+        AuditLogSink::new(AuditLog::open(dir.path().join("audit.ndjson")).expect("audit log"))
+            .expect("audit sink");
+    let null_sink = |_: &Receipt| {};
+
+    let servers: Vec<(&str, Option<CapabilityLayer>)> = vec![
+        ("unprotected", None),
+        ("protected_null_sink", Some(layer().sink(null_sink))),
+        (
+            "protected_audit_log_sink",
+            Some(layer().sink(audit_sink.clone())),
+        ),
+        (
+            "protected_holder_proof",
+            Some(
+                layer()
+                    .nonce_store(Arc::new(InMemoryNonceStore::new()))
+                    .sink(null_sink),
+            ),
+        ),
+    ];
+    let running: Vec<(&str, Running, ToolServiceClient<Channel>)> = runtime.block_on(async {
+        let mut running = Vec::new();
+        for (name, layer) in servers {
+            // The same handlers either way (no receipt echoed in replies).
+            let tools = match layer {
+                Some(_) => Tools::protected().echo_receipts(false),
+                None => Tools::unprotected(),
+            };
+            let server = grpc::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), layer, tools)
+                .await
+                .expect("server");
+            let client = ToolServiceClient::connect(server.url())
+                .await
+                .expect("client");
+            running.push((name, server, client));
+        }
+        running
+    });
+
+    let bearer = Credentials::new(PLANNER_API_KEY, &token(None)).expect("credentials");
+    let holder = HolderKey::from_seed([3; 32]);
+    let bound = Credentials::new(PLANNER_API_KEY, &token(Some(&holder)))
+        .expect("credentials")
+        .with_holder_key(HolderKey::from_seed([3; 32]))
+        .expect("holder");
+    let counter = AtomicU64::new(0);
+
+    let mut group = c.benchmark_group("grpc/unary_purchase");
+    for (name, _, client) in &running {
+        let credentials = if *name == "protected_holder_proof" {
+            &bound
+        } else {
+            &bearer
+        };
+        // Every call is a new message, so that each proof is fresh (a
+        // replayed one would be refused); the others pay the same.
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let request = credentials.unary(PURCHASE, message(n)).expect("request");
+                let mut client = client.clone();
+                let reply = runtime.block_on(client.purchase(request)).expect("allowed");
+                black_box(reply);
+            })
+        });
+    }
+    group.finish();
+
+    // The core engine alone on the same call: the args as the layer
+    // computes them (encode, decode with the descriptors, JSON), a context,
+    // the decision and its signed receipt.
+    let descriptors = Descriptors::decode(grpc::pb::FILE_DESCRIPTOR_SET).expect("descriptors");
+    let verifier = Verifier::new(&ROOT_KEY).expect("root key");
+    let auditor = Auditor::new(&AUDIT_KEY).expect("audit key");
+    let cap = capnagent::Capability::parse(&token(None)).expect("token");
+    c.bench_function("grpc/engine_floor", |b| {
+        b.iter(|| {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            let args = descriptors.args_for(PURCHASE, &message(n)).expect("args");
+            let ctx = Context::builder()
+                .timestamp(Timestamp::now())
+                .caller(PLANNER)
+                .tool(PURCHASE_TOOL)
+                .args_json(args)
+                .build();
+            let receipt = verifier
+                .verify_with_context(&cap, &ctx, &auditor)
+                .expect("verified");
+            assert!(receipt.is_allowed());
+            black_box(receipt);
+        })
+    });
+
+    // The layer alone, no network: `oneshot` of one framed `Purchase`
+    // request through `CapabilityService` around a handler that answers at
+    // once, against the handler alone.
+    let caller = capnagent_tonic::AuthenticatedCaller::new(PLANNER);
+    let request_for = |token: &str, message: &PurchaseRequest| {
+        let message = prost::Message::encode_to_vec(message);
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&u32::try_from(message.len()).expect("small").to_be_bytes());
+        frame.extend_from_slice(&message);
+        let mut request = http::Request::post(PURCHASE)
+            .header("content-type", "application/grpc")
+            .header("authorization", format!("Bearer {token}"))
+            .body(tonic::body::Body::new(http_body_util::Full::new(
+                bytes::Bytes::from(frame),
+            )))
+            .expect("request");
+        request.extensions_mut().insert(caller.clone());
+        request
+    };
+    let request = |token: &str| request_for(token, &message(0));
+    let handler = tower::service_fn(|request: http::Request<tonic::body::Body>| async move {
+        black_box(request);
+        Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+    });
+    let bearer_token = token(None);
+    let mut group = c.benchmark_group("grpc/in_process");
+    group.bench_function("handler_alone", |b| {
+        b.iter(|| {
+            let response = runtime
+                .block_on(handler.oneshot(request(&bearer_token)))
+                .expect("response");
+            black_box(response);
+        })
+    });
+    let protected = tower::Layer::layer(&layer().sink(null_sink), handler);
+    group.bench_function("layer_null_sink", |b| {
+        b.iter(|| {
+            let response = runtime
+                .block_on(protected.clone().oneshot(request(&bearer_token)))
+                .expect("response");
+            assert!(response.headers().get("grpc-status").is_none());
+            black_box(response);
+        })
+    });
+    // The proof path: a bound token, a fresh proof per call (signed in the
+    // untimed setup), the in-memory nonce store.
+    let proving = tower::Layer::layer(
+        &layer()
+            .nonce_store(Arc::new(InMemoryNonceStore::new()))
+            .sink(null_sink),
+        handler,
+    );
+    let bound_token = token(Some(&holder));
+    let bound_cap = capnagent::Capability::parse(&bound_token).expect("token");
+    group.bench_function("layer_holder_proof", |b| {
+        b.iter_batched(
+            || {
+                // A new message per call, so that each proof is fresh.
+                let message = message(counter.fetch_add(1, Ordering::Relaxed));
+                let args = descriptors.args_for(PURCHASE, &message).expect("args");
+                let proof = holder.prove(&bound_cap, PURCHASE_TOOL, &args, grpc::unix_millis());
+                let mut request = request_for(&bound_token, &message);
+                request.headers_mut().insert(
+                    capnagent_tonic::PROOF_METADATA,
+                    proof.encode().parse().expect("ascii"),
+                );
+                request
+            },
+            |request| {
+                let response = runtime
+                    .block_on(proving.clone().oneshot(request))
+                    .expect("response");
+                assert!(response.headers().get("grpc-status").is_none());
+                black_box(response);
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+
+    runtime.block_on(async {
+        for (_, server, _) in running {
+            server.stop().await.expect("stop");
+        }
+        audit_sink.flush().await.expect("flush");
+    });
+}
+
+criterion_group!(benches, bench_grpc);
+criterion_main!(benches);

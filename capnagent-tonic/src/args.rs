@@ -1,0 +1,332 @@
+//! The `args` fact of a gRPC call: [`Descriptors`] finds a method's input
+//! type by its path, and one encoding turns a protobuf message into the
+//! JSON the caveats see, on the server ([`Descriptors`] in the layer) and
+//! on the client ([`message_to_args`], to sign a holder-of-key proof over
+//! exactly the same args).
+//!
+//! ## The encoding
+//!
+//! The proto3 JSON mapping (as `prost-reflect` prints it), with three
+//! deliberate choices:
+//!
+//! - **64-bit integers are JSON numbers**, not strings as strict proto3
+//!   JSON has them, so that `arg.amount <= 5000` works on an `int64`
+//!   field. Number text is kept exactly (no floating point).
+//! - **Fields keep their `.proto` names** (`merchant_id`, not
+//!   `merchantId`), so caveats use the names in the `.proto` file.
+//! - **Fields at their default value are present** (`0`, `""`, `false`,
+//!   `[]`, `{}`), so `arg.amount <= 5000` sees `0` for an amount of zero
+//!   instead of a missing identifier. (Either way would fail closed: a
+//!   missing identifier denies.)
+//!
+//! Enums are their value names, `bytes` are base64, well-known types use
+//! their proto3 JSON forms, and unknown fields are left out (the generated
+//! handler ignores them too).
+
+use std::collections::HashMap;
+use std::fmt;
+
+use capnagent::Limits;
+use capnagent::json::{self, JsonLimits, JsonValue};
+use prost_reflect::{
+    DescriptorError, DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor,
+    SerializeOptions,
+};
+
+/// The one JSON encoding of messages into args (see the module docs).
+const ARGS_JSON: SerializeOptions = SerializeOptions::new()
+    .stringify_64_bit_integers(false)
+    .use_proto_field_name(true)
+    .skip_default_fields(false);
+
+/// The services the layer knows, from their file descriptor sets: maps a
+/// method path `/package.Service/Method` to its descriptor, so that a
+/// unary request can be decoded into args without per-method code.
+///
+/// Build it from the `FILE_DESCRIPTOR_SET` your build script writes (for
+/// example with `protox` and `tonic-prost-build`), once per server.
+///
+/// ```
+/// use capnagent_tonic::Descriptors;
+///
+/// // An empty set knows no method: every call's args are `null`.
+/// let descriptors = Descriptors::decode(&[])?;
+/// assert!(descriptors.method("/tools.v1.ToolService/Purchase").is_none());
+/// # Ok::<(), capnagent_tonic::prost_reflect::DescriptorError>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct Descriptors {
+    pool: DescriptorPool,
+    methods: HashMap<Box<str>, MethodDescriptor>,
+}
+
+impl Descriptors {
+    /// No services: every method is unknown (args `null`).
+    pub fn new() -> Descriptors {
+        Descriptors::default()
+    }
+
+    /// Decodes an encoded `google.protobuf.FileDescriptorSet`.
+    pub fn decode(file_descriptor_set: &[u8]) -> Result<Descriptors, DescriptorError> {
+        Descriptors::new().with(file_descriptor_set)
+    }
+
+    /// Adds the services of another encoded file descriptor set (for a
+    /// server hosting services from several `.proto` packages).
+    pub fn with(mut self, file_descriptor_set: &[u8]) -> Result<Descriptors, DescriptorError> {
+        self.pool.decode_file_descriptor_set(file_descriptor_set)?;
+        Ok(Descriptors::from_pool(self.pool))
+    }
+
+    /// Uses an existing pool.
+    pub fn from_pool(pool: DescriptorPool) -> Descriptors {
+        let methods = pool
+            .services()
+            .flat_map(|service| service.methods().collect::<Vec<_>>())
+            .map(|method| (path_of(&method).into_boxed_str(), method))
+            .collect();
+        Descriptors { pool, methods }
+    }
+
+    /// The pool of every file added.
+    pub fn pool(&self) -> &DescriptorPool {
+        &self.pool
+    }
+
+    /// The method served at `path` (`/package.Service/Method`), if known.
+    pub fn method(&self, path: &str) -> Option<&MethodDescriptor> {
+        self.methods.get(path)
+    }
+
+    /// The args the layer will see for a call of `path` with `message`:
+    /// the client side of the same encoding. A client-streaming method, or
+    /// a method these descriptors do not know, has args `null`.
+    pub fn args_for<M: prost::Message>(
+        &self,
+        path: &str,
+        message: &M,
+    ) -> Result<JsonValue, ArgsError> {
+        match self.method(path) {
+            Some(method) if !method.is_client_streaming() => {
+                message_to_args(message, &method.input())
+            }
+            _ => Ok(JsonValue::Null),
+        }
+    }
+}
+
+impl fmt::Debug for Descriptors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut paths: Vec<&str> = self.methods.keys().map(|k| &**k).collect();
+        paths.sort_unstable();
+        f.debug_struct("Descriptors")
+            .field("methods", &paths)
+            .finish()
+    }
+}
+
+/// `/package.Service/Method`, as in the HTTP/2 `:path` of a call.
+fn path_of(method: &MethodDescriptor) -> String {
+    format!("/{}/{}", method.parent_service().full_name(), method.name())
+}
+
+/// The args JSON of `message`, exactly as the layer computes it from the
+/// request it receives: encode, decode as `descriptor` (the method's input
+/// type), print with the [args encoding](crate#args).
+///
+/// Use it on the client to sign a holder-of-key proof (see
+/// [`client::attach_proof`](crate::client::attach_proof)).
+pub fn message_to_args<M: prost::Message>(
+    message: &M,
+    descriptor: &MessageDescriptor,
+) -> Result<JsonValue, ArgsError> {
+    decode_args(descriptor, &message.encode_to_vec(), &default_limits())
+}
+
+fn default_limits() -> JsonLimits {
+    JsonLimits {
+        max_depth: Limits::DEFAULT.max_json_depth,
+        max_len: usize::MAX,
+    }
+}
+
+/// Decodes one protobuf message of type `descriptor` and prints it as args.
+pub(crate) fn decode_args(
+    descriptor: &MessageDescriptor,
+    bytes: &[u8],
+    limits: &JsonLimits,
+) -> Result<JsonValue, ArgsError> {
+    let message = DynamicMessage::decode(descriptor.clone(), bytes)
+        .map_err(|e| ArgsError(format!("request message does not decode: {e}")))?;
+    let mut text = Vec::with_capacity(bytes.len() * 2 + 16);
+    let mut serializer = serde_json::Serializer::new(&mut text);
+    message
+        .serialize_with_options(&mut serializer, &ARGS_JSON)
+        .map_err(|e| ArgsError(format!("request message has no JSON form: {e}")))?;
+    json::parse_bytes(&text, limits)
+        .map_err(|e| ArgsError(format!("request message JSON is refused: {e}")))
+}
+
+/// A message could not be turned into args (it does not decode as the
+/// method's input type, or its JSON form is deeper than the limits allow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgsError(String);
+
+impl fmt::Display for ArgsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ArgsError {}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use prost_reflect::prost_types::{
+        DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet,
+        MethodDescriptorProto, ServiceDescriptorProto, field_descriptor_proto,
+    };
+
+    /// `test.v1.Pay` with `Send(Payment) returns (Payment)` (unary) and
+    /// `Stream(stream Payment) returns (Payment)`; `Payment { string to = 1;
+    /// int64 amount = 2; uint64 big = 3; }`.
+    pub(crate) fn descriptor_set() -> Vec<u8> {
+        use prost::Message as _;
+        let field =
+            |name: &str, number, r#type: field_descriptor_proto::Type| FieldDescriptorProto {
+                name: Some(name.into()),
+                number: Some(number),
+                label: Some(field_descriptor_proto::Label::Optional as i32),
+                r#type: Some(r#type as i32),
+                json_name: Some(name.into()),
+                ..Default::default()
+            };
+        let method = |name: &str, streaming: bool| MethodDescriptorProto {
+            name: Some(name.into()),
+            input_type: Some(".test.v1.Payment".into()),
+            output_type: Some(".test.v1.Payment".into()),
+            client_streaming: Some(streaming),
+            ..Default::default()
+        };
+        FileDescriptorSet {
+            file: vec![FileDescriptorProto {
+                name: Some("test.proto".into()),
+                package: Some("test.v1".into()),
+                syntax: Some("proto3".into()),
+                message_type: vec![DescriptorProto {
+                    name: Some("Payment".into()),
+                    field: vec![
+                        field("to", 1, field_descriptor_proto::Type::String),
+                        field("amount", 2, field_descriptor_proto::Type::Int64),
+                        field("big", 3, field_descriptor_proto::Type::Uint64),
+                    ],
+                    ..Default::default()
+                }],
+                service: vec![ServiceDescriptorProto {
+                    name: Some("Pay".into()),
+                    method: vec![method("Send", false), method("Stream", true)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    /// The wire form of `Payment { to, amount, big }`.
+    pub(crate) fn payment(to: &str, amount: i64, big: u64) -> Vec<u8> {
+        let descriptors = Descriptors::decode(&descriptor_set()).unwrap();
+        let desc = descriptors
+            .pool()
+            .get_message_by_name("test.v1.Payment")
+            .unwrap();
+        let mut message = DynamicMessage::new(desc);
+        message.set_field_by_name("to", prost_reflect::Value::String(to.into()));
+        message.set_field_by_name("amount", prost_reflect::Value::I64(amount));
+        message.set_field_by_name("big", prost_reflect::Value::U64(big));
+        prost::Message::encode_to_vec(&message)
+    }
+
+    #[test]
+    fn methods_are_found_by_path() {
+        let descriptors = Descriptors::decode(&descriptor_set()).unwrap();
+        assert!(
+            !descriptors
+                .method("/test.v1.Pay/Send")
+                .unwrap()
+                .is_client_streaming()
+        );
+        assert!(
+            descriptors
+                .method("/test.v1.Pay/Stream")
+                .unwrap()
+                .is_client_streaming()
+        );
+        assert!(descriptors.method("/test.v1.Pay/Nope").is_none());
+        assert!(format!("{descriptors:?}").contains("/test.v1.Pay/Send"));
+    }
+
+    #[test]
+    fn sixty_four_bit_integers_are_numbers_and_defaults_are_present() {
+        let descriptors = Descriptors::decode(&descriptor_set()).unwrap();
+        let input = descriptors.method("/test.v1.Pay/Send").unwrap().input();
+        let args = decode_args(
+            &input,
+            &payment("bob", 9_007_199_254_740_993, u64::MAX),
+            &default_limits(),
+        )
+        .unwrap();
+        assert_eq!(
+            json::canonical_string(&args),
+            r#"{"amount":9007199254740993,"big":18446744073709551615,"to":"bob"}"#
+        );
+        let zero = decode_args(&input, &[], &default_limits()).unwrap();
+        assert_eq!(
+            json::canonical_string(&zero),
+            r#"{"amount":0,"big":0,"to":""}"#
+        );
+    }
+
+    #[test]
+    fn garbage_does_not_decode() {
+        let descriptors = Descriptors::decode(&descriptor_set()).unwrap();
+        let input = descriptors.method("/test.v1.Pay/Send").unwrap().input();
+        let err = decode_args(&input, b"\xff\xff\xff", &default_limits()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("request message does not decode")
+        );
+    }
+
+    #[test]
+    fn client_side_args_match_the_server_side() {
+        let descriptors = Descriptors::decode(&descriptor_set()).unwrap();
+        let desc = descriptors
+            .pool()
+            .get_message_by_name("test.v1.Payment")
+            .unwrap();
+        let mut message = DynamicMessage::new(desc.clone());
+        message.set_field_by_name("amount", prost_reflect::Value::I64(-5));
+        let client = message_to_args(&message, &desc).unwrap();
+        let server = decode_args(
+            &desc,
+            &prost::Message::encode_to_vec(&message),
+            &default_limits(),
+        )
+        .unwrap();
+        assert_eq!(client, server);
+        assert_eq!(
+            descriptors
+                .args_for("/test.v1.Pay/Stream", &message)
+                .unwrap(),
+            JsonValue::Null
+        );
+        assert_eq!(
+            descriptors.args_for("/test.v1.Pay/Send", &message).unwrap(),
+            client
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! # capnagent-tonic
+//!
+//! Capabilities for gRPC tool services: one layer on a tonic server, and
+//! every call is checked against the caller's [capnagent] capability, with
+//! a signed [`Receipt`](capnagent::Receipt) for every decision, allowed or
+//! denied. The gRPC side of [`capnagent_tower`], sharing its receipt sinks,
+//! clock and caller extractors.
+//!
+//! ```no_run
+//! use capnagent::{Auditor, Verifier};
+//! use capnagent_tonic::{Anonymous, CapabilityLayer};
+//! use tonic::transport::Server;
+//! # use tonic::service::Routes;
+//! # const FILE_DESCRIPTOR_SET: &[u8] = &[];
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let root_key = [7u8; 32]; // 32 random bytes in real life: `capnagent keygen`
+//! let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&[9u8; 32])?)
+//!     // The service's descriptors, embedded by its build script: unary
+//!     // requests are decoded into `arg.*` facts.
+//!     .file_descriptor_set(FILE_DESCRIPTOR_SET)?
+//!     .tool_name("/tools.v1.ToolService/Purchase", "checkout.purchase")
+//!     .caller(Anonymous); // the token is the only credential here
+//!
+//! Server::builder()
+//!     .layer(layer)
+//!     .add_routes(Routes::default()) // .add_service(ToolServiceServer::new(MyTools))
+//!     .serve("127.0.0.1:50051".parse()?)
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A client sends `authorization: Bearer <token>`; a token with the caveats
+//! `tool == "checkout.purchase"` and `arg.amount <= 5000` then allows a
+//! `Purchase` of 1200 and denies one of 9000 with `PERMISSION_DENIED`.
+//! The handler reads the receipt with
+//! `request.extensions().get::<capnagent_tonic::Verified>()`. The
+//! `capnagent-examples` package has a complete server and client
+//! (`grpc-tool-server`, `grpc-tool-client`).
+//!
+//! ## The facts a call is judged by
+//!
+//! | fact | source |
+//! | --- | --- |
+//! | `tool` | the method path `/package.Service/Method`, or the name given with [`CapabilityLayer::tool_name`] |
+//! | `caller` | the [`AuthenticatedCaller`] extension an earlier layer set (default; missing is `INTERNAL`, naming the fix), [`Anonymous`], or [`TrustedHeader`] for gateway-set metadata (read its warning) |
+//! | `args` | unary and server-streaming calls: the request message, decoded with the service's file descriptor set (see [Args](#args)); client-streaming, bidi and unknown methods: `null` |
+//! | `now` | the layer's [`Clock`] ([`SystemClock`] by default) |
+//! | `env` | static pairs, [`CapabilityLayer::env`] |
+//!
+//! The token comes from `authorization: Bearer <token>` (or another key,
+//! [`CapabilityLayer::token_source`]). Nothing in the request can name its
+//! own tool or caller.
+//!
+//! ## Args
+//!
+//! For a method with one request message, the layer buffers the request
+//! (up to [`CapabilityLayer::message_limit`], 4 MiB by default), reads the
+//! gRPC frame (exactly one uncompressed message), decodes it with the
+//! method's input type from the [`Descriptors`], and prints it as JSON with
+//! the proto3 JSON mapping and three deliberate choices:
+//!
+//! - 64-bit integers are JSON **numbers** (strict proto3 JSON makes them
+//!   strings), so `arg.amount <= 5000` works on an `int64` field;
+//! - fields keep their **`.proto` names** (`merchant_id`, not `merchantId`);
+//! - fields at their **default value are present** (`0`, `""`, `[]`), so
+//!   an amount of 0 is `0`, not a missing identifier (which would deny).
+//!
+//! Number text is kept exactly (no floating point); enums are their names,
+//! `bytes` base64, unknown fields dropped. The handler then receives the
+//! very bytes that were checked.
+//!
+//! **Streaming calls** (client streaming and bidi) are not buffered: their
+//! args are `null`, so any `arg.*` caveat denies them ("unknown
+//! identifier"), fail closed. Give streaming tools tokens whose caveats
+//! name the tool, the caller, the time or `env` only.
+//!
+//! ## Holder-of-key
+//!
+//! A capability bound to a holder key
+//! ([`Capability::holder_of_key`](capnagent::Capability::holder_of_key)) is
+//! usable only with a proof in the metadata [`PROOF_METADATA`]
+//! (`capnagent-proof`, text form `t=<unix ms>;sig=<base64url>`). The
+//! verifier derives the challenge itself from the tool, the args and the
+//! proof's timestamp, so the client must compute the args exactly as the
+//! layer does: [`Descriptors::args_for`] with the same descriptor set, then
+//! [`client::attach_proof`]. Replay protection and revocation are the
+//! verifier's: [`CapabilityLayer::nonce_store`] and
+//! [`CapabilityLayer::revocations`] configure them.
+//!
+//! ## Statuses
+//!
+//! | cause | status |
+//! | --- | --- |
+//! | token missing, malformed or forged; proof missing or malformed | `UNAUTHENTICATED` |
+//! | a caveat (or revocation, a bad or replayed proof) denies | `PERMISSION_DENIED` |
+//! | the message does not decode, is compressed, or is not one frame | `INVALID_ARGUMENT` |
+//! | the message is over the limit | `RESOURCE_EXHAUSTED` |
+//! | server wiring (no authenticated caller) | `INTERNAL` |
+//!
+//! The status message is the reason. Every denial carries its signed
+//! receipt in the binary metadata [`RECEIPT_METADATA`]
+//! (`capnagent-receipt-bin`, read it with [`client::denied_receipt`]). The
+//! token is never echoed or logged.
+//!
+//! ## Layer or interceptor
+//!
+//! [`CapabilityInterceptor`] is the same check as a
+//! [`tonic::service::Interceptor`]: it sees only metadata, so it judges
+//! every call of a service as one fixed tool with args `null`, and refuses
+//! holder-bound tokens. Use it when a service's tokens have no `arg.*`
+//! caveats and no holder key; use the layer otherwise.
+//!
+//! ## Audit
+//!
+//! The [`ReceiptSink`] is called exactly once for every call the layer
+//! sees, missing and forged tokens included, and for a call dropped
+//! before its decision (denied, "cancelled"). The sinks are
+//! `capnagent-tower`'s: [`AuditLogSink`] writes the core audit log off the
+//! request path, [`TracingSink`] (the default) emits `tracing` events.
+//!
+//! ## Scope
+//!
+//! `Server::builder().layer(..)` protects every service of the server,
+//! health and reflection included. To leave a service open, wrap only the
+//! protected services (`layer.layer(XxxServer::new(..))`) instead.
+
+mod args;
+pub mod client;
+mod frame;
+pub mod future;
+mod gate;
+mod interceptor;
+mod layer;
+mod service;
+mod status;
+mod verified;
+
+pub use args::{ArgsError, Descriptors, message_to_args};
+pub use gate::PROOF_METADATA;
+pub use interceptor::CapabilityInterceptor;
+pub use layer::CapabilityLayer;
+pub use service::CapabilityService;
+pub use status::RECEIPT_METADATA;
+pub use verified::Verified;
+
+/// The sinks, clock and caller extractors shared with `capnagent-tower`.
+pub use capnagent_tower::{
+    Anonymous, AuditLogSink, AuthenticatedCaller, CallerExtension, CallerExtractor, Clock,
+    ExtractError, ReceiptSink, Record, SystemClock, TokenSource, TracingSink, TrustedHeader,
+};
+
+/// The `prost-reflect` this crate decodes messages with (its
+/// `DescriptorPool`, `MessageDescriptor` and `DescriptorError` appear in
+/// this API).
+pub use prost_reflect;

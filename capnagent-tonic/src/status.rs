@@ -1,0 +1,122 @@
+//! Denials as gRPC statuses: the one place where a cause of denial becomes
+//! a status code.
+//!
+//! | cause | code |
+//! | --- | --- |
+//! | token missing, malformed or forged (chain does not verify); holder-of-key proof missing or malformed; a holder-bound token at the interceptor | `UNAUTHENTICATED` |
+//! | the verifier denied the call (a caveat, revocation, a proof that does not verify or was replayed) | `PERMISSION_DENIED` |
+//! | the request message does not decode (or is compressed), or a caller fact is unreadable | `INVALID_ARGUMENT` |
+//! | the request message is over the layer's limit | `RESOURCE_EXHAUSTED` |
+//! | server wiring (no authenticated caller) | `INTERNAL`, naming the fix |
+//!
+//! The status message is the denial reason; the signed receipt JSON is in
+//! the binary metadata [`RECEIPT_METADATA`] (`capnagent-receipt-bin`).
+//! The token is never echoed.
+
+use capnagent::Receipt;
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+/// Binary metadata key of the signed receipt (its JSON text) on every
+/// denial. Read it with
+/// [`client::denied_receipt`](crate::client::denied_receipt).
+pub const RECEIPT_METADATA: &str = "capnagent-receipt-bin";
+
+/// Why a call was denied, at the granularity of the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DenialKind {
+    /// No token at all.
+    MissingToken,
+    /// A token that does not parse, or unreadable token metadata.
+    MalformedToken,
+    /// The chain does not verify under the root key.
+    InvalidChain,
+    /// A holder-bound token without a usable proof.
+    MissingProof,
+    /// A holder-bound token where proofs cannot be checked (interceptor).
+    ProofUnsupported,
+    /// The verifier's decision.
+    Denied,
+    /// The request (message, a fact) cannot be read.
+    InvalidArgument,
+    /// The message is over the limit.
+    TooLarge,
+    /// Server wiring.
+    Misconfigured,
+}
+
+impl DenialKind {
+    pub(crate) fn code(self) -> Code {
+        match self {
+            DenialKind::MissingToken
+            | DenialKind::MalformedToken
+            | DenialKind::InvalidChain
+            | DenialKind::MissingProof
+            | DenialKind::ProofUnsupported => Code::Unauthenticated,
+            DenialKind::Denied => Code::PermissionDenied,
+            DenialKind::InvalidArgument => Code::InvalidArgument,
+            DenialKind::TooLarge => Code::ResourceExhausted,
+            DenialKind::Misconfigured => Code::Internal,
+        }
+    }
+}
+
+/// The status for a denial whose signed receipt is `receipt`.
+pub(crate) fn denial(kind: DenialKind, receipt: &Receipt) -> Status {
+    let reason = receipt.outcome().reason().unwrap_or("denied");
+    let mut status = Status::new(kind.code(), reason);
+    status.metadata_mut().insert_bin(
+        RECEIPT_METADATA,
+        MetadataValue::from_bytes(receipt.to_json().as_bytes()),
+    );
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use capnagent::{Auditor, Context, Outcome};
+
+    #[test]
+    fn status_carries_reason_and_receipt() {
+        let auditor = Auditor::new(&[9; 32]).unwrap();
+        let ctx = Context::builder().now_millis(1).tool("/a.B/C").build();
+        let receipt = auditor.sign(
+            "cap",
+            Vec::new(),
+            &ctx,
+            Outcome::Denied {
+                reason: "caveat failed: arg.amount <= 5000".into(),
+            },
+        );
+        let status = denial(DenialKind::Denied, &receipt);
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(status.message(), "caveat failed: arg.amount <= 5000");
+        let bytes = status
+            .metadata()
+            .get_bin(RECEIPT_METADATA)
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        auditor
+            .verify(std::str::from_utf8(&bytes).unwrap())
+            .unwrap();
+
+        // Trailers-only HTTP response: 200 with grpc-status 7.
+        let response = status.into_http::<()>();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["grpc-status"], "7");
+        assert!(response.headers().contains_key(RECEIPT_METADATA));
+    }
+
+    #[test]
+    fn each_cause_has_one_code() {
+        assert_eq!(DenialKind::MissingToken.code(), Code::Unauthenticated);
+        assert_eq!(DenialKind::MissingProof.code(), Code::Unauthenticated);
+        assert_eq!(DenialKind::InvalidArgument.code(), Code::InvalidArgument);
+        assert_eq!(DenialKind::TooLarge.code(), Code::ResourceExhausted);
+        assert_eq!(DenialKind::Misconfigured.code(), Code::Internal);
+    }
+}
