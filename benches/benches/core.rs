@@ -284,8 +284,46 @@ fn bench_steps(c: &mut Criterion) {
     group.bench_function("canonical_string_1k", |b| {
         b.iter(|| capnagent::json::canonical_string(black_box(&parsed)))
     });
+    group.bench_function("json_doc_1k", |b| {
+        b.iter(|| capnagent::json::JsonDoc::parse(black_box(&body), &limits).expect("valid JSON"))
+    });
+    let doc = capnagent::json::JsonDoc::parse(&body, &limits).expect("valid JSON");
+    group.bench_function("json_doc_args_hash_1k", |b| {
+        b.iter(|| black_box(&doc).sha256_canonical_hex())
+    });
+    group.bench_function("json_doc_canonical_1k", |b| {
+        b.iter(|| black_box(&doc).canonical_string())
+    });
+    let canonical = doc.canonical_string();
+    group.bench_function("sha256_hex_1k", |b| {
+        b.iter(|| {
+            capnagent::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(
+                black_box(&canonical).as_bytes(),
+            ))
+        })
+    });
     group.bench_function("serde_json_value_1k", |b| {
         b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(&body)).expect("valid"))
+    });
+    // The HTTP load test's body (`capnagent_examples::load::BODY`): what the
+    // tower layer reads, looks up and hashes on every request there.
+    let load_body = capnagent_examples::load::BODY;
+    group.bench_function("load_body/doc_parse", |b| {
+        b.iter(|| capnagent::json::JsonDoc::parse(black_box(load_body), &limits).expect("valid"))
+    });
+    let load_doc = capnagent::json::JsonDoc::parse(load_body, &limits).expect("valid JSON");
+    group.bench_function("load_body/doc_args_hash", |b| {
+        b.iter(|| black_box(&load_doc).sha256_canonical_hex())
+    });
+    group.bench_function("load_body/doc_canonical", |b| {
+        b.iter(|| black_box(&load_doc).canonical_string())
+    });
+    group.bench_function("load_body/floor_sha256_hex", |b| {
+        b.iter(|| {
+            capnagent::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(
+                black_box(load_body).as_bytes(),
+            ))
+        })
     });
     group.finish();
 }

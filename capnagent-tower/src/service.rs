@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
+use capnagent::Args;
 use capnagent::json::JsonValue;
 use capnagent::{
     BoxFuture, Capability, Context, Error, Outcome, Proof, REASON_HOLDER_KEY_BOUND, Receipt,
@@ -545,7 +546,7 @@ impl Shared {
         now: Timestamp,
         caller: String,
         tool: String,
-        args: JsonValue,
+        args: impl Into<Args>,
     ) -> Context {
         let mut builder = Context::builder()
             .timestamp(now)

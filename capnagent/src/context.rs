@@ -7,10 +7,11 @@
 //! never from claims inside the request.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use crate::error::ContextError;
-use crate::json::{self, JsonLimits, JsonValue};
+use crate::json::{self, JsonDoc, JsonLimits, JsonRef, JsonValue};
 use crate::limits::Limits;
 use crate::timestamp::Timestamp;
 
@@ -41,8 +42,106 @@ pub struct Context {
     now: Timestamp,
     caller: String,
     tool: String,
-    args: JsonValue,
+    args: Args,
     env: BTreeMap<String, String>,
+}
+
+/// A call's arguments as a [`Context`] holds them: a [`JsonValue`] tree, or
+/// a [`JsonDoc`] (a request body parsed once into a flat index, which is
+/// what the tower layer uses: cheaper to read, look up and hash, and built
+/// into a tree only if someone asks for [`Context::args`]).
+///
+/// Both forms mean the same arguments: the same `arg.*` lookups, the same
+/// `args_hash`.
+#[derive(Debug, Clone)]
+pub struct Args(ArgsRepr);
+
+#[derive(Debug, Clone)]
+enum ArgsRepr {
+    Value(JsonValue),
+    Doc {
+        doc: JsonDoc,
+        value: OnceLock<JsonValue>,
+    },
+}
+
+/// A view of the arguments for evaluation: the tree or the document.
+pub(crate) enum ArgsView<'a> {
+    Value(&'a JsonValue),
+    Doc(JsonRef<'a>),
+}
+
+impl Args {
+    /// The arguments as a [`JsonValue`] (built from the document, once, if
+    /// they are one).
+    pub fn value(&self) -> &JsonValue {
+        match &self.0 {
+            ArgsRepr::Value(value) => value,
+            ArgsRepr::Doc { doc, value } => value.get_or_init(|| doc.to_value()),
+        }
+    }
+
+    /// The document, when the arguments were given as one.
+    pub fn doc(&self) -> Option<&JsonDoc> {
+        match &self.0 {
+            ArgsRepr::Value(_) => None,
+            ArgsRepr::Doc { doc, .. } => Some(doc),
+        }
+    }
+
+    /// Lowercase hex SHA-256 of the canonical JSON of the arguments.
+    pub fn sha256_canonical_hex(&self) -> String {
+        match &self.0 {
+            ArgsRepr::Value(value) => json::sha256_canonical_hex(value),
+            ArgsRepr::Doc { doc, .. } => doc.sha256_canonical_hex(),
+        }
+    }
+
+    pub(crate) fn view(&self) -> ArgsView<'_> {
+        match &self.0 {
+            ArgsRepr::Value(value) => ArgsView::Value(value),
+            ArgsRepr::Doc { doc, .. } => ArgsView::Doc(doc.root()),
+        }
+    }
+}
+
+impl Default for Args {
+    /// `null`.
+    fn default() -> Args {
+        Args(ArgsRepr::Value(JsonValue::Null))
+    }
+}
+
+/// Equal when they hold the same JSON value.
+impl PartialEq for Args {
+    fn eq(&self, other: &Args) -> bool {
+        match (&self.0, &other.0) {
+            (ArgsRepr::Doc { doc: a, .. }, ArgsRepr::Doc { doc: b, .. }) => a == b,
+            _ => self.value() == other.value(),
+        }
+    }
+}
+
+impl From<JsonValue> for Args {
+    fn from(value: JsonValue) -> Args {
+        Args(ArgsRepr::Value(value))
+    }
+}
+
+impl From<JsonDoc> for Args {
+    fn from(doc: JsonDoc) -> Args {
+        Args(ArgsRepr::Doc {
+            doc,
+            value: OnceLock::new(),
+        })
+    }
+}
+
+impl From<&serde_json::Value> for Args {
+    /// Numbers keep the text `serde_json` prints for them.
+    fn from(value: &serde_json::Value) -> Args {
+        Args(ArgsRepr::Value(JsonValue::from(value)))
+    }
 }
 
 impl Context {
@@ -105,7 +204,7 @@ impl Context {
             },
             caller: caller.ok_or_else(|| missing("caller"))?,
             tool: tool.ok_or_else(|| missing("tool"))?,
-            args: args.ok_or_else(|| missing("args"))?,
+            args: Args::from(args.ok_or_else(|| missing("args"))?),
             env: env.unwrap_or_default(),
         })
     }
@@ -125,8 +224,14 @@ impl Context {
         &self.tool
     }
 
-    /// The call's arguments.
+    /// The call's arguments as a [`JsonValue`] (built on first use when
+    /// they were given as a [`JsonDoc`]).
     pub fn args(&self) -> &JsonValue {
+        self.args.value()
+    }
+
+    /// The call's arguments in the form they were given.
+    pub fn call_args(&self) -> &Args {
         &self.args
     }
 
@@ -139,7 +244,7 @@ impl Context {
     /// no whitespace, numbers as their source text. Receipts carry it
     /// instead of the arguments themselves.
     pub fn args_hash(&self) -> String {
-        json::sha256_canonical_hex(&self.args)
+        self.args.sha256_canonical_hex()
     }
 }
 
@@ -199,7 +304,7 @@ pub struct ContextBuilder {
     now: Option<Timestamp>,
     caller: String,
     tool: String,
-    args: Option<JsonValue>,
+    args: Args,
     env: BTreeMap<String, String>,
 }
 
@@ -239,13 +344,14 @@ impl ContextBuilder {
     /// parse it with [`json::parse`](crate::json::parse) and use
     /// [`args_json`](Self::args_json).
     pub fn args(mut self, args: serde_json::Value) -> Self {
-        self.args = Some(JsonValue::from(&args));
+        self.args = Args::from(&args);
         self
     }
 
-    /// Sets the arguments from an already parsed [`JsonValue`].
-    pub fn args_json(mut self, args: JsonValue) -> Self {
-        self.args = Some(args);
+    /// Sets the arguments from an already parsed [`JsonValue`] or
+    /// [`JsonDoc`] (see [`Args`]).
+    pub fn args_json(mut self, args: impl Into<Args>) -> Self {
+        self.args = args.into();
         self
     }
 
@@ -261,7 +367,7 @@ impl ContextBuilder {
             now: self.now.unwrap_or_else(Timestamp::now),
             caller: self.caller,
             tool: self.tool,
-            args: self.args.unwrap_or(JsonValue::Null),
+            args: self.args,
             env: self.env,
         }
     }

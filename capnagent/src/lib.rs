@@ -76,7 +76,7 @@ pub use audit::{
     Outcome, RECEIPT_SCHEMA_VERSION, Receipt,
 };
 pub use capability::{Capability, Caveat};
-pub use context::{Context, ContextBuilder};
+pub use context::{Args, Context, ContextBuilder};
 pub use dsl::{EvalError, Predicate};
 pub use error::{
     BuildError, CaveatError, ContextError, Error, KeyError, ParseError, ReceiptError, TokenError,

@@ -6,17 +6,20 @@
 //! short-circuit left to right; an error on an evaluated branch is an error
 //! for the whole predicate, never a silent `false`.
 
+use std::borrow::Cow;
+
 use super::EvalError;
 use super::ast::{Comparison, Expr, Ident, Literal, Op};
-use crate::context::Context;
+use crate::context::{ArgsView, Context};
 use crate::json::{JsonNumber, JsonValue};
 use crate::number::Decimal;
 use crate::timestamp::Timestamp;
 
 /// A resolved left-hand value, borrowed from the context.
 enum Value<'a> {
-    Str(&'a str),
-    Num(&'a JsonNumber),
+    Str(Cow<'a, str>),
+    /// A number's exact source text.
+    Num(&'a str),
     Time(Timestamp),
 }
 
@@ -73,26 +76,47 @@ pub(crate) fn eval(expr: &Expr, ctx: &Context) -> Result<bool, EvalError> {
 fn resolve<'a>(ident: &Ident, ctx: &'a Context) -> Result<Value<'a>, EvalError> {
     match ident {
         Ident::Now => Ok(Value::Time(ctx.now())),
-        Ident::Caller => Ok(Value::Str(ctx.caller())),
-        Ident::Tool => Ok(Value::Str(ctx.tool())),
+        Ident::Caller => Ok(Value::Str(Cow::Borrowed(ctx.caller()))),
+        Ident::Tool => Ok(Value::Str(Cow::Borrowed(ctx.tool()))),
         Ident::Env { key, dotted } => ctx
             .env()
             .get(key.as_str())
-            .map(|v| Value::Str(v.as_str()))
+            .map(|v| Value::Str(Cow::Borrowed(v.as_str())))
             .ok_or_else(|| EvalError::UnknownIdent(dotted.clone())),
         Ident::Arg { path, dotted } => {
-            let mut value = ctx.args();
-            for segment in path {
-                value = value
-                    .as_object()
-                    .and_then(|obj| obj.get(segment))
-                    .ok_or_else(|| EvalError::UnknownIdent(dotted.clone()))?;
-            }
-            let got = match value {
-                JsonValue::String(s) => return Ok(Value::Str(s)),
-                JsonValue::Number(n) if is_finite(n) => return Ok(Value::Num(n)),
-                JsonValue::Number(_) => "non-finite number",
-                other => other.kind_name(),
+            let unknown = || EvalError::UnknownIdent(dotted.clone());
+            let got = match ctx.call_args().view() {
+                ArgsView::Value(root) => {
+                    let mut value = root;
+                    for segment in path {
+                        value = value
+                            .as_object()
+                            .and_then(|obj| obj.get(segment))
+                            .ok_or_else(unknown)?;
+                    }
+                    match value {
+                        JsonValue::String(s) => return Ok(Value::Str(Cow::Borrowed(s))),
+                        JsonValue::Number(n) if is_finite(n.as_str()) => {
+                            return Ok(Value::Num(n.as_str()));
+                        }
+                        JsonValue::Number(_) => "non-finite number",
+                        other => other.kind_name(),
+                    }
+                }
+                ArgsView::Doc(root) => {
+                    let mut value = root;
+                    for segment in path {
+                        value = value.get(segment).ok_or_else(unknown)?;
+                    }
+                    if let Some(s) = value.as_str() {
+                        return Ok(Value::Str(s));
+                    }
+                    match value.as_number_text() {
+                        Some(text) if is_finite(text) => return Ok(Value::Num(text)),
+                        Some(_) => "non-finite number",
+                        None => value.kind_name(),
+                    }
+                }
             };
             Err(EvalError::mismatch(
                 "string or integer at arg path",
@@ -104,8 +128,8 @@ fn resolve<'a>(ident: &Ident, ctx: &'a Context) -> Result<Value<'a>, EvalError> 
 }
 
 /// The reference rejects arg numbers that overflow an f64 to infinity.
-fn is_finite(n: &JsonNumber) -> bool {
-    n.as_str().parse::<f64>().is_ok_and(f64::is_finite)
+fn is_finite(text: &str) -> bool {
+    text.parse::<f64>().is_ok_and(f64::is_finite)
 }
 
 fn compare(cmp: &Comparison, ctx: &Context) -> Result<bool, EvalError> {
@@ -116,6 +140,7 @@ fn compare(cmp: &Comparison, ctx: &Context) -> Result<bool, EvalError> {
             let Value::Str(left) = left else {
                 return Err(EvalError::mismatch("string", left.kind()));
             };
+            let left: &str = &left;
             Ok(match op {
                 Op::Matches => left.contains(right.as_str()),
                 Op::StartsWith => left.starts_with(right.as_str()),
@@ -150,13 +175,13 @@ fn compare(cmp: &Comparison, ctx: &Context) -> Result<bool, EvalError> {
             if op.is_string_only() {
                 return Err(non_string_operand(op));
             }
-            if *integer && !left.is_integer_syntax() {
+            if *integer && !JsonNumber::is_integer_text(left) {
                 return Err(EvalError::mismatch(
                     "integer-syntactic numeric arg (caveat literal is integer-domain; use _cents form for sub-unit precision, or reject non-integer args at the tool boundary \u{2014} closes angle finding A.1)",
                     "float-syntactic numeric arg",
                 ));
             }
-            let left = Decimal::parse(left.as_str()).ok_or_else(|| {
+            let left = Decimal::parse(left).ok_or_else(|| {
                 EvalError::mismatch("string or integer at arg path", "unreadable number")
             })?;
             Ok(op.holds(left.cmp(value)))

@@ -15,6 +15,11 @@
 /// away from the thread stack limit.
 const MAX_SUPPORTED_DEPTH: usize = 512;
 
+mod doc;
+
+pub use doc::{JsonDoc, JsonRef};
+use doc::{Node, NodeKind};
+
 /// A parsed JSON value.
 ///
 /// Numbers keep their exact source text (see [`JsonNumber`]) and objects keep
@@ -85,7 +90,12 @@ impl JsonNumber {
     /// `.`, `e`, `E`. (`1e3` is not integer syntax even though its value is
     /// integral.)
     pub fn is_integer_syntax(&self) -> bool {
-        !self.0.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'))
+        JsonNumber::is_integer_text(&self.0)
+    }
+
+    /// [`is_integer_syntax`](Self::is_integer_syntax) for a number's text.
+    pub fn is_integer_text(text: &str) -> bool {
+        !text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'))
     }
 
     /// Validates `text` against the JSON number grammar (the whole text, no
@@ -147,7 +157,9 @@ pub struct JsonLimits {
     /// clamped to 512, because dropping, comparing or converting a parsed
     /// value recurses over its depth.
     pub max_depth: usize,
-    /// Maximum input length in bytes; longer input is rejected before parsing.
+    /// Maximum input length in bytes; longer input is rejected before
+    /// parsing. Values above `u32::MAX - 1` are clamped to it (the parser
+    /// keeps offsets as `u32`).
     pub max_len: usize,
 }
 
@@ -181,39 +193,101 @@ pub struct JsonError {
 /// (with `arbitrary_precision`) does, except that numbers keep their source
 /// text, duplicate keys are kept, and the depth and length limits apply.
 pub fn parse(text: &str, limits: &JsonLimits) -> Result<JsonValue, JsonError> {
-    check_len(text.len(), limits)?;
-    Parser {
-        text,
-        bytes: text.as_bytes(),
-        pos: 0,
-        max_depth: limits.max_depth.min(MAX_SUPPORTED_DEPTH),
-    }
-    .parse_document()
+    let nodes = parse_tape(text, limits)?;
+    Ok(value_from_tape(text, &nodes))
 }
 
 /// Parses one JSON document from raw bytes, which must be valid UTF-8
 /// (anywhere in the input, not only inside strings). See [`parse`].
 pub fn parse_bytes(bytes: &[u8], limits: &JsonLimits) -> Result<JsonValue, JsonError> {
+    parse(utf8(bytes, limits)?, limits)
+}
+
+/// `bytes` as text, after the length check.
+fn utf8<'a>(bytes: &'a [u8], limits: &JsonLimits) -> Result<&'a str, JsonError> {
     check_len(bytes.len(), limits)?;
-    match std::str::from_utf8(bytes) {
-        Ok(text) => parse(text, limits),
-        Err(e) => {
-            let (line, column) = position_of_index(bytes, e.valid_up_to().saturating_add(1));
-            Err(JsonError {
-                message: "invalid UTF-8 in input".to_owned(),
-                line,
-                column,
-            })
+    std::str::from_utf8(bytes).map_err(|e| {
+        let (line, column) = position_of_index(bytes, e.valid_up_to().saturating_add(1));
+        JsonError {
+            message: "invalid UTF-8 in input".to_owned(),
+            line,
+            column,
         }
+    })
+}
+
+/// Checks the length and parses `text` into its tape.
+fn parse_tape(text: &str, limits: &JsonLimits) -> Result<Vec<Node>, JsonError> {
+    check_len(text.len(), limits)?;
+    Parser::new(text, limits).parse_document()
+}
+
+/// The decoded text of the string node `node` of a tape over `text`.
+fn decode_string(text: &str, node: &Node) -> String {
+    let (start, end) = node.span();
+    let raw = text.get(start..end).unwrap_or_default();
+    if !node.escaped {
+        return raw.to_owned();
     }
+    let mut out = String::with_capacity(raw.len());
+    let mut parser = Parser {
+        text,
+        bytes: text.as_bytes(),
+        pos: start,
+        max_depth: 0,
+        nodes: Vec::new(),
+    };
+    // The tape was built by validating this very string, so decoding it
+    // again cannot fail.
+    let _ = parser.parse_string(Some(&mut out));
+    out
+}
+
+/// Builds the [`JsonValue`] of a tape. The tape is walked from its end, so
+/// every container finds its children, in reverse order, on top of one
+/// value stack: no recursion.
+fn value_from_tape(text: &str, nodes: &[Node]) -> JsonValue {
+    let mut values: Vec<JsonValue> = Vec::new();
+    for node in nodes.iter().rev() {
+        let value = match node.kind {
+            NodeKind::Null => JsonValue::Null,
+            NodeKind::True => JsonValue::Bool(true),
+            NodeKind::False => JsonValue::Bool(false),
+            NodeKind::Number => {
+                let (start, end) = node.span();
+                JsonValue::Number(JsonNumber(text.get(start..end).unwrap_or("0").into()))
+            }
+            NodeKind::String => JsonValue::String(decode_string(text, node)),
+            NodeKind::Array => {
+                let first = values.len().saturating_sub(node.a as usize);
+                JsonValue::Array(values.drain(first..).rev().collect())
+            }
+            NodeKind::Object => {
+                let first = values.len().saturating_sub(2 * node.a as usize);
+                let mut members = Vec::with_capacity(node.a as usize);
+                let mut taken = values.drain(first..).rev();
+                while let (Some(key), Some(value)) = (taken.next(), taken.next()) {
+                    let key = match key {
+                        JsonValue::String(key) => key,
+                        _ => String::new(),
+                    };
+                    members.push((key, value));
+                }
+                drop(taken);
+                JsonValue::Object(JsonObject(members))
+            }
+        };
+        values.push(value);
+    }
+    values.pop().unwrap_or(JsonValue::Null)
 }
 
 fn check_len(len: usize, limits: &JsonLimits) -> Result<(), JsonError> {
-    if len > limits.max_len {
+    if len > limits.max_len.min(MAX_SUPPORTED_LEN) {
         return Err(JsonError {
             message: format!(
                 "input is {len} bytes, exceeding the limit of {} bytes",
-                limits.max_len
+                limits.max_len.min(MAX_SUPPORTED_LEN)
             ),
             line: 1,
             column: 0,
@@ -361,25 +435,42 @@ fn hex_value(b: u8) -> Option<u16> {
     }
 }
 
-/// An open container on the parser's explicit stack.
-enum Frame {
-    /// An array and the elements parsed so far.
-    Array(Vec<JsonValue>),
-    /// An object, its members so far, and the key whose value is being parsed.
-    Object(JsonObject, String),
-}
-
 /// The parser state. `pos` mirrors `serde_json`'s read index so that error
 /// positions match: `err` reports the position of `pos` (after consuming the
 /// offending byte), `peek_err` the position of the byte at `pos`.
+///
+/// The parser writes a flat tape of [`Node`]s in document order (see
+/// [`JsonDoc`]); [`parse`] builds a [`JsonValue`] from that tape.
 struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
     max_depth: usize,
+    nodes: Vec<Node>,
 }
 
-impl Parser<'_> {
+/// Byte offsets and node indexes are `u32` on the tape, so no document may
+/// be longer than this, whatever [`JsonLimits::max_len`] says.
+const MAX_SUPPORTED_LEN: usize = u32::MAX as usize - 1;
+
+/// `usize` to the tape's `u32`; [`MAX_SUPPORTED_LEN`] keeps every offset
+/// and index in range.
+fn tape_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl<'a> Parser<'a> {
+    fn new(text: &'a str, limits: &JsonLimits) -> Parser<'a> {
+        Parser {
+            text,
+            bytes: text.as_bytes(),
+            pos: 0,
+            max_depth: limits.max_depth.min(MAX_SUPPORTED_DEPTH),
+            // Machine-written JSON has about one value per 8-16 bytes.
+            nodes: Vec::with_capacity(text.len() / 12 + 4),
+        }
+    }
+
     fn error_at(&self, code: ErrorCode, index: usize) -> JsonError {
         let (line, column) = position_of_index(self.bytes, index);
         JsonError {
@@ -415,155 +506,177 @@ impl Parser<'_> {
         Ok(())
     }
 
-    fn parse_document(&mut self) -> Result<JsonValue, JsonError> {
-        let mut stack: Vec<Frame> = Vec::new();
+    fn push(&mut self, kind: NodeKind, a: usize, b: usize) {
+        self.nodes.push(Node {
+            kind,
+            escaped: false,
+            a: tape_u32(a),
+            b: tape_u32(b),
+        });
+    }
+
+    /// Closes the container at `index` with `count` children (members for
+    /// an object); its subtree ends at the current end of the tape.
+    fn close(&mut self, index: usize, count: u32) {
+        let end = tape_u32(self.nodes.len());
+        if let Some(node) = self.nodes.get_mut(index) {
+            node.a = count;
+            node.b = end;
+        }
+    }
+
+    /// Parses the whole input into the tape.
+    fn parse_document(mut self) -> Result<Vec<Node>, JsonError> {
+        // Open containers: tape index and children so far.
+        let mut stack: Vec<(usize, u32)> = Vec::new();
         'value: loop {
             // Parse the start of one value; containers that are not empty are
             // pushed on the stack and their first element parsed next.
-            let mut value = match self.skip_ws() {
+            match self.skip_ws() {
                 None => return Err(self.peek_err(ErrorCode::EofWhileParsingValue)),
-                Some(b'[') => {
+                Some(open @ (b'[' | b'{')) => {
                     self.check_depth(stack.len())?;
                     self.pos += 1;
-                    match self.skip_ws() {
-                        Some(b']') => {
-                            self.pos += 1;
-                            JsonValue::Array(Vec::new())
-                        }
-                        Some(_) => {
-                            stack.push(Frame::Array(Vec::new()));
+                    let index = self.nodes.len();
+                    let is_array = open == b'[';
+                    let kind = if is_array {
+                        NodeKind::Array
+                    } else {
+                        NodeKind::Object
+                    };
+                    self.push(kind, 0, index + 1);
+                    match (is_array, self.skip_ws()) {
+                        (true, Some(b']')) | (false, Some(b'}')) => self.pos += 1,
+                        (true, Some(_)) => {
+                            stack.push((index, 0));
                             continue 'value;
                         }
-                        None => return Err(self.peek_err(ErrorCode::EofWhileParsingList)),
-                    }
-                }
-                Some(b'{') => {
-                    self.check_depth(stack.len())?;
-                    self.pos += 1;
-                    match self.skip_ws() {
-                        Some(b'}') => {
-                            self.pos += 1;
-                            JsonValue::Object(JsonObject::new())
-                        }
-                        Some(b'"') => {
-                            let key = self.parse_key()?;
-                            stack.push(Frame::Object(JsonObject::new(), key));
+                        (true, None) => return Err(self.peek_err(ErrorCode::EofWhileParsingList)),
+                        (false, Some(b'"')) => {
+                            self.parse_key()?;
+                            stack.push((index, 0));
                             continue 'value;
                         }
-                        Some(_) => return Err(self.peek_err(ErrorCode::KeyMustBeAString)),
-                        None => return Err(self.peek_err(ErrorCode::EofWhileParsingObject)),
+                        (false, Some(_)) => {
+                            return Err(self.peek_err(ErrorCode::KeyMustBeAString));
+                        }
+                        (false, None) => {
+                            return Err(self.peek_err(ErrorCode::EofWhileParsingObject));
+                        }
                     }
                 }
                 Some(b'"') => {
                     self.pos += 1;
-                    JsonValue::String(self.parse_string()?)
+                    self.parse_string_node()?;
                 }
                 Some(b'n') => {
                     self.pos += 1;
                     self.parse_ident(b"ull")?;
-                    JsonValue::Null
+                    self.push(NodeKind::Null, 0, 0);
                 }
                 Some(b't') => {
                     self.pos += 1;
                     self.parse_ident(b"rue")?;
-                    JsonValue::Bool(true)
+                    self.push(NodeKind::True, 0, 0);
                 }
                 Some(b'f') => {
                     self.pos += 1;
                     self.parse_ident(b"alse")?;
-                    JsonValue::Bool(false)
+                    self.push(NodeKind::False, 0, 0);
                 }
-                Some(b'-' | b'0'..=b'9') => JsonValue::Number(self.parse_number()?),
+                Some(b'-' | b'0'..=b'9') => {
+                    let start = self.pos;
+                    match scan_number(self.bytes, start) {
+                        Ok(end) => {
+                            self.pos = end;
+                            self.push(NodeKind::Number, start, end);
+                        }
+                        Err((code, index)) => return Err(self.error_at(code, index)),
+                    }
+                }
                 Some(_) => return Err(self.peek_err(ErrorCode::ExpectedSomeValue)),
-            };
+            }
 
-            // A value is complete: attach it to the innermost open container,
+            // A value is complete: count it in the innermost open container,
             // closing containers for as long as their closing bracket follows.
             loop {
-                match stack.pop() {
-                    None => {
-                        if self.skip_ws().is_some() {
-                            return Err(self.peek_err(ErrorCode::TrailingCharacters));
-                        }
-                        return Ok(value);
+                let Some((index, count)) = stack.last_mut() else {
+                    if self.skip_ws().is_some() {
+                        return Err(self.peek_err(ErrorCode::TrailingCharacters));
                     }
-                    Some(Frame::Array(mut items)) => {
-                        items.push(value);
-                        match self.skip_ws() {
-                            Some(b',') => {
-                                self.pos += 1;
-                                match self.skip_ws() {
-                                    Some(b']') => {
-                                        return Err(self.peek_err(ErrorCode::TrailingComma));
-                                    }
-                                    Some(_) => {
-                                        stack.push(Frame::Array(items));
-                                        continue 'value;
-                                    }
-                                    None => {
-                                        return Err(self.peek_err(ErrorCode::EofWhileParsingValue));
-                                    }
-                                }
+                    return Ok(self.nodes);
+                };
+                *count += 1;
+                let (index, count) = (*index, *count);
+                let is_array = self.nodes.get(index).map(|n| n.kind) == Some(NodeKind::Array);
+                match self.skip_ws() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        match (is_array, self.skip_ws()) {
+                            (true, Some(b']')) | (false, Some(b'}')) => {
+                                return Err(self.peek_err(ErrorCode::TrailingComma));
                             }
-                            Some(b']') => {
-                                self.pos += 1;
-                                value = JsonValue::Array(items);
+                            (true, Some(_)) => continue 'value,
+                            (false, Some(b'"')) => {
+                                self.parse_key()?;
+                                continue 'value;
                             }
-                            Some(_) => {
-                                return Err(self.peek_err(ErrorCode::ExpectedListCommaOrEnd));
+                            (false, Some(_)) => {
+                                return Err(self.peek_err(ErrorCode::KeyMustBeAString));
                             }
-                            None => return Err(self.peek_err(ErrorCode::EofWhileParsingList)),
+                            (_, None) => {
+                                return Err(self.peek_err(ErrorCode::EofWhileParsingValue));
+                            }
                         }
                     }
-                    Some(Frame::Object(mut members, key)) => {
-                        members.insert(key, value);
-                        match self.skip_ws() {
-                            Some(b',') => {
-                                self.pos += 1;
-                                match self.skip_ws() {
-                                    Some(b'"') => {
-                                        let key = self.parse_key()?;
-                                        stack.push(Frame::Object(members, key));
-                                        continue 'value;
-                                    }
-                                    Some(b'}') => {
-                                        return Err(self.peek_err(ErrorCode::TrailingComma));
-                                    }
-                                    Some(_) => {
-                                        return Err(self.peek_err(ErrorCode::KeyMustBeAString));
-                                    }
-                                    None => {
-                                        return Err(self.peek_err(ErrorCode::EofWhileParsingValue));
-                                    }
-                                }
-                            }
-                            Some(b'}') => {
-                                self.pos += 1;
-                                value = JsonValue::Object(members);
-                            }
-                            Some(_) => {
-                                return Err(self.peek_err(ErrorCode::ExpectedObjectCommaOrEnd));
-                            }
-                            None => return Err(self.peek_err(ErrorCode::EofWhileParsingObject)),
-                        }
+                    Some(b']') if is_array => {
+                        self.pos += 1;
+                        self.close(index, count);
+                        stack.pop();
                     }
+                    Some(b'}') if !is_array => {
+                        self.pos += 1;
+                        self.close(index, count);
+                        stack.pop();
+                    }
+                    Some(_) if is_array => {
+                        return Err(self.peek_err(ErrorCode::ExpectedListCommaOrEnd));
+                    }
+                    Some(_) => return Err(self.peek_err(ErrorCode::ExpectedObjectCommaOrEnd)),
+                    None if is_array => return Err(self.peek_err(ErrorCode::EofWhileParsingList)),
+                    None => return Err(self.peek_err(ErrorCode::EofWhileParsingObject)),
                 }
             }
         }
     }
 
-    /// Parses `"key"` and the following `:`; `pos` is at the opening quote.
-    fn parse_key(&mut self) -> Result<String, JsonError> {
+    /// Parses `"key"` onto the tape and the following `:`; `pos` is at the
+    /// opening quote.
+    fn parse_key(&mut self) -> Result<(), JsonError> {
         self.pos += 1;
-        let key = self.parse_string()?;
+        self.parse_string_node()?;
         match self.skip_ws() {
             Some(b':') => {
                 self.pos += 1;
-                Ok(key)
+                Ok(())
             }
             Some(_) => Err(self.peek_err(ErrorCode::ExpectedColon)),
             None => Err(self.peek_err(ErrorCode::EofWhileParsingObject)),
         }
+    }
+
+    /// Validates a string (`pos` just past its opening quote) and puts its
+    /// raw contents, between the quotes, on the tape.
+    fn parse_string_node(&mut self) -> Result<(), JsonError> {
+        let start = self.pos;
+        let escaped = self.parse_string(None)?;
+        self.nodes.push(Node {
+            kind: NodeKind::String,
+            escaped,
+            a: tape_u32(start),
+            b: tape_u32(self.pos - 1),
+        });
+        Ok(())
     }
 
     /// Parses the rest of a literal whose first byte was consumed.
@@ -582,25 +695,20 @@ impl Parser<'_> {
         Ok(())
     }
 
-    fn parse_number(&mut self) -> Result<JsonNumber, JsonError> {
-        let start = self.pos;
-        match scan_number(self.bytes, start) {
-            Ok(end) => {
-                self.pos = end;
-                match self.text.get(start..end) {
-                    Some(t) => Ok(JsonNumber(t.into())),
-                    None => Err(self.err(ErrorCode::InvalidNumber)),
-                }
-            }
-            Err((code, index)) => Err(self.error_at(code, index)),
-        }
-    }
-
-    /// Parses string contents; `pos` is just past the opening quote.
-    fn parse_string(&mut self) -> Result<String, JsonError> {
-        let mut out = String::new();
+    /// Parses string contents; `pos` is just past the opening quote and
+    /// ends just past the closing one. Appends the decoded text to `out`
+    /// when given; returns whether the string contained an escape.
+    fn parse_string(&mut self, mut out: Option<&mut String>) -> Result<bool, JsonError> {
         let mut start = self.pos;
+        let mut escaped = false;
+        let mut scratch = String::new();
         loop {
+            // Skip eight plain bytes at a time, then byte by byte.
+            while let Some(word) = self.bytes.get(self.pos..self.pos + 8)
+                && !needs_escape_word(word)
+            {
+                self.pos += 8;
+            }
             while let Some(&b) = self.bytes.get(self.pos) {
                 if b == b'"' || b == b'\\' || b < 0x20 {
                     break;
@@ -610,17 +718,26 @@ impl Parser<'_> {
             let Some(&b) = self.bytes.get(self.pos) else {
                 return Err(self.err(ErrorCode::EofWhileParsingString));
             };
-            // `start` and `pos` sit on ASCII bytes (or the end of a run that
-            // ends at one), so this slice is always on char boundaries.
-            match self.text.get(start..self.pos) {
-                Some(run) => out.push_str(run),
-                None => return Err(self.err(ErrorCode::InvalidUnicodeCodePoint)),
+            if let Some(out) = out.as_deref_mut() {
+                // `start` and `pos` sit on ASCII bytes (or the end of a run
+                // that ends at one), so this slice is on char boundaries.
+                match self.text.get(start..self.pos) {
+                    Some(run) => out.push_str(run),
+                    None => return Err(self.err(ErrorCode::InvalidUnicodeCodePoint)),
+                }
             }
             self.pos += 1;
             match b {
-                b'"' => return Ok(out),
+                b'"' => return Ok(escaped),
                 b'\\' => {
-                    self.parse_escape(&mut out)?;
+                    escaped = true;
+                    match out.as_deref_mut() {
+                        Some(out) => self.parse_escape(out)?,
+                        None => {
+                            scratch.clear();
+                            self.parse_escape(&mut scratch)?;
+                        }
+                    }
                     start = self.pos;
                 }
                 _ => return Err(self.err(ErrorCode::ControlCharacterWhileParsingString)),
@@ -883,13 +1000,15 @@ pub fn canonical_string(v: &JsonValue) -> String {
     out
 }
 
-/// Lowercase hex SHA-256 of the canonical JSON of `v`, hashed without
-/// building the text.
+/// Lowercase hex SHA-256 of the canonical JSON of `v`.
 pub fn sha256_canonical_hex(v: &JsonValue) -> String {
-    // Build the text first and hash it once: feeding the hasher the many
-    // small pieces of canonical JSON one `update` at a time costs several
-    // times the hashing itself.
-    let text = canonical_string(v);
+    sha256_hex(&canonical_string(v))
+}
+
+/// Lowercase hex SHA-256 of `text`. Canonical JSON is built as one string
+/// and hashed once: feeding the hasher its many small pieces one `update`
+/// at a time costs more than the hashing itself.
+pub(crate) fn sha256_hex(text: &str) -> String {
     crate::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))
 }
 

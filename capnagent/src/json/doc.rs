@@ -1,0 +1,500 @@
+//! [`JsonDoc`]: a parsed document kept as its source text plus a flat tape
+//! of its values, for reading a request body once on the hot path: looking
+//! up `arg.*` paths and writing the canonical form (for `args_hash`) need
+//! no tree of owned strings, and dropping the document frees two buffers.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use super::{
+    JsonError, JsonLimits, JsonSink, JsonValue, decode_string, parse_tape, utf8, value_from_tape,
+    write_escaped_str,
+};
+
+/// What a tape node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NodeKind {
+    Null,
+    True,
+    False,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+/// One value on the tape, in document order (a container precedes its
+/// children; an object's children alternate key, value).
+///
+/// - `Number`: `a..b` is its text.
+/// - `String`: `a..b` is its raw contents between the quotes; `escaped`
+///   says whether they contain a backslash escape.
+/// - `Array` / `Object`: `a` is the number of elements (members), `b` the
+///   tape index just past the container's last descendant.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Node {
+    pub(crate) kind: NodeKind,
+    pub(crate) escaped: bool,
+    pub(crate) a: u32,
+    pub(crate) b: u32,
+}
+
+impl Node {
+    /// `a..b` as byte offsets.
+    pub(crate) fn span(&self) -> (usize, usize) {
+        (self.a as usize, self.b as usize)
+    }
+}
+
+/// A JSON document parsed once and kept as its source text plus a flat
+/// index of its values.
+///
+/// It accepts and rejects exactly what [`parse`](super::parse) does, under
+/// the same [`JsonLimits`], and means the same value: numbers keep their
+/// source text, duplicate keys are kept and the last one wins on lookup.
+/// Reading it costs two allocations (the text and the index), however many
+/// strings the document holds, which is why the tower layer reads request
+/// bodies into one. [`JsonDoc::to_value`] builds the equivalent
+/// [`JsonValue`].
+///
+/// ```
+/// use capnagent::json::{JsonDoc, JsonLimits};
+///
+/// let doc = JsonDoc::parse(r#"{"b": 1.50, "a": {"c": "x"}}"#, &JsonLimits::default())?;
+/// assert_eq!(doc.root().get("b").and_then(|n| n.as_number_text()), Some("1.50"));
+/// assert_eq!(doc.canonical_string(), r#"{"a":{"c":"x"},"b":1.50}"#);
+/// # Ok::<(), capnagent::json::JsonError>(())
+/// ```
+#[derive(Clone)]
+pub struct JsonDoc {
+    text: Box<str>,
+    nodes: Vec<Node>,
+}
+
+impl JsonDoc {
+    /// Parses `text` (copied into the document) under `limits`.
+    pub fn parse(text: &str, limits: &JsonLimits) -> Result<JsonDoc, JsonError> {
+        let nodes = parse_tape(text, limits)?;
+        Ok(JsonDoc {
+            text: text.into(),
+            nodes,
+        })
+    }
+
+    /// Parses raw bytes, which must be valid UTF-8, under `limits`.
+    pub fn parse_bytes(bytes: &[u8], limits: &JsonLimits) -> Result<JsonDoc, JsonError> {
+        JsonDoc::parse(utf8(bytes, limits)?, limits)
+    }
+
+    /// The source text, as given.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The top-level value.
+    pub fn root(&self) -> JsonRef<'_> {
+        JsonRef {
+            doc: self,
+            index: 0,
+        }
+    }
+
+    /// The equivalent [`JsonValue`] (the same as [`parse`](super::parse)
+    /// of [`text`](Self::text)).
+    pub fn to_value(&self) -> JsonValue {
+        self.root().to_value()
+    }
+
+    /// Writes the canonical form, exactly as
+    /// [`write_canonical`](super::write_canonical) writes the equivalent
+    /// [`JsonValue`]. Strings without escapes are copied from the source
+    /// as they are (their canonical escaping is the identity).
+    pub fn write_canonical<S: JsonSink + ?Sized>(&self, out: &mut S) {
+        write_canonical_at(self, 0, out);
+    }
+
+    /// The canonical JSON text (see [`write_canonical`](Self::write_canonical)).
+    pub fn canonical_string(&self) -> String {
+        let mut out = String::with_capacity(self.text.len());
+        self.write_canonical(&mut out);
+        out
+    }
+
+    /// Lowercase hex SHA-256 of the canonical JSON: the `args_hash` of
+    /// these arguments.
+    pub fn sha256_canonical_hex(&self) -> String {
+        super::sha256_hex(&self.canonical_string())
+    }
+
+    fn node(&self, index: usize) -> Option<&Node> {
+        self.nodes.get(index)
+    }
+
+    /// The tape index just past the value at `index` and its descendants.
+    fn skip(&self, index: usize) -> usize {
+        match self.node(index) {
+            Some(n) if matches!(n.kind, NodeKind::Array | NodeKind::Object) => n.b as usize,
+            _ => index + 1,
+        }
+    }
+
+    /// The raw source text of a number or string node.
+    fn raw(&self, node: &Node) -> &str {
+        let (start, end) = node.span();
+        self.text.get(start..end).unwrap_or_default()
+    }
+
+    /// The decoded text of a string node, borrowed when it has no escape.
+    fn string(&self, node: &Node) -> Cow<'_, str> {
+        if node.escaped {
+            Cow::Owned(decode_string(&self.text, node))
+        } else {
+            Cow::Borrowed(self.raw(node))
+        }
+    }
+}
+
+impl fmt::Debug for JsonDoc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("JsonDoc").field(&&*self.text).finish()
+    }
+}
+
+/// Equal when the documents hold the same value, as [`JsonValue`]'s
+/// equality sees it (same members in the same order, same number text),
+/// whatever the whitespace or escaping of the source.
+impl PartialEq for JsonDoc {
+    fn eq(&self, other: &JsonDoc) -> bool {
+        self.nodes.len() == other.nodes.len()
+            && self
+                .nodes
+                .iter()
+                .zip(&other.nodes)
+                .enumerate()
+                .all(|(i, (a, b))| {
+                    a.kind == b.kind
+                        && match a.kind {
+                            NodeKind::Null | NodeKind::True | NodeKind::False => true,
+                            NodeKind::Number => self.raw(a) == other.raw(b),
+                            NodeKind::String => self.string(a) == other.string(b),
+                            NodeKind::Array | NodeKind::Object => {
+                                a.a == b.a && self.skip(i) == other.skip(i)
+                            }
+                        }
+                })
+    }
+}
+
+impl Eq for JsonDoc {}
+
+/// A value inside a [`JsonDoc`], borrowed.
+#[derive(Clone, Copy)]
+pub struct JsonRef<'a> {
+    doc: &'a JsonDoc,
+    index: usize,
+}
+
+impl<'a> JsonRef<'a> {
+    fn node(&self) -> Option<&'a Node> {
+        self.doc.node(self.index)
+    }
+
+    fn kind(&self) -> NodeKind {
+        self.node().map_or(NodeKind::Null, |n| n.kind)
+    }
+
+    /// The JSON kind: `"null"`, `"bool"`, `"number"`, `"string"`, `"array"`
+    /// or `"object"` (the names [`JsonValue::kind_name`] uses).
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind() {
+            NodeKind::Null => "null",
+            NodeKind::True | NodeKind::False => "bool",
+            NodeKind::Number => "number",
+            NodeKind::String => "string",
+            NodeKind::Array => "array",
+            NodeKind::Object => "object",
+        }
+    }
+
+    /// The number's exact source text, if this is a number.
+    pub fn as_number_text(&self) -> Option<&'a str> {
+        self.node()
+            .filter(|n| n.kind == NodeKind::Number)
+            .map(|n| self.doc.raw(n))
+    }
+
+    /// The decoded text, if this is a string (borrowed from the source when
+    /// it has no escape).
+    pub fn as_str(&self) -> Option<Cow<'a, str>> {
+        self.node()
+            .filter(|n| n.kind == NodeKind::String)
+            .map(|n| self.doc.string(n))
+    }
+
+    /// The value of the last member named `key`, if this is an object
+    /// that has one.
+    pub fn get(&self, key: &str) -> Option<JsonRef<'a>> {
+        let node = self.node().filter(|n| n.kind == NodeKind::Object)?;
+        let mut found = None;
+        let mut member = self.index + 1;
+        for _ in 0..node.a {
+            let key_node = self.doc.node(member)?;
+            let matches = if key_node.escaped {
+                self.doc.string(key_node) == key
+            } else {
+                self.doc.raw(key_node) == key
+            };
+            if matches {
+                found = Some(member + 1);
+            }
+            member = self.doc.skip(member + 1);
+        }
+        found.map(|index| JsonRef {
+            doc: self.doc,
+            index,
+        })
+    }
+
+    /// The equivalent [`JsonValue`].
+    pub fn to_value(&self) -> JsonValue {
+        let end = self.doc.skip(self.index);
+        match self.doc.nodes.get(self.index..end) {
+            Some(nodes) => value_from_tape(&self.doc.text, nodes),
+            None => JsonValue::Null,
+        }
+    }
+}
+
+impl fmt::Debug for JsonRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonRef")
+            .field("kind", &self.kind_name())
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+/// An open container while writing canonical JSON from a tape.
+enum Frame {
+    /// The next element's tape index and how many elements are left.
+    Array { next: usize, left: u32 },
+    /// The object's members, sorted, as key indexes in `order[pos..end]`.
+    Object {
+        start: usize,
+        pos: usize,
+        end: usize,
+    },
+}
+
+/// Writes the canonical form of the value at `root`: no whitespace, keys
+/// sorted by their decoded bytes with the last duplicate written once,
+/// strings escaped as [`write_escaped_str`] does, numbers as their text
+/// except the integer `-0`. Iterative, with one shared buffer for the
+/// member order of every open object.
+fn write_canonical_at<S: JsonSink + ?Sized>(doc: &JsonDoc, root: usize, out: &mut S) {
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut order: Vec<u32> = Vec::new();
+    let mut scratch: Vec<(u64, u32)> = Vec::new();
+    let mut next = Some(root);
+    let mut first = true;
+    loop {
+        if let Some(index) = next.take() {
+            let Some(node) = doc.node(index) else {
+                return;
+            };
+            match node.kind {
+                NodeKind::Null => out.put("null"),
+                NodeKind::True => out.put("true"),
+                NodeKind::False => out.put("false"),
+                NodeKind::Number => match doc.raw(node) {
+                    "-0" => out.put("0"),
+                    text => out.put(text),
+                },
+                NodeKind::String => write_string(doc, node, out),
+                NodeKind::Array => {
+                    out.put("[");
+                    stack.push(Frame::Array {
+                        next: index + 1,
+                        left: node.a,
+                    });
+                    first = true;
+                }
+                NodeKind::Object => {
+                    out.put("{");
+                    let start = order.len();
+                    sorted_members(doc, index, node.a, &mut order, &mut scratch);
+                    stack.push(Frame::Object {
+                        start,
+                        pos: start,
+                        end: order.len(),
+                    });
+                    first = true;
+                }
+            }
+        }
+        let Some(frame) = stack.last_mut() else {
+            return;
+        };
+        match frame {
+            Frame::Array { next: item, left } => {
+                if *left == 0 {
+                    out.put("]");
+                    stack.pop();
+                    first = false;
+                    continue;
+                }
+                if !std::mem::replace(&mut first, false) {
+                    out.put(",");
+                }
+                next = Some(*item);
+                *item = doc.skip(*item);
+                *left -= 1;
+            }
+            Frame::Object { start, pos, end } => {
+                let Some(&key) = order.get(*pos).filter(|_| *pos < *end) else {
+                    out.put("}");
+                    order.truncate(*start);
+                    stack.pop();
+                    first = false;
+                    continue;
+                };
+                if !std::mem::replace(&mut first, false) {
+                    out.put(",");
+                }
+                let key = key as usize;
+                if let Some(key_node) = doc.node(key) {
+                    write_string(doc, key_node, out);
+                }
+                out.put(":");
+                next = Some(key + 1);
+                *pos += 1;
+            }
+        }
+    }
+}
+
+fn write_string<S: JsonSink + ?Sized>(doc: &JsonDoc, node: &Node, out: &mut S) {
+    if node.escaped {
+        write_escaped_str(out, &doc.string(node));
+    } else {
+        // No backslash, and the parser refused raw `"` and control
+        // characters: the raw text is its own canonical escaping.
+        out.put("\"");
+        out.put(doc.raw(node));
+        out.put("\"");
+    }
+}
+
+/// Appends the key indexes of the object at `index` (with `count` members)
+/// to `order`, sorted by decoded key bytes, keeping only the last of each
+/// repeated key. `scratch` is reused between objects.
+fn sorted_members(
+    doc: &JsonDoc,
+    index: usize,
+    count: u32,
+    order: &mut Vec<u32>,
+    scratch: &mut Vec<(u64, u32)>,
+) {
+    scratch.clear();
+    let mut member = index + 1;
+    let mut escaped = false;
+    for _ in 0..count {
+        let key = doc.node(member);
+        escaped |= key.is_some_and(|n| n.escaped);
+        let prefix = key.map_or(0, |n| key_prefix(doc.raw(n)));
+        scratch.push((prefix, super::tape_u32(member)));
+        member = doc.skip(member + 1);
+    }
+    if escaped {
+        sorted_escaped_members(doc, scratch, order);
+        return;
+    }
+    // Raw keys hold no byte below 0x20 (the parser refuses them), so a key
+    // padded with zero bytes sorts like the key itself: the first eight
+    // bytes, big-endian, decide most comparisons without touching the text.
+    let rest = |key: u32| {
+        doc.node(key as usize)
+            .and_then(|n| doc.raw(n).get(8..))
+            .unwrap_or_default()
+    };
+    let cmp = |a: &(u64, u32), b: &(u64, u32)| {
+        a.0.cmp(&b.0).then_with(|| {
+            if a.0 == b.0 {
+                rest(a.1).cmp(rest(b.1))
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+    };
+    // Machine-written JSON is often sorted already.
+    let sorted = scratch
+        .windows(2)
+        .all(|pair| cmp(&pair[0], &pair[1]).is_lt());
+    if !sorted {
+        // Stable (equal keys stay in source order); objects are small.
+        insertion_sort(scratch, cmp);
+        let kept = dedup_keep_last(scratch, |a, b| cmp(a, b).is_eq());
+        scratch.truncate(kept);
+    }
+    order.extend(scratch.iter().map(|&(_, key)| key));
+}
+
+/// A stable insertion sort: objects have a handful of members, where this
+/// beats the general-purpose sort (it falls back to it for large ones).
+fn insertion_sort<T: Copy>(items: &mut [T], cmp: impl Fn(&T, &T) -> std::cmp::Ordering) {
+    if items.len() > 24 {
+        items.sort_by(cmp);
+        return;
+    }
+    for i in 1..items.len() {
+        let item = items[i];
+        let mut j = i;
+        while j > 0 && cmp(&items[j - 1], &item).is_gt() {
+            items[j] = items[j - 1];
+            j -= 1;
+        }
+        items[j] = item;
+    }
+}
+
+/// The first eight bytes of `key`, zero-padded, as a big-endian number.
+fn key_prefix(key: &str) -> u64 {
+    let mut bytes = [0u8; 8];
+    let head = key.as_bytes().get(..8).unwrap_or(key.as_bytes());
+    if let Some(room) = bytes.get_mut(..head.len()) {
+        room.copy_from_slice(head);
+    }
+    u64::from_be_bytes(bytes)
+}
+
+/// [`sorted_members`] for an object with an escaped key: sorts by the
+/// decoded keys.
+fn sorted_escaped_members(doc: &JsonDoc, members: &[(u64, u32)], order: &mut Vec<u32>) {
+    let mut keyed: Vec<(Cow<'_, str>, u32)> = members
+        .iter()
+        .map(|&(_, key)| {
+            let text = doc
+                .node(key as usize)
+                .map_or(Cow::Borrowed(""), |n| doc.string(n));
+            (text, key)
+        })
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let kept = dedup_keep_last(&mut keyed, |a, b| a.0 == b.0);
+    keyed.truncate(kept);
+    order.extend(keyed.into_iter().map(|(_, key)| key));
+}
+
+/// Compacts runs of equal neighbours in `items` to their last element and
+/// returns how many remain at the front.
+fn dedup_keep_last<T>(items: &mut [T], same: impl Fn(&T, &T) -> bool) -> usize {
+    let mut kept = 0;
+    for i in 0..items.len() {
+        let last_of_run = items.get(i + 1).is_none_or(|next| !same(&items[i], next));
+        if last_of_run {
+            items.swap(kept, i);
+            kept += 1;
+        }
+    }
+    kept
+}
