@@ -67,7 +67,45 @@ pub struct Capability {
     // Shared with the receipts signed for this capability.
     caveats: Arc<[Caveat]>,
     signature: Tag,
+    // What a verifier learnt about this exact token (not part of its value).
+    memo: Memo,
 }
+
+/// A verifier's memo on one capability: the verifier (by its memo id)
+/// whose root key the chain verified under, and the caveats parsed under
+/// that verifier's limits. Lets a capability kept parsed between calls
+/// (the tower layer's token cache) skip the chain and predicate caches, and
+/// their locks. Set once; never part of equality.
+#[derive(Clone, Default)]
+pub(crate) struct Memo(std::sync::OnceLock<Arc<VerifiedMemo>>);
+
+pub(crate) struct VerifiedMemo {
+    pub(crate) verifier: u64,
+    pub(crate) parsed: Box<[crate::dsl::Parsed]>,
+}
+
+impl Memo {
+    /// The memo, if the verifier with memo id `verifier` wrote it.
+    pub(crate) fn get(&self, verifier: u64) -> Option<&VerifiedMemo> {
+        self.0
+            .get()
+            .map(Arc::as_ref)
+            .filter(|m| m.verifier == verifier)
+    }
+
+    /// Records the memo, unless one is there already.
+    pub(crate) fn set(&self, memo: VerifiedMemo) {
+        let _ = self.0.set(Arc::new(memo));
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
 
 #[derive(Deserialize)]
 struct WireToken {
@@ -95,7 +133,12 @@ impl Capability {
             holder_of_key,
             caveats: caveats.into(),
             signature,
+            memo: Memo::default(),
         }
+    }
+
+    pub(crate) fn memo(&self) -> &Memo {
+        &self.memo
     }
 
     /// Decodes a serialized token with the default [`Limits`].
@@ -146,6 +189,7 @@ impl Capability {
                 .collect::<Vec<_>>()
                 .into(),
             signature,
+            memo: Memo::default(),
         })
     }
 
@@ -205,6 +249,7 @@ impl Capability {
             holder_of_key: self.holder_of_key,
             caveats: caveats.into(),
             signature: crypto::chain_step(&self.signature, &[predicate.as_bytes()]),
+            memo: Memo::default(),
         })
     }
 

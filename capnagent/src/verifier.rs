@@ -23,11 +23,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::audit::{Auditor, Outcome, Receipt};
-use crate::capability::{Capability, Caveat};
+use crate::capability::{Capability, Caveat, VerifiedMemo};
 use crate::context::Context;
 use crate::crypto::{KeyedMac, Tag};
 use crate::dsl::{self, PredicateCache};
@@ -95,6 +96,16 @@ struct Inner {
     config: Config,
     cache: PredicateCache,
     chains: ChainCache,
+    /// This verifier's id in the memos it leaves on capabilities (see
+    /// [`Verifier::verify`]); a new one on `clear_cache`.
+    memo_id: AtomicU64,
+}
+
+/// Source of memo ids: unique in the process, never 0.
+static NEXT_MEMO_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_memo_id() -> u64 {
+    NEXT_MEMO_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 #[derive(Clone)]
@@ -129,6 +140,7 @@ impl Verifier {
                 root,
                 cache: PredicateCache::new(config.cache_capacity),
                 chains: ChainCache::new(config.chain_cache_capacity),
+                memo_id: AtomicU64::new(next_memo_id()),
                 config,
             }),
         }
@@ -194,16 +206,48 @@ impl Verifier {
     }
 
     /// Checks the HMAC chain only (no caveats, no receipt).
+    ///
+    /// With both caches on (the default), a capability whose chain verified
+    /// also keeps a memo of it, and of its parsed caveats, for this
+    /// verifier: the same `Capability` value checked again (a token kept
+    /// parsed between calls) skips the caches and their locks.
     pub fn verify(&self, cap: &Capability) -> Result<(), Error> {
+        if self.memo(cap).is_some() {
+            return Ok(());
+        }
         if self.inner.chains.contains(cap) {
+            self.remember(cap);
             return Ok(());
         }
         if cap.chain_matches(&self.inner.root) {
             self.inner.chains.insert(cap);
+            self.remember(cap);
             Ok(())
         } else {
             Err(Error::InvalidChain)
         }
+    }
+
+    /// This verifier's memo on `cap`, if there is one.
+    fn memo<'a>(&self, cap: &'a Capability) -> Option<&'a VerifiedMemo> {
+        cap.memo().get(self.inner.memo_id.load(Ordering::Relaxed))
+    }
+
+    /// Leaves a memo on `cap`, whose chain verified under this root key.
+    fn remember(&self, cap: &Capability) {
+        let config = &self.inner.config;
+        if config.chain_cache_capacity == 0 || config.cache_capacity == 0 {
+            return;
+        }
+        let parsed = cap
+            .caveats()
+            .iter()
+            .map(|c| self.inner.cache.get_or_parse(c.predicate(), &config.limits))
+            .collect();
+        cap.memo().set(VerifiedMemo {
+            verifier: self.inner.memo_id.load(Ordering::Relaxed),
+            parsed,
+        });
     }
 
     /// Judges one call: checks the chain, then revocation and the caveats
@@ -338,12 +382,20 @@ impl Verifier {
     }
 
     fn check_caveats(&self, cap: &Capability, ctx: &Context) -> Outcome {
-        for caveat in cap.caveats() {
+        let memo = self.memo(cap);
+        for (i, caveat) in cap.caveats().iter().enumerate() {
             let text = caveat.predicate();
-            let parsed = self
-                .inner
-                .cache
-                .get_or_parse(text, &self.inner.config.limits);
+            let looked_up;
+            let parsed = match memo.and_then(|m| m.parsed.get(i)) {
+                Some(parsed) => parsed,
+                None => {
+                    looked_up = self
+                        .inner
+                        .cache
+                        .get_or_parse(text, &self.inner.config.limits);
+                    &looked_up
+                }
+            };
             let expr = match parsed.as_ref() {
                 Ok(expr) => expr,
                 Err(e) => return denied(format!("caveat parse error in {text:?}: {e}")),
@@ -357,8 +409,10 @@ impl Verifier {
         Outcome::Allowed
     }
 
-    /// Drops every cached parse and verified chain.
+    /// Drops every cached parse and verified chain (and disowns the memos
+    /// this verifier left on capabilities).
     pub fn clear_cache(&self) {
+        self.inner.memo_id.store(next_memo_id(), Ordering::Relaxed);
         self.inner.cache.clear();
         self.inner.chains.clear();
     }

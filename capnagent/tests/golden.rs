@@ -368,3 +368,61 @@ fn secrets_stay_out_of_debug() {
         assert!(!text.contains("90, 90"), "{text}");
     }
 }
+
+/// A capability checked once carries a memo for that verifier (chain and
+/// parsed caveats). The memo must never vouch for it to another root key,
+/// to a verifier without caches, or after `clear_cache`, and the decisions
+/// it gives must be the ones made without it.
+#[test]
+fn verifier_memos_stay_with_their_verifier() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let issuer = Issuer::from_key(&[0x51; 32]).expect("key");
+    let mut builder = issuer.issue("memo");
+    builder.caveat("arg.n <= 5").expect("valid");
+    let cap = builder.build().expect("builds");
+    let auditor = Auditor::new(&[0x52; 32]).expect("key");
+    let small = Context::builder().args(serde_json::json!({"n": 3})).build();
+    let large = Context::builder().args(serde_json::json!({"n": 9})).build();
+
+    let verifier = Verifier::new(&[0x51; 32]).expect("key");
+    for _ in 0..3 {
+        let allowed = verifier.verify_with_context(&cap, &small, &auditor);
+        assert!(allowed.expect("genuine").is_allowed());
+        let denied = verifier.verify_with_context(&cap, &large, &auditor);
+        assert!(!denied.expect("genuine").is_allowed());
+    }
+    // Another root key: the memo left by the first verifier is not its own.
+    let other = Verifier::new(&[0x53; 32]).expect("key");
+    assert_eq!(other.verify(&cap), Err(Error::InvalidChain));
+    assert_eq!(
+        other.verify_with_context(&cap, &small, &auditor).err(),
+        Some(Error::InvalidChain)
+    );
+    // Same key, caches off: decides the same, from scratch.
+    let uncached = Verifier::new(&[0x51; 32])
+        .expect("key")
+        .with_chain_cache(0)
+        .with_cache_capacity(0);
+    assert!(
+        uncached
+            .verify_with_context(&cap, &large, &auditor)
+            .is_ok_and(|r| !r.is_allowed())
+    );
+    // A forged copy (other signature, same caveats) never shares the memo:
+    // it is a different value, parsed from its own text.
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(cap.serialize()).expect("b64"))
+            .expect("json");
+    json["signature"] = serde_json::Value::String("00".repeat(32));
+    let forged = Capability::parse(&URL_SAFE_NO_PAD.encode(json.to_string())).expect("parses");
+    assert_eq!(verifier.verify(&forged), Err(Error::InvalidChain));
+    // After clear_cache the verifier still decides correctly.
+    verifier.clear_cache();
+    assert!(
+        verifier
+            .verify_with_context(&cap, &small, &auditor)
+            .is_ok_and(|r| r.is_allowed())
+    );
+    assert!(verifier.verify(&forged).is_err());
+}

@@ -144,7 +144,7 @@ impl EvalError {
 /// either would be exceeded it is cleared, so a stream of unique predicates
 /// costs parse time but never unbounded memory.
 /// A parse result shared between the cache and its users.
-type Parsed = Arc<Result<Expr, ParseError>>;
+pub(crate) type Parsed = Arc<Result<Expr, ParseError>>;
 
 pub(crate) struct PredicateCache {
     map: RwLock<CacheMap>,
