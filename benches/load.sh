@@ -9,7 +9,8 @@
 # requests/s and latency percentiles for both, and the ratio.
 #
 # Usage: benches/load.sh [SECONDS_PER_RUN] [CONNECTIONS]
-#   env: ROUNDS (default 2), WRK_THREADS (default 1), SINK (audit|tracing|none, default audit)
+#   env: ROUNDS (default 2), WRK_THREADS (default 1), SINK (audit|tracing|none, default audit),
+#        WORKERS (the server's tokio worker threads, default one per CPU)
 #
 # Installs wrk with apt-get when it is missing. Every run is bounded by its
 # duration; the server is stopped on exit.
@@ -21,6 +22,7 @@ CONNECTIONS=${2:-32}
 ROUNDS=${ROUNDS:-2}
 WRK_THREADS=${WRK_THREADS:-1}
 SINK=${SINK:-audit}
+WORKERS=${WORKERS:-}
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "== installing wrk (apt-get)"
@@ -43,7 +45,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/release/load-server --addr 127.0.0.1:0 --sink "$SINK" >"$work/server.out" 2>"$work/server.err" &
+target/release/load-server --addr 127.0.0.1:0 --sink "$SINK" ${WORKERS:+--workers "$WORKERS"} \
+  >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
 for _ in $(seq 1 100); do
   grep -q '^body-file ' "$work/server.out" 2>/dev/null && break
@@ -89,7 +92,7 @@ run() { # $1 = route name, $2 = seconds
 server_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
 ticks_per_sec=$(getconf CLK_TCK)
 
-echo "== server $url, sink=$SINK, wrk -t$WRK_THREADS -c$CONNECTIONS, ${SECONDS_PER_RUN}s per run, $ROUNDS rounds, $(nproc) CPUs"
+echo "== server $url, sink=$SINK, workers=${WORKERS:-default}, wrk -t$WRK_THREADS -c$CONNECTIONS, ${SECONDS_PER_RUN}s per run, $ROUNDS rounds, $(nproc) CPUs"
 echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 # Both routes must answer 200 before anything is measured.
 for route in protected unprotected; do

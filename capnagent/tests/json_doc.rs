@@ -82,6 +82,10 @@ fn fixed_cases() {
         "\"a\u{1}\"",
         "[1 2]",
         "",
+        // Past the first 16 bytes of a string the scan changes method.
+        "[\"0123456789abcdefghij\u{1}k\"]",
+        "[\"0123456789abcdefghij\\n\\u00e9 and more text\", \"0123456789abcdefg",
+        "{\"0123456789abcdefghij\":\"0123456789abcdefghijklmnopqrstuvwxyz0123456789\\\"\"}",
     ] {
         same_meaning(text);
     }

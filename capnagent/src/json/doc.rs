@@ -293,8 +293,8 @@ enum Frame {
 /// member order of every open object.
 fn write_canonical_at<S: JsonSink + ?Sized>(doc: &JsonDoc, root: usize, out: &mut S) {
     let mut stack: Vec<Frame> = Vec::new();
-    let mut order: Vec<u32> = Vec::new();
-    let mut scratch: Vec<(u64, u32)> = Vec::new();
+    let mut order: Vec<u32> = Vec::with_capacity(doc.nodes.len() / 2);
+    let mut scratch: Vec<(u64, u32)> = Vec::with_capacity(16);
     let mut next = Some(root);
     let mut first = true;
     loop {
@@ -376,12 +376,18 @@ fn write_canonical_at<S: JsonSink + ?Sized>(doc: &JsonDoc, root: usize, out: &mu
 fn write_string<S: JsonSink + ?Sized>(doc: &JsonDoc, node: &Node, out: &mut S) {
     if node.escaped {
         write_escaped_str(out, &doc.string(node));
-    } else {
-        // No backslash, and the parser refused raw `"` and control
-        // characters: the raw text is its own canonical escaping.
-        out.put("\"");
-        out.put(doc.raw(node));
-        out.put("\"");
+        return;
+    }
+    // No backslash, and the parser refused raw `"` and control characters:
+    // the raw text, quotes included, is its own canonical form.
+    let (start, end) = node.span();
+    match doc.text.get(start.saturating_sub(1)..end + 1) {
+        Some(quoted) => out.put(quoted),
+        None => {
+            out.put("\"");
+            out.put(doc.raw(node));
+            out.put("\"");
+        }
     }
 }
 
@@ -401,7 +407,7 @@ fn sorted_members(
     for _ in 0..count {
         let key = doc.node(member);
         escaped |= key.is_some_and(|n| n.escaped);
-        let prefix = key.map_or(0, |n| key_prefix(doc.raw(n)));
+        let prefix = key.map_or(0, |n| key_prefix(doc, n));
         scratch.push((prefix, super::tape_u32(member)));
         member = doc.skip(member + 1);
     }
@@ -457,14 +463,35 @@ fn insertion_sort<T: Copy>(items: &mut [T], cmp: impl Fn(&T, &T) -> std::cmp::Or
     }
 }
 
-/// The first eight bytes of `key`, zero-padded, as a big-endian number.
-fn key_prefix(key: &str) -> u64 {
-    let mut bytes = [0u8; 8];
-    let head = key.as_bytes().get(..8).unwrap_or(key.as_bytes());
-    if let Some(room) = bytes.get_mut(..head.len()) {
-        room.copy_from_slice(head);
+/// The first eight bytes of the raw key `node`, zero-padded, as a
+/// big-endian number.
+fn key_prefix(doc: &JsonDoc, node: &Node) -> u64 {
+    let (start, end) = node.span();
+    let len = end - start;
+    let bytes = doc.text.as_bytes();
+    // The key is followed by at least its closing quote, so an 8-byte read
+    // from its start usually stays inside the text; mask off what is not
+    // the key.
+    if let Some(word) = bytes.get(start..start + 8) {
+        let mut buf = [0u8; 8];
+        buf.copy_from_slice(word);
+        let word = u64::from_be_bytes(buf);
+        return if len >= 8 {
+            word
+        } else {
+            word & !(u64::MAX >> (8 * len))
+        };
     }
-    u64::from_be_bytes(bytes)
+    let mut prefix = 0u64;
+    for i in 0..8 {
+        let byte = if i < len {
+            bytes.get(start + i).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        prefix = (prefix << 8) | u64::from(byte);
+    }
+    prefix
 }
 
 /// [`sorted_members`] for an object with an escaped key: sorts by the

@@ -695,6 +695,31 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    /// Moves `pos` to the next byte that ends a plain run inside a string:
+    /// `"`, `\\`, a control character, or the end of the input.
+    fn skip_plain(&mut self) {
+        // Keys and short values: byte by byte.
+        let short_end = self.bytes.len().min(self.pos + 16);
+        while self.pos < short_end {
+            match self.bytes.get(self.pos) {
+                Some(&b) if b != b'"' && b != b'\\' && b >= 0x20 => self.pos += 1,
+                _ => return,
+            }
+        }
+        // Longer runs: find the next quote or backslash (SIMD), then make
+        // sure the run before it holds no control character, with a loop
+        // that has no early exit so that it vectorizes.
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        let run = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+        let plain = rest.get(..run).unwrap_or_default();
+        let control = plain.iter().fold(false, |seen, &b| seen | (b < 0x20));
+        self.pos += if control {
+            plain.iter().position(|&b| b < 0x20).unwrap_or(run)
+        } else {
+            run
+        };
+    }
+
     /// Parses string contents; `pos` is just past the opening quote and
     /// ends just past the closing one. Appends the decoded text to `out`
     /// when given; returns whether the string contained an escape.
@@ -703,18 +728,7 @@ impl<'a> Parser<'a> {
         let mut escaped = false;
         let mut scratch = String::new();
         loop {
-            // Skip eight plain bytes at a time, then byte by byte.
-            while let Some(word) = self.bytes.get(self.pos..self.pos + 8)
-                && !needs_escape_word(word)
-            {
-                self.pos += 8;
-            }
-            while let Some(&b) = self.bytes.get(self.pos) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.pos += 1;
-            }
+            self.skip_plain();
             let Some(&b) = self.bytes.get(self.pos) else {
                 return Err(self.err(ErrorCode::EofWhileParsingString));
             };
