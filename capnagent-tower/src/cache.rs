@@ -8,19 +8,57 @@
 //! token text, so a forged token can never match a cached one.
 
 use std::collections::HashMap;
+use std::collections::hash_map::{DefaultHasher, RandomState};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, RwLock};
 
 use capnagent::Capability;
 
 pub(crate) struct TokenCache {
-    map: RwLock<HashMap<Box<str>, Arc<Capability>>>,
+    map: RwLock<HashMap<Box<str>, Arc<Capability>, TailState>>,
     capacity: usize,
+}
+
+/// How many trailing bytes of a token are hashed.
+const HASHED_TAIL: usize = 64;
+
+/// Hashes only the last [`HASHED_TAIL`] bytes of each key, with the
+/// standard randomly keyed SipHash. A token ends with its signature (the
+/// base64 of `"signature":"<64 hex digits>"}`), so the tail tells tokens
+/// apart and a lookup hashes 64 bytes instead of several hundred. Equality
+/// still compares whole tokens. Only tokens whose chain verified are
+/// stored, and nobody can make two of those share a signature, so tails do
+/// not pile up in one bucket.
+#[derive(Default)]
+struct TailState(RandomState);
+
+impl BuildHasher for TailState {
+    type Hasher = TailHasher;
+
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+struct TailHasher(DefaultHasher);
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let tail = bytes
+            .get(bytes.len().saturating_sub(HASHED_TAIL)..)
+            .unwrap_or(bytes);
+        self.0.write(tail);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
 }
 
 impl TokenCache {
     pub(crate) fn new(capacity: usize) -> TokenCache {
         TokenCache {
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(HashMap::default()),
             capacity,
         }
     }
@@ -74,6 +112,9 @@ mod tests {
         cache.insert(token.clone().into(), Arc::clone(&cap));
         assert!(cache.get(&token).is_some());
         assert!(cache.get(&token[..token.len() - 1]).is_none());
+        // Same hashed tail, other head: a different token.
+        let same_tail = format!("x{}", &token[1..]);
+        assert!(cache.get(&same_tail).is_none());
         cache.insert("b".into(), Arc::clone(&cap));
         cache.insert("c".into(), Arc::clone(&cap));
         assert!(cache.get(&token).is_none());

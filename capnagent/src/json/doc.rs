@@ -14,17 +14,33 @@ use super::{
 /// What a tape node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NodeKind {
-    Null,
-    True,
-    False,
-    Number,
-    String,
-    Array,
-    Object,
+    Null = 0,
+    True = 1,
+    False = 2,
+    Number = 3,
+    String = 4,
+    Array = 5,
+    Object = 6,
+}
+
+impl NodeKind {
+    fn from_bits(bits: u32) -> NodeKind {
+        match bits {
+            1 => NodeKind::True,
+            2 => NodeKind::False,
+            3 => NodeKind::Number,
+            4 => NodeKind::String,
+            5 => NodeKind::Array,
+            6 => NodeKind::Object,
+            _ => NodeKind::Null,
+        }
+    }
 }
 
 /// One value on the tape, in document order (a container precedes its
-/// children; an object's children alternate key, value).
+/// children; an object's children alternate key, value). Eight bytes: the
+/// kind in the top three bits of the first word, the escape flag in the
+/// top bit of the second, and two 29-bit numbers `a` and `b`:
 ///
 /// - `Number`: `a..b` is its text.
 /// - `String`: `a..b` is its raw contents between the quotes; `escaped`
@@ -33,16 +49,46 @@ pub(crate) enum NodeKind {
 ///   tape index just past the container's last descendant.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Node {
-    pub(crate) kind: NodeKind,
-    pub(crate) escaped: bool,
-    pub(crate) a: u32,
-    pub(crate) b: u32,
+    kind_a: u32,
+    escaped_b: u32,
 }
 
+/// The largest `a` or `b` a node holds; [`super::MAX_SUPPORTED_LEN`] keeps
+/// offsets, counts and indexes below it.
+pub(crate) const NODE_MAX: u32 = (1 << 29) - 1;
+
 impl Node {
+    pub(crate) fn new(kind: NodeKind, escaped: bool, a: u32, b: u32) -> Node {
+        Node {
+            kind_a: ((kind as u32) << 29) | a.min(NODE_MAX),
+            escaped_b: (u32::from(escaped) << 31) | b.min(NODE_MAX),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> NodeKind {
+        NodeKind::from_bits(self.kind_a >> 29)
+    }
+
+    pub(crate) fn escaped(&self) -> bool {
+        self.escaped_b >> 31 == 1
+    }
+
+    pub(crate) fn a(&self) -> u32 {
+        self.kind_a & NODE_MAX
+    }
+
+    pub(crate) fn b(&self) -> u32 {
+        self.escaped_b & NODE_MAX
+    }
+
+    /// Closes a container: `count` children, subtree ending at `end`.
+    pub(crate) fn close(&mut self, count: u32, end: u32) {
+        *self = Node::new(self.kind(), false, count, end);
+    }
+
     /// `a..b` as byte offsets.
     pub(crate) fn span(&self) -> (usize, usize) {
-        (self.a as usize, self.b as usize)
+        (self.a() as usize, self.b() as usize)
     }
 }
 
@@ -105,25 +151,33 @@ impl JsonDoc {
         self.root().to_value()
     }
 
-    /// Writes the canonical form, exactly as
-    /// [`write_canonical`](super::write_canonical) writes the equivalent
-    /// [`JsonValue`]. Strings without escapes are copied from the source
-    /// as they are (their canonical escaping is the identity).
-    pub fn write_canonical<S: JsonSink + ?Sized>(&self, out: &mut S) {
-        write_canonical_at(self, 0, out);
-    }
-
-    /// The canonical JSON text (see [`write_canonical`](Self::write_canonical)).
+    /// The canonical JSON text, exactly what
+    /// [`canonical_string`](super::canonical_string) writes for the
+    /// equivalent [`JsonValue`]. Strings without escapes are copied from the
+    /// source as they are (their canonical escaping is the identity).
     pub fn canonical_string(&self) -> String {
-        let mut out = String::with_capacity(self.text.len());
-        self.write_canonical(&mut out);
-        out
+        let bytes = self.canonical_bytes();
+        // Every piece is whole UTF-8 from the source (cut at ASCII bytes)
+        // or written by the escaper, so this never falls back.
+        String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
     /// Lowercase hex SHA-256 of the canonical JSON: the `args_hash` of
-    /// these arguments.
+    /// these arguments. Hashed through a buffer on the stack: no heap
+    /// allocation for the canonical text.
     pub fn sha256_canonical_hex(&self) -> String {
-        super::sha256_hex(&self.canonical_string())
+        let mut sink = HashSink::new();
+        write_canonical_at(self, 0, &mut sink);
+        sink.finish_hex()
+    }
+
+    fn canonical_bytes(&self) -> Vec<u8> {
+        // Canonical JSON is never longer than its source: whitespace goes,
+        // duplicates go, and re-escaping never lengthens a string.
+        let mut out = Vec::with_capacity(self.text.len());
+        write_canonical_at(self, 0, &mut out);
+        out
     }
 
     fn node(&self, index: usize) -> Option<&Node> {
@@ -133,7 +187,7 @@ impl JsonDoc {
     /// The tape index just past the value at `index` and its descendants.
     fn skip(&self, index: usize) -> usize {
         match self.node(index) {
-            Some(n) if matches!(n.kind, NodeKind::Array | NodeKind::Object) => n.b as usize,
+            Some(n) if matches!(n.kind(), NodeKind::Array | NodeKind::Object) => n.b() as usize,
             _ => index + 1,
         }
     }
@@ -144,9 +198,15 @@ impl JsonDoc {
         self.text.get(start..end).unwrap_or_default()
     }
 
+    /// [`raw`](Self::raw) as bytes (no char-boundary checks).
+    fn raw_bytes(&self, node: &Node) -> &[u8] {
+        let (start, end) = node.span();
+        self.text.as_bytes().get(start..end).unwrap_or_default()
+    }
+
     /// The decoded text of a string node, borrowed when it has no escape.
     fn string(&self, node: &Node) -> Cow<'_, str> {
-        if node.escaped {
+        if node.escaped() {
             Cow::Owned(decode_string(&self.text, node))
         } else {
             Cow::Borrowed(self.raw(node))
@@ -172,13 +232,13 @@ impl PartialEq for JsonDoc {
                 .zip(&other.nodes)
                 .enumerate()
                 .all(|(i, (a, b))| {
-                    a.kind == b.kind
-                        && match a.kind {
+                    a.kind() == b.kind()
+                        && match a.kind() {
                             NodeKind::Null | NodeKind::True | NodeKind::False => true,
                             NodeKind::Number => self.raw(a) == other.raw(b),
                             NodeKind::String => self.string(a) == other.string(b),
                             NodeKind::Array | NodeKind::Object => {
-                                a.a == b.a && self.skip(i) == other.skip(i)
+                                a.a() == b.a() && self.skip(i) == other.skip(i)
                             }
                         }
                 })
@@ -200,7 +260,7 @@ impl<'a> JsonRef<'a> {
     }
 
     fn kind(&self) -> NodeKind {
-        self.node().map_or(NodeKind::Null, |n| n.kind)
+        self.node().map_or(NodeKind::Null, |n| n.kind())
     }
 
     /// The JSON kind: `"null"`, `"bool"`, `"number"`, `"string"`, `"array"`
@@ -219,7 +279,7 @@ impl<'a> JsonRef<'a> {
     /// The number's exact source text, if this is a number.
     pub fn as_number_text(&self) -> Option<&'a str> {
         self.node()
-            .filter(|n| n.kind == NodeKind::Number)
+            .filter(|n| n.kind() == NodeKind::Number)
             .map(|n| self.doc.raw(n))
     }
 
@@ -227,19 +287,19 @@ impl<'a> JsonRef<'a> {
     /// it has no escape).
     pub fn as_str(&self) -> Option<Cow<'a, str>> {
         self.node()
-            .filter(|n| n.kind == NodeKind::String)
+            .filter(|n| n.kind() == NodeKind::String)
             .map(|n| self.doc.string(n))
     }
 
     /// The value of the last member named `key`, if this is an object
     /// that has one.
     pub fn get(&self, key: &str) -> Option<JsonRef<'a>> {
-        let node = self.node().filter(|n| n.kind == NodeKind::Object)?;
+        let node = self.node().filter(|n| n.kind() == NodeKind::Object)?;
         let mut found = None;
         let mut member = self.index + 1;
-        for _ in 0..node.a {
+        for _ in 0..node.a() {
             let key_node = self.doc.node(member)?;
-            let matches = if key_node.escaped {
+            let matches = if key_node.escaped() {
                 self.doc.string(key_node) == key
             } else {
                 self.doc.raw(key_node) == key
@@ -274,6 +334,87 @@ impl fmt::Debug for JsonRef<'_> {
     }
 }
 
+/// Where the canonical writer puts bytes: a `Vec<u8>`, or a hasher.
+trait ByteSink: JsonSink {
+    fn bytes(&mut self, bytes: &[u8]);
+    fn byte(&mut self, byte: u8);
+}
+
+impl ByteSink for Vec<u8> {
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    fn byte(&mut self, byte: u8) {
+        self.push(byte);
+    }
+}
+
+/// Hashes what it is given in blocks gathered in a buffer on the stack
+/// (one `update` per piece of canonical JSON would cost more than the
+/// hashing itself).
+struct HashSink {
+    hasher: sha2::Sha256,
+    buf: [u8; HashSink::CAPACITY],
+    len: usize,
+}
+
+impl HashSink {
+    const CAPACITY: usize = 2048;
+
+    fn new() -> HashSink {
+        HashSink {
+            hasher: <sha2::Sha256 as sha2::Digest>::new(),
+            buf: [0; HashSink::CAPACITY],
+            len: 0,
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(pending) = self.buf.get(..self.len) {
+            sha2::Digest::update(&mut self.hasher, pending);
+        }
+        self.len = 0;
+    }
+
+    fn finish_hex(mut self) -> String {
+        self.flush();
+        crate::hex::encode(&sha2::Digest::finalize(self.hasher))
+    }
+}
+
+impl JsonSink for HashSink {
+    fn put(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+}
+
+impl ByteSink for HashSink {
+    fn bytes(&mut self, bytes: &[u8]) {
+        if self.len + bytes.len() > HashSink::CAPACITY {
+            self.flush();
+            if bytes.len() >= HashSink::CAPACITY {
+                sha2::Digest::update(&mut self.hasher, bytes);
+                return;
+            }
+        }
+        if let Some(room) = self.buf.get_mut(self.len..self.len + bytes.len()) {
+            room.copy_from_slice(bytes);
+            self.len += bytes.len();
+        }
+    }
+
+    fn byte(&mut self, byte: u8) {
+        if self.len == HashSink::CAPACITY {
+            self.flush();
+        }
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = byte;
+            self.len += 1;
+        }
+    }
+}
+
 /// An open container while writing canonical JSON from a tape.
 enum Frame {
     /// The next element's tape index and how many elements are left.
@@ -291,7 +432,7 @@ enum Frame {
 /// strings escaped as [`write_escaped_str`] does, numbers as their text
 /// except the integer `-0`. Iterative, with one shared buffer for the
 /// member order of every open object.
-fn write_canonical_at<S: JsonSink + ?Sized>(doc: &JsonDoc, root: usize, out: &mut S) {
+fn write_canonical_at<S: ByteSink>(doc: &JsonDoc, root: usize, out: &mut S) {
     let mut stack: Vec<Frame> = Vec::new();
     let mut order: Vec<u32> = Vec::with_capacity(doc.nodes.len() / 2);
     let mut scratch: Vec<(u64, u32)> = Vec::with_capacity(16);
@@ -302,27 +443,27 @@ fn write_canonical_at<S: JsonSink + ?Sized>(doc: &JsonDoc, root: usize, out: &mu
             let Some(node) = doc.node(index) else {
                 return;
             };
-            match node.kind {
-                NodeKind::Null => out.put("null"),
-                NodeKind::True => out.put("true"),
-                NodeKind::False => out.put("false"),
-                NodeKind::Number => match doc.raw(node) {
-                    "-0" => out.put("0"),
-                    text => out.put(text),
+            match node.kind() {
+                NodeKind::Null => out.bytes(b"null"),
+                NodeKind::True => out.bytes(b"true"),
+                NodeKind::False => out.bytes(b"false"),
+                NodeKind::Number => match doc.raw_bytes(node) {
+                    b"-0" => out.byte(b'0'),
+                    text => out.bytes(text),
                 },
                 NodeKind::String => write_string(doc, node, out),
                 NodeKind::Array => {
-                    out.put("[");
+                    out.byte(b'[');
                     stack.push(Frame::Array {
                         next: index + 1,
-                        left: node.a,
+                        left: node.a(),
                     });
                     first = true;
                 }
                 NodeKind::Object => {
-                    out.put("{");
+                    out.byte(b'{');
                     let start = order.len();
-                    sorted_members(doc, index, node.a, &mut order, &mut scratch);
+                    sorted_members(doc, index, node.a(), &mut order, &mut scratch);
                     stack.push(Frame::Object {
                         start,
                         pos: start,
@@ -338,13 +479,13 @@ fn write_canonical_at<S: JsonSink + ?Sized>(doc: &JsonDoc, root: usize, out: &mu
         match frame {
             Frame::Array { next: item, left } => {
                 if *left == 0 {
-                    out.put("]");
+                    out.byte(b']');
                     stack.pop();
                     first = false;
                     continue;
                 }
                 if !std::mem::replace(&mut first, false) {
-                    out.put(",");
+                    out.byte(b',');
                 }
                 next = Some(*item);
                 *item = doc.skip(*item);
@@ -352,20 +493,20 @@ fn write_canonical_at<S: JsonSink + ?Sized>(doc: &JsonDoc, root: usize, out: &mu
             }
             Frame::Object { start, pos, end } => {
                 let Some(&key) = order.get(*pos).filter(|_| *pos < *end) else {
-                    out.put("}");
+                    out.byte(b'}');
                     order.truncate(*start);
                     stack.pop();
                     first = false;
                     continue;
                 };
                 if !std::mem::replace(&mut first, false) {
-                    out.put(",");
+                    out.byte(b',');
                 }
                 let key = key as usize;
                 if let Some(key_node) = doc.node(key) {
                     write_string(doc, key_node, out);
                 }
-                out.put(":");
+                out.byte(b':');
                 next = Some(key + 1);
                 *pos += 1;
             }
@@ -373,20 +514,20 @@ fn write_canonical_at<S: JsonSink + ?Sized>(doc: &JsonDoc, root: usize, out: &mu
     }
 }
 
-fn write_string<S: JsonSink + ?Sized>(doc: &JsonDoc, node: &Node, out: &mut S) {
-    if node.escaped {
+fn write_string<S: ByteSink>(doc: &JsonDoc, node: &Node, out: &mut S) {
+    if node.escaped() {
         write_escaped_str(out, &doc.string(node));
         return;
     }
     // No backslash, and the parser refused raw `"` and control characters:
     // the raw text, quotes included, is its own canonical form.
     let (start, end) = node.span();
-    match doc.text.get(start.saturating_sub(1)..end + 1) {
-        Some(quoted) => out.put(quoted),
+    match doc.text.as_bytes().get(start.saturating_sub(1)..end + 1) {
+        Some(quoted) => out.bytes(quoted),
         None => {
-            out.put("\"");
-            out.put(doc.raw(node));
-            out.put("\"");
+            out.byte(b'"');
+            out.bytes(doc.raw_bytes(node));
+            out.byte(b'"');
         }
     }
 }
@@ -406,7 +547,7 @@ fn sorted_members(
     let mut escaped = false;
     for _ in 0..count {
         let key = doc.node(member);
-        escaped |= key.is_some_and(|n| n.escaped);
+        escaped |= key.is_some_and(|n| n.escaped());
         let prefix = key.map_or(0, |n| key_prefix(doc, n));
         scratch.push((prefix, super::tape_u32(member)));
         member = doc.skip(member + 1);
@@ -420,7 +561,7 @@ fn sorted_members(
     // bytes, big-endian, decide most comparisons without touching the text.
     let rest = |key: u32| {
         doc.node(key as usize)
-            .and_then(|n| doc.raw(n).get(8..))
+            .and_then(|n| doc.raw_bytes(n).get(8..))
             .unwrap_or_default()
     };
     let cmp = |a: &(u64, u32), b: &(u64, u32)| {
@@ -524,4 +665,49 @@ fn dedup_keep_last<T>(items: &mut [T], same: impl Fn(&T, &T) -> bool) -> usize {
         }
     }
     kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_pack_into_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Node>(), 8);
+        for kind in [
+            NodeKind::Null,
+            NodeKind::True,
+            NodeKind::False,
+            NodeKind::Number,
+            NodeKind::String,
+            NodeKind::Array,
+            NodeKind::Object,
+        ] {
+            for escaped in [false, true] {
+                for (a, b) in [(0, 0), (1, NODE_MAX), (NODE_MAX, 7), (12_345, 67_890)] {
+                    let node = Node::new(kind, escaped, a, b);
+                    assert_eq!(node.kind(), kind);
+                    assert_eq!(node.escaped(), escaped);
+                    assert_eq!((node.a(), node.b()), (a, b));
+                }
+            }
+        }
+        let mut open = Node::new(NodeKind::Object, false, 0, 1);
+        open.close(3, 9);
+        assert_eq!((open.kind(), open.a(), open.b()), (NodeKind::Object, 3, 9));
+    }
+
+    #[test]
+    fn hashing_through_the_stack_buffer_matches_the_text() {
+        // Longer than the buffer, with pieces that straddle its end.
+        let long: String = (0..3000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let text = format!(r#"{{"b":"{long}","a":[{long:?},1,2],"c":"\u00e9"}}"#);
+        let doc = JsonDoc::parse(&text, &JsonLimits::default()).expect("valid");
+        assert_eq!(
+            doc.sha256_canonical_hex(),
+            super::super::sha256_hex(&doc.canonical_string())
+        );
+    }
 }

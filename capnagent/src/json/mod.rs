@@ -158,8 +158,8 @@ pub struct JsonLimits {
     /// value recurses over its depth.
     pub max_depth: usize,
     /// Maximum input length in bytes; longer input is rejected before
-    /// parsing. Values above `u32::MAX - 1` are clamped to it (the parser
-    /// keeps offsets as `u32`).
+    /// parsing. Values above 512 MiB are clamped to it (the parser keeps
+    /// offsets as 29-bit numbers).
     pub max_len: usize,
 }
 
@@ -226,7 +226,7 @@ fn parse_tape(text: &str, limits: &JsonLimits) -> Result<Vec<Node>, JsonError> {
 fn decode_string(text: &str, node: &Node) -> String {
     let (start, end) = node.span();
     let raw = text.get(start..end).unwrap_or_default();
-    if !node.escaped {
+    if !node.escaped() {
         return raw.to_owned();
     }
     let mut out = String::with_capacity(raw.len());
@@ -249,7 +249,7 @@ fn decode_string(text: &str, node: &Node) -> String {
 fn value_from_tape(text: &str, nodes: &[Node]) -> JsonValue {
     let mut values: Vec<JsonValue> = Vec::new();
     for node in nodes.iter().rev() {
-        let value = match node.kind {
+        let value = match node.kind() {
             NodeKind::Null => JsonValue::Null,
             NodeKind::True => JsonValue::Bool(true),
             NodeKind::False => JsonValue::Bool(false),
@@ -259,12 +259,12 @@ fn value_from_tape(text: &str, nodes: &[Node]) -> JsonValue {
             }
             NodeKind::String => JsonValue::String(decode_string(text, node)),
             NodeKind::Array => {
-                let first = values.len().saturating_sub(node.a as usize);
+                let first = values.len().saturating_sub(node.a() as usize);
                 JsonValue::Array(values.drain(first..).rev().collect())
             }
             NodeKind::Object => {
-                let first = values.len().saturating_sub(2 * node.a as usize);
-                let mut members = Vec::with_capacity(node.a as usize);
+                let first = values.len().saturating_sub(2 * node.a() as usize);
+                let mut members = Vec::with_capacity(node.a() as usize);
                 let mut taken = values.drain(first..).rev();
                 while let (Some(key), Some(value)) = (taken.next(), taken.next()) {
                     let key = match key {
@@ -449,9 +449,10 @@ struct Parser<'a> {
     nodes: Vec<Node>,
 }
 
-/// Byte offsets and node indexes are `u32` on the tape, so no document may
-/// be longer than this, whatever [`JsonLimits::max_len`] says.
-const MAX_SUPPORTED_LEN: usize = u32::MAX as usize - 1;
+/// Byte offsets and node indexes are 29-bit numbers on the tape, so no
+/// document may be longer than this (512 MiB), whatever
+/// [`JsonLimits::max_len`] says.
+const MAX_SUPPORTED_LEN: usize = doc::NODE_MAX as usize - 1;
 
 /// `usize` to the tape's `u32`; [`MAX_SUPPORTED_LEN`] keeps every offset
 /// and index in range.
@@ -507,12 +508,8 @@ impl<'a> Parser<'a> {
     }
 
     fn push(&mut self, kind: NodeKind, a: usize, b: usize) {
-        self.nodes.push(Node {
-            kind,
-            escaped: false,
-            a: tape_u32(a),
-            b: tape_u32(b),
-        });
+        self.nodes
+            .push(Node::new(kind, false, tape_u32(a), tape_u32(b)));
     }
 
     /// Closes the container at `index` with `count` children (members for
@@ -520,8 +517,7 @@ impl<'a> Parser<'a> {
     fn close(&mut self, index: usize, count: u32) {
         let end = tape_u32(self.nodes.len());
         if let Some(node) = self.nodes.get_mut(index) {
-            node.a = count;
-            node.b = end;
+            node.close(count, end);
         }
     }
 
@@ -608,7 +604,7 @@ impl<'a> Parser<'a> {
                 };
                 *count += 1;
                 let (index, count) = (*index, *count);
-                let is_array = self.nodes.get(index).map(|n| n.kind) == Some(NodeKind::Array);
+                let is_array = self.nodes.get(index).map(|n| n.kind()) == Some(NodeKind::Array);
                 match self.skip_ws() {
                     Some(b',') => {
                         self.pos += 1;
@@ -670,12 +666,12 @@ impl<'a> Parser<'a> {
     fn parse_string_node(&mut self) -> Result<(), JsonError> {
         let start = self.pos;
         let escaped = self.parse_string(None)?;
-        self.nodes.push(Node {
-            kind: NodeKind::String,
+        self.nodes.push(Node::new(
+            NodeKind::String,
             escaped,
-            a: tape_u32(start),
-            b: tape_u32(self.pos - 1),
-        });
+            tape_u32(start),
+            tape_u32(self.pos - 1),
+        ));
         Ok(())
     }
 
@@ -698,26 +694,45 @@ impl<'a> Parser<'a> {
     /// Moves `pos` to the next byte that ends a plain run inside a string:
     /// `"`, `\\`, a control character, or the end of the input.
     fn skip_plain(&mut self) {
-        // Keys and short values: byte by byte.
-        let short_end = self.bytes.len().min(self.pos + 16);
-        while self.pos < short_end {
-            match self.bytes.get(self.pos) {
-                Some(&b) if b != b'"' && b != b'\\' && b >= 0x20 => self.pos += 1,
-                _ => return,
+        // Eight bytes at a time: the first special byte of a word is its
+        // lowest flagged byte (see `special_bytes`).
+        let mut words = 0;
+        while let Some(word) = self.bytes.get(self.pos..self.pos + 8) {
+            let mut buf = [0u8; 8];
+            buf.copy_from_slice(word);
+            let flags = special_bytes(u64::from_le_bytes(buf));
+            if flags != 0 {
+                self.pos += (flags.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.pos += 8;
+            words += 1;
+            if words == 4 {
+                break;
             }
         }
-        // Longer runs: find the next quote or backslash (SIMD), then make
-        // sure the run before it holds no control character, with a loop
-        // that has no early exit so that it vectorizes.
-        let rest = self.bytes.get(self.pos..).unwrap_or_default();
-        let run = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
-        let plain = rest.get(..run).unwrap_or_default();
-        let control = plain.iter().fold(false, |seen, &b| seen | (b < 0x20));
-        self.pos += if control {
-            plain.iter().position(|&b| b < 0x20).unwrap_or(run)
-        } else {
-            run
-        };
+        if words == 4 {
+            // A long run: find the next quote or backslash (SIMD), then
+            // check the run before it for control characters with a loop
+            // that has no early exit, so that it vectorizes.
+            let rest = self.bytes.get(self.pos..).unwrap_or_default();
+            let run = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+            let plain = rest.get(..run).unwrap_or_default();
+            let control = plain.iter().fold(false, |seen, &b| seen | (b < 0x20));
+            self.pos += if control {
+                plain.iter().position(|&b| b < 0x20).unwrap_or(run)
+            } else {
+                run
+            };
+            return;
+        }
+        // The last few bytes of the input.
+        while let Some(&b) = self.bytes.get(self.pos) {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                return;
+            }
+            self.pos += 1;
+        }
     }
 
     /// Parses string contents; `pos` is just past the opening quote and
@@ -845,6 +860,12 @@ impl JsonSink for String {
     }
 }
 
+impl JsonSink for Vec<u8> {
+    fn put(&mut self, s: &str) {
+        self.extend_from_slice(s.as_bytes());
+    }
+}
+
 impl JsonSink for sha2::Sha256 {
     fn put(&mut self, s: &str) {
         sha2::Digest::update(self, s.as_bytes());
@@ -902,18 +923,23 @@ pub fn write_escaped_str<S: JsonSink + ?Sized>(out: &mut S, s: &str) {
     out.put("\"");
 }
 
-/// True when any of the eight bytes is `"`, `\` or below 0x20 (SWAR: the
-/// classic "has a zero byte" / "has a byte less than n" word tricks).
+/// True when any of the eight bytes is `"`, `\\` or below 0x20.
 fn needs_escape_word(word: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(word);
-    let w = u64::from_le_bytes(bytes);
+    special_bytes(u64::from_le_bytes(bytes)) != 0
+}
+
+/// SWAR (the classic "has a zero byte" / "has a byte less than n" word
+/// tricks): the high bit of each byte of `w` (little-endian) that is `"`,
+/// `\\` or below 0x20 is set. Bits above the lowest flagged byte may be
+/// false positives (a borrow); the lowest one never is.
+fn special_bytes(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
     let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
-    (below_space | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\'))))
-        != 0
+    below_space | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\')))
 }
 
 /// Members of `obj` sorted by key bytes, keeping only the last value of each
@@ -1107,6 +1133,40 @@ mod tests {
         }
         out.push('"');
         out
+    }
+
+    #[test]
+    fn lowest_special_byte_of_a_word_is_exact() {
+        let interesting = [
+            0u8,
+            0x1f,
+            0x20,
+            b'"',
+            b'\\',
+            b'a',
+            0x7f,
+            0x80,
+            0xa0,
+            0xff,
+            0x21,
+            0x5c + 1,
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..20_000 {
+            let mut word = [0u8; 8];
+            for byte in &mut word {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *byte = interesting[(seed % interesting.len() as u64) as usize];
+            }
+            let first = word
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+            let flags = special_bytes(u64::from_le_bytes(word));
+            let found = (flags != 0).then(|| (flags.trailing_zeros() / 8) as usize);
+            assert_eq!(found, first, "{word:?}");
+        }
     }
 
     #[test]
