@@ -686,6 +686,52 @@ async fn caller_from_a_trusted_header() {
 }
 
 #[tokio::test]
+async fn args_from_a_closure() {
+    // A closure may return a `JsonValue` (or anything `Into<Args>`); here
+    // the args come from a header the server set itself.
+    let (layer, receipts) = layer();
+    let app = Router::new()
+        .route(
+            "/files",
+            get(|verified: Verified| async move { verified.receipt().to_json() }),
+        )
+        .route_layer(
+            layer
+                .tool(FixedTool::new("files.read"))
+                .caller(Anonymous)
+                .args(|parts: &mut http::request::Parts| {
+                    let path = parts
+                        .headers
+                        .get("x-resolved-path")
+                        .and_then(|v| v.to_str().ok())
+                        .ok_or_else(|| ExtractError::bad_request("args: no resolved path"))?;
+                    let mut object = capnagent::json::JsonObject::new();
+                    object.insert(
+                        "path".to_owned(),
+                        capnagent::json::JsonValue::String(path.to_owned()),
+                    );
+                    Ok::<_, ExtractError>(capnagent::json::JsonValue::Object(object))
+                }),
+        );
+    let token = token(&[r#"arg.path starts_with "/srv/""#]);
+    let get = |path: Option<&str>| {
+        let mut request =
+            Request::get("/files").header(header::AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(path) = path {
+            request = request.header("x-resolved-path", path);
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    assert_eq!(call(app.clone(), get(Some("/srv/a"))).await.status(), StatusCode::OK);
+    assert_eq!(
+        call(app.clone(), get(Some("/etc/passwd"))).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(denial(app, get(None)).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(receipts.len(), 3);
+}
+
+#[tokio::test]
 async fn args_from_the_query_string() {
     let (layer, receipts) = layer();
     let app = Router::new()
