@@ -722,7 +722,10 @@ async fn args_from_a_closure() {
         }
         request.body(Body::empty()).unwrap()
     };
-    assert_eq!(call(app.clone(), get(Some("/srv/a"))).await.status(), StatusCode::OK);
+    assert_eq!(
+        call(app.clone(), get(Some("/srv/a"))).await.status(),
+        StatusCode::OK
+    );
     assert_eq!(
         call(app.clone(), get(Some("/etc/passwd"))).await.status(),
         StatusCode::FORBIDDEN

@@ -147,26 +147,33 @@ impl Receipt {
     /// timestamp_ms, signature`.
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(256 + self.caveats.len() * 48);
-        out.put("{\"version\":");
-        out.put(itoa(u64::from(self.version)).as_str());
-        out.put(",\"capability_identifier\":");
-        write_escaped_str(&mut out, &self.capability_identifier);
-        out.put(",\"caveats\":");
-        write_caveats(&mut out, &self.caveats);
-        out.put(",\"context_summary\":{\"caller\":");
-        write_escaped_str(&mut out, &self.context_summary.caller);
-        out.put(",\"tool\":");
-        write_escaped_str(&mut out, &self.context_summary.tool);
-        out.put(",\"args_hash\":");
-        write_escaped_str(&mut out, &self.context_summary.args_hash);
-        out.put("},\"outcome\":");
-        write_outcome(&mut out, &self.outcome);
-        out.put(",\"timestamp_ms\":");
-        out.put(itoa(self.timestamp_ms).as_str());
-        out.put(",\"signature\":\"");
-        out.put(&self.signature_hex());
-        out.put("\"}");
+        self.write_json(&mut out);
         out
+    }
+
+    /// Appends [`to_json`](Self::to_json)'s text to `out`.
+    fn write_json<S: JsonSink + ?Sized>(&self, out: &mut S) {
+        let mut digits = [0u8; 20];
+        out.put("{\"version\":");
+        out.put(decimal(u64::from(self.version), &mut digits));
+        out.put(",\"capability_identifier\":");
+        write_escaped_str(out, &self.capability_identifier);
+        out.put(",\"caveats\":");
+        write_caveats(out, &self.caveats);
+        out.put(",\"context_summary\":{\"caller\":");
+        write_escaped_str(out, &self.context_summary.caller);
+        out.put(",\"tool\":");
+        write_escaped_str(out, &self.context_summary.tool);
+        out.put(",\"args_hash\":");
+        write_escaped_str(out, &self.context_summary.args_hash);
+        out.put("},\"outcome\":");
+        write_outcome(out, &self.outcome);
+        out.put(",\"timestamp_ms\":");
+        out.put(decimal(self.timestamp_ms, &mut digits));
+        out.put(",\"signature\":\"");
+        let mut hex = [0u8; 64];
+        out.put(crate::hex::encode_into(&self.signature, &mut hex));
+        out.put("\"}");
     }
 
     /// Reads a receipt strictly: every field required, unknown fields
@@ -220,10 +227,11 @@ impl Receipt {
         write_escaped_str(out, &self.context_summary.tool);
         out.put("},\"outcome\":");
         write_outcome(out, &self.outcome);
+        let mut digits = [0u8; 20];
         out.put(",\"timestamp_ms\":");
-        out.put(itoa(self.timestamp_ms).as_str());
+        out.put(decimal(self.timestamp_ms, &mut digits));
         out.put(",\"version\":");
-        out.put(itoa(u64::from(self.version)).as_str());
+        out.put(decimal(u64::from(self.version), &mut digits));
         out.put("}");
     }
 }
@@ -266,8 +274,18 @@ fn write_outcome<S: JsonSink + ?Sized>(out: &mut S, outcome: &Outcome) {
     }
 }
 
-fn itoa(n: u64) -> String {
-    n.to_string()
+/// `n` in decimal, written into `buf` without allocating.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(buf.get(start..).unwrap_or_default()).unwrap_or("0")
 }
 
 #[derive(Deserialize)]
@@ -512,7 +530,7 @@ impl AuditLog {
         let mut buffer = String::new();
         let mut count = 0;
         for receipt in receipts {
-            buffer.push_str(&receipt.to_json());
+            receipt.write_json(&mut buffer);
             buffer.push('\n');
             count += 1;
         }
@@ -705,5 +723,28 @@ impl fmt::Debug for AuditLogIter {
             .field("line", &self.line)
             .field("max_line", &self.max_line)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_writes_every_u64() {
+        let mut buf = [0u8; 20];
+        for n in [0, 1, 9, 10, 99, 1_700_000_000_000, u64::MAX - 1, u64::MAX] {
+            assert_eq!(decimal(n, &mut buf), n.to_string());
+        }
+    }
+
+    #[test]
+    fn hex_into_a_buffer_matches_encode() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let mut out = vec![0u8; 512];
+        assert_eq!(
+            crate::hex::encode_into(&bytes, &mut out),
+            crate::hex::encode(&bytes)
+        );
     }
 }

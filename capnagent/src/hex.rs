@@ -20,6 +20,18 @@ pub fn encode(bytes: &[u8]) -> String {
     out
 }
 
+/// Lowercase hex of `bytes` written into `out` (which must be twice as
+/// long), without allocating; returns it as text.
+pub(crate) fn encode_into<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
+    }
+    let len = out.len().min(bytes.len() * 2);
+    std::str::from_utf8(out.get(..len).unwrap_or_default()).unwrap_or_default()
+}
+
 /// Decodes strict hex.
 ///
 /// ```
