@@ -506,17 +506,7 @@ impl AuditLog {
     /// Appends one receipt as one line. Durable as [`Durability`] says
     /// when this returns `Ok`.
     pub fn append(&self, receipt: &Receipt) -> io::Result<()> {
-        let mut line = receipt.to_json();
-        line.push('\n');
-        let mut file = self
-            .file
-            .lock()
-            .map_err(|_| io::Error::other("audit log mutex poisoned"))?;
-        file.write_all(line.as_bytes())?;
-        if self.durability == Durability::Sync {
-            file.sync_data()?;
-        }
-        Ok(())
+        self.append_all([receipt]).map(drop)
     }
 
     /// Appends several receipts with one `write` (one line each). Durable

@@ -11,13 +11,10 @@
 /// assert_eq!(capnagent::hex::encode(&[0, 0xab, 0xff]), "00abff");
 /// ```
 pub fn encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
+    let mut out = vec![0u8; bytes.len() * 2];
+    encode_into(bytes, &mut out);
+    // ASCII digits only.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Lowercase hex of `bytes` written into `out` (which must be twice as

@@ -7,8 +7,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use super::{
-    JsonError, JsonLimits, JsonSink, JsonValue, decode_string, parse_tape, utf8, value_from_tape,
-    write_escaped_str,
+    JsonError, JsonLimits, JsonSink, JsonValue, decode_string, dedup_keep_last, parse_tape, utf8,
+    value_from_tape, write_escaped_str,
 };
 
 /// What a tape node is.
@@ -566,44 +566,17 @@ fn sorted_members(
             .and_then(|n| doc.raw_bytes(n).get(8..))
             .unwrap_or_default()
     };
-    let cmp = |a: &(u64, u32), b: &(u64, u32)| {
-        a.0.cmp(&b.0).then_with(|| {
-            if a.0 == b.0 {
-                rest(a.1).cmp(rest(b.1))
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        })
-    };
+    let cmp = |a: &(u64, u32), b: &(u64, u32)| a.0.cmp(&b.0).then_with(|| rest(a.1).cmp(rest(b.1)));
     // Machine-written JSON is often sorted already.
     let sorted = scratch
         .windows(2)
         .all(|pair| cmp(&pair[0], &pair[1]).is_lt());
     if !sorted {
-        // Stable (equal keys stay in source order); objects are small.
-        insertion_sort(scratch, cmp);
-        let kept = dedup_keep_last(scratch, |a, b| cmp(a, b).is_eq());
-        scratch.truncate(kept);
+        // Stable: equal keys stay in source order.
+        scratch.sort_by(cmp);
+        dedup_keep_last(scratch, |a, b| cmp(a, b).is_eq());
     }
     order.extend(scratch.iter().map(|&(_, key)| key));
-}
-
-/// A stable insertion sort: objects have a handful of members, where this
-/// beats the general-purpose sort (it falls back to it for large ones).
-fn insertion_sort<T: Copy>(items: &mut [T], cmp: impl Fn(&T, &T) -> std::cmp::Ordering) {
-    if items.len() > 24 {
-        items.sort_by(cmp);
-        return;
-    }
-    for i in 1..items.len() {
-        let item = items[i];
-        let mut j = i;
-        while j > 0 && cmp(&items[j - 1], &item).is_gt() {
-            items[j] = items[j - 1];
-            j -= 1;
-        }
-        items[j] = item;
-    }
 }
 
 /// The first eight bytes of the raw key `node`, zero-padded, as a
@@ -650,23 +623,8 @@ fn sorted_escaped_members(doc: &JsonDoc, members: &[(u64, u32)], order: &mut Vec
         })
         .collect();
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
-    let kept = dedup_keep_last(&mut keyed, |a, b| a.0 == b.0);
-    keyed.truncate(kept);
+    dedup_keep_last(&mut keyed, |a, b| a.0 == b.0);
     order.extend(keyed.into_iter().map(|(_, key)| key));
-}
-
-/// Compacts runs of equal neighbours in `items` to their last element and
-/// returns how many remain at the front.
-fn dedup_keep_last<T>(items: &mut [T], same: impl Fn(&T, &T) -> bool) -> usize {
-    let mut kept = 0;
-    for i in 0..items.len() {
-        let last_of_run = items.get(i + 1).is_none_or(|next| !same(&items[i], next));
-        if last_of_run {
-            items.swap(kept, i);
-            kept += 1;
-        }
-    }
-    kept
 }
 
 #[cfg(test)]

@@ -954,15 +954,20 @@ fn canonical_members(obj: &JsonObject) -> Vec<(&str, &JsonValue)> {
     // Stable sort: equal keys stay in source order, so the last of a run is
     // the last occurrence.
     members.sort_by(|a, b| a.0.cmp(b.0));
-    members.dedup_by(|later, kept| {
-        if later.0 == kept.0 {
-            *kept = *later;
-            true
-        } else {
-            false
-        }
-    });
+    dedup_keep_last(&mut members, |a, b| a.0 == b.0);
     members
+}
+
+/// Collapses each run of neighbours that are `same` to the run's last
+/// element (after a stable sort by key: the last occurrence of a key wins).
+fn dedup_keep_last<T>(items: &mut Vec<T>, same: impl Fn(&T, &T) -> bool) {
+    items.dedup_by(|later, kept| {
+        let repeat = same(later, kept);
+        if repeat {
+            std::mem::swap(later, kept);
+        }
+        repeat
+    });
 }
 
 /// An open container while writing canonical JSON.
