@@ -207,16 +207,17 @@ impl Verifier {
 
     /// Checks the HMAC chain only (no caveats, no receipt).
     ///
-    /// With both caches on (the default), a capability whose chain verified
-    /// also keeps a memo of it, and of its parsed caveats, for this
-    /// verifier: the same `Capability` value checked again (a token kept
-    /// parsed between calls) skips the caches and their locks.
+    /// With both caches on (the default), a capability whose chain this
+    /// call computed also keeps a memo of it, and of its parsed caveats, for
+    /// this verifier: the same `Capability` value checked again (a token
+    /// kept parsed between calls) skips the caches and their locks. A chain
+    /// found in the cache leaves no memo, so callers that parse the token
+    /// on every call pay nothing for memos they would drop.
     pub fn verify(&self, cap: &Capability) -> Result<(), Error> {
         if self.memo(cap).is_some() {
             return Ok(());
         }
         if self.inner.chains.contains(cap) {
-            self.remember(cap);
             return Ok(());
         }
         if cap.chain_matches(&self.inner.root) {
