@@ -685,34 +685,35 @@ async fn caller_from_a_trusted_header() {
     assert_eq!(receipts.only().context_summary().caller(), "agent:planner");
 }
 
+/// `GET /files` answering with its receipt, behind `layer` as the
+/// anonymous `files.read` tool with the given args extractor.
+fn files_app(layer: CapabilityLayer) -> Router {
+    Router::new()
+        .route(
+            "/files",
+            get(|verified: Verified| async move { verified.receipt().to_json() }),
+        )
+        .route_layer(layer.tool(FixedTool::new("files.read")).caller(Anonymous))
+}
+
 #[tokio::test]
 async fn args_from_a_closure() {
     // A closure may return a `JsonValue` (or anything `Into<Args>`); here
     // the args come from a header the server set itself.
     let (layer, receipts) = layer();
-    let app = Router::new()
-        .route(
-            "/files",
-            get(|verified: Verified| async move { verified.receipt().to_json() }),
-        )
-        .route_layer(
-            layer
-                .tool(FixedTool::new("files.read"))
-                .caller(Anonymous)
-                .args(|parts: &mut http::request::Parts| {
-                    let path = parts
-                        .headers
-                        .get("x-resolved-path")
-                        .and_then(|v| v.to_str().ok())
-                        .ok_or_else(|| ExtractError::bad_request("args: no resolved path"))?;
-                    let mut object = capnagent::json::JsonObject::new();
-                    object.insert(
-                        "path".to_owned(),
-                        capnagent::json::JsonValue::String(path.to_owned()),
-                    );
-                    Ok::<_, ExtractError>(capnagent::json::JsonValue::Object(object))
-                }),
+    let app = files_app(layer.args(|parts: &mut http::request::Parts| {
+        let path = parts
+            .headers
+            .get("x-resolved-path")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ExtractError::bad_request("args: no resolved path"))?;
+        let mut object = capnagent::json::JsonObject::new();
+        object.insert(
+            "path".to_owned(),
+            capnagent::json::JsonValue::String(path.to_owned()),
         );
+        Ok::<_, ExtractError>(capnagent::json::JsonValue::Object(object))
+    }));
     let token = token(&[r#"arg.path starts_with "/srv/""#]);
     let get = |path: Option<&str>| {
         let mut request =
@@ -737,17 +738,7 @@ async fn args_from_a_closure() {
 #[tokio::test]
 async fn args_from_the_query_string() {
     let (layer, receipts) = layer();
-    let app = Router::new()
-        .route(
-            "/files",
-            get(|verified: Verified| async move { verified.receipt().to_json() }),
-        )
-        .route_layer(
-            layer
-                .tool(FixedTool::new("files.read"))
-                .caller(Anonymous)
-                .args(QueryArgs),
-        );
+    let app = files_app(layer.args(QueryArgs));
     let token = token(&[r#"arg.path starts_with "/srv/""#]);
     let get = |uri: &str| {
         Request::get(uri)
