@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use hmac::Mac;
 use serde::Deserialize;
 
-use crate::capability::Caveat;
+use crate::capability::{Caveat, CaveatList};
 use crate::context::Context;
 use crate::crypto::{self, HexArrayError, KeyedMac, Tag};
 use crate::error::{Error, KeyError, ReceiptError};
@@ -94,7 +94,7 @@ impl ContextSummary {
 pub struct Receipt {
     version: u8,
     capability_identifier: String,
-    caveats: Arc<[Caveat]>,
+    caveats: CaveatList,
     context_summary: ContextSummary,
     outcome: Outcome,
     timestamp_ms: u64,
@@ -114,7 +114,7 @@ impl Receipt {
 
     /// All the capability's caveats, in order.
     pub fn caveats(&self) -> &[Caveat] {
-        &self.caveats
+        self.caveats.as_slice()
     }
 
     /// Caller, tool and args hash.
@@ -146,7 +146,7 @@ impl Receipt {
     /// `version, capability_identifier, caveats, context_summary, outcome,
     /// timestamp_ms, signature`.
     pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(256 + self.caveats.len() * 48);
+        let mut out = String::with_capacity(256 + self.caveats.json().len());
         self.write_json(&mut out);
         out
     }
@@ -159,7 +159,7 @@ impl Receipt {
         out.put(",\"capability_identifier\":");
         write_escaped_str(out, &self.capability_identifier);
         out.put(",\"caveats\":");
-        write_caveats(out, &self.caveats);
+        out.put(self.caveats.json());
         out.put(",\"context_summary\":{\"caller\":");
         write_escaped_str(out, &self.context_summary.caller);
         out.put(",\"tool\":");
@@ -218,7 +218,7 @@ impl Receipt {
         out.put("{\"capability_identifier\":");
         write_escaped_str(out, &self.capability_identifier);
         out.put(",\"caveats\":");
-        write_caveats(out, &self.caveats);
+        out.put(self.caveats.json());
         out.put(",\"context_summary\":{\"args_hash\":");
         write_escaped_str(out, &self.context_summary.args_hash);
         out.put(",\"caller\":");
@@ -248,19 +248,6 @@ impl fmt::Debug for Receipt {
             .field("signature", &self.signature_hex())
             .finish()
     }
-}
-
-fn write_caveats<S: JsonSink + ?Sized>(out: &mut S, caveats: &[Caveat]) {
-    out.put("[");
-    for (i, caveat) in caveats.iter().enumerate() {
-        if i > 0 {
-            out.put(",");
-        }
-        out.put("{\"predicate\":");
-        write_escaped_str(out, caveat.predicate());
-        out.put("}");
-    }
-    out.put("]");
 }
 
 fn write_outcome<S: JsonSink + ?Sized>(out: &mut S, outcome: &Outcome) {
@@ -366,10 +353,27 @@ impl Auditor {
         ctx: &Context,
         outcome: Outcome,
     ) -> Receipt {
+        self.sign_shared(
+            capability_identifier.into(),
+            CaveatList::from(caveats.into()),
+            ctx,
+            outcome,
+        )
+    }
+
+    /// [`sign`](Self::sign) with a capability's own caveat list, whose
+    /// JSON is written once for every receipt of that capability.
+    pub(crate) fn sign_shared(
+        &self,
+        capability_identifier: String,
+        caveats: CaveatList,
+        ctx: &Context,
+        outcome: Outcome,
+    ) -> Receipt {
         let mut receipt = Receipt {
             version: RECEIPT_SCHEMA_VERSION,
-            capability_identifier: capability_identifier.into(),
-            caveats: caveats.into(),
+            capability_identifier,
+            caveats,
             context_summary: ContextSummary::of(ctx),
             outcome,
             timestamp_ms: ctx.now().unix_millis(),
@@ -382,7 +386,7 @@ impl Auditor {
     fn mac(&self, receipt: &Receipt) -> Tag {
         // One buffer, one MAC update: many small updates cost more than
         // the hashing itself.
-        let mut body = String::with_capacity(256 + receipt.caveats.len() * 48);
+        let mut body = String::with_capacity(256 + receipt.caveats.json().len());
         receipt.write_signing_body(&mut body);
         let mut mac = self.key.start();
         mac.update(&[b'v', receipt.version]);

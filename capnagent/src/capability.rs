@@ -54,6 +54,77 @@ impl fmt::Display for Caveat {
     }
 }
 
+/// A capability's caveats, shared (by reference count) with the receipts
+/// signed for it, plus their JSON array `[{"predicate":...},...]`, which
+/// the token, the receipt's signing input and its JSON line all contain:
+/// written once, on first use, then copied.
+#[derive(Clone)]
+pub(crate) struct CaveatList(Arc<CaveatListInner>);
+
+struct CaveatListInner {
+    list: Arc<[Caveat]>,
+    json: std::sync::OnceLock<Box<str>>,
+}
+
+impl CaveatList {
+    pub(crate) fn as_slice(&self) -> &[Caveat] {
+        &self.0.list
+    }
+
+    /// The caveats as a JSON array, escaped as [`write_escaped_str`] does.
+    pub(crate) fn json(&self) -> &str {
+        self.0.json.get_or_init(|| {
+            let mut json = String::with_capacity(2 + self.0.list.len() * 48);
+            json.put("[");
+            for (i, caveat) in self.0.list.iter().enumerate() {
+                if i > 0 {
+                    json.put(",");
+                }
+                json.put("{\"predicate\":");
+                write_escaped_str(&mut json, &caveat.predicate);
+                json.put("}");
+            }
+            json.put("]");
+            json.into_boxed_str()
+        })
+    }
+}
+
+impl From<Arc<[Caveat]>> for CaveatList {
+    fn from(list: Arc<[Caveat]>) -> CaveatList {
+        CaveatList(Arc::new(CaveatListInner {
+            list,
+            json: std::sync::OnceLock::new(),
+        }))
+    }
+}
+
+impl From<Vec<Caveat>> for CaveatList {
+    fn from(list: Vec<Caveat>) -> CaveatList {
+        CaveatList::from(Arc::<[Caveat]>::from(list))
+    }
+}
+
+impl PartialEq for CaveatList {
+    fn eq(&self, other: &CaveatList) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for CaveatList {}
+
+impl std::hash::Hash for CaveatList {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl fmt::Debug for CaveatList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_slice(), f)
+    }
+}
+
 /// A macaroon-style capability token.
 ///
 /// Obtain one from [`Issuer::issue`](crate::Issuer::issue) or
@@ -65,7 +136,7 @@ pub struct Capability {
     identifier: String,
     holder_of_key: Option<[u8; 32]>,
     // Shared with the receipts signed for this capability.
-    caveats: Arc<[Caveat]>,
+    caveats: CaveatList,
     signature: Tag,
     // What a verifier learnt about this exact token (not part of its value).
     memo: Memo,
@@ -196,7 +267,8 @@ impl Capability {
     /// Encodes the token: base64url (no padding) of compact JSON, byte for
     /// byte what the reference implementation produces.
     pub fn serialize(&self) -> String {
-        let mut json = String::with_capacity(64 + self.identifier.len() + self.caveats.len() * 48);
+        let mut json =
+            String::with_capacity(64 + self.identifier.len() + self.caveats().len() * 48);
         json.put("{\"identifier\":");
         write_escaped_str(&mut json, &self.identifier);
         if let Some(key) = &self.holder_of_key {
@@ -204,16 +276,9 @@ impl Capability {
             json.put(&crypto::hex_encode(key));
             json.put("\"");
         }
-        json.put(",\"caveats\":[");
-        for (i, caveat) in self.caveats.iter().enumerate() {
-            if i > 0 {
-                json.put(",");
-            }
-            json.put("{\"predicate\":");
-            write_escaped_str(&mut json, &caveat.predicate);
-            json.put("}");
-        }
-        json.put("],\"signature\":\"");
+        json.put(",\"caveats\":");
+        json.put(self.caveats.json());
+        json.put(",\"signature\":\"");
         json.put(&crypto::hex_encode(&self.signature));
         json.put("\"}");
         URL_SAFE_NO_PAD.encode(json.as_bytes())
@@ -235,14 +300,14 @@ impl Capability {
     /// # Ok::<(), capnagent::Error>(())
     /// ```
     pub fn attenuate(&self, predicate: &str) -> Result<Capability, Error> {
-        if self.caveats.len() >= Limits::DEFAULT.max_caveats {
+        if self.caveats().len() >= Limits::DEFAULT.max_caveats {
             return Err(crate::error::BuildError::TooManyCaveats {
                 max: Limits::DEFAULT.max_caveats,
             }
             .into());
         }
         check_predicate(predicate, &Limits::DEFAULT)?;
-        let mut caveats = self.caveats.to_vec();
+        let mut caveats = self.caveats().to_vec();
         caveats.push(Caveat::new(predicate));
         Ok(Capability {
             identifier: self.identifier.clone(),
@@ -261,16 +326,16 @@ impl Capability {
 
     /// The caveats, in chain order.
     pub fn caveats(&self) -> &[Caveat] {
-        &self.caveats
+        self.caveats.as_slice()
     }
 
     pub(crate) fn signature(&self) -> &Tag {
         &self.signature
     }
 
-    /// The caveats as a shared slice (cloning it is a reference count).
-    pub(crate) fn caveats_shared(&self) -> Arc<[Caveat]> {
-        Arc::clone(&self.caveats)
+    /// The caveats, shared (cloning them is a reference count).
+    pub(crate) fn caveats_shared(&self) -> CaveatList {
+        self.caveats.clone()
     }
 
     /// The Ed25519 public key the holder must prove possession of, if bound.
@@ -284,7 +349,7 @@ impl Capability {
             root,
             &self.identifier,
             self.holder_of_key.as_ref(),
-            self.caveats.iter().map(|c| c.predicate.as_str()),
+            self.caveats().iter().map(|c| c.predicate.as_str()),
         );
         crypto::tags_equal(&expected, &self.signature)
     }

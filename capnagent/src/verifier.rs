@@ -28,7 +28,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::audit::{Auditor, Outcome, Receipt};
-use crate::capability::{Capability, Caveat, VerifiedMemo};
+use crate::capability::{Capability, CaveatList, VerifiedMemo};
 use crate::context::Context;
 use crate::crypto::{KeyedMac, Tag};
 use crate::dsl::{self, PredicateCache};
@@ -264,7 +264,12 @@ impl Verifier {
         auditor: &Auditor,
     ) -> Result<Receipt, Error> {
         let outcome = self.decide(cap, ctx)?;
-        Ok(auditor.sign(cap.identifier(), cap.caveats_shared(), ctx, outcome))
+        Ok(auditor.sign_shared(
+            cap.identifier().to_owned(),
+            cap.caveats_shared(),
+            ctx,
+            outcome,
+        ))
     }
 
     /// [`verify_with_context`](Self::verify_with_context) with the context
@@ -333,7 +338,12 @@ impl Verifier {
     ) -> Result<Receipt, Error> {
         self.verify(cap)?;
         let outcome = self.decide_with_proof(cap, ctx, proof).await;
-        Ok(auditor.sign(cap.identifier(), cap.caveats_shared(), ctx, outcome))
+        Ok(auditor.sign_shared(
+            cap.identifier().to_owned(),
+            cap.caveats_shared(),
+            ctx,
+            outcome,
+        ))
     }
 
     async fn decide_with_proof(&self, cap: &Capability, ctx: &Context, proof: &Proof) -> Outcome {
@@ -452,14 +462,14 @@ impl PartialEq for CtTag {
 struct VerifiedChain {
     identifier: Box<str>,
     holder_of_key: Option<[u8; 32]>,
-    caveats: Arc<[Caveat]>,
+    caveats: CaveatList,
 }
 
 impl VerifiedChain {
     fn is(&self, cap: &Capability) -> bool {
         *self.identifier == *cap.identifier()
             && self.holder_of_key.as_ref() == cap.holder_of_key()
-            && *self.caveats == *cap.caveats()
+            && self.caveats.as_slice() == cap.caveats()
     }
 }
 
