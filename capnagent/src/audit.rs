@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::capability::{Caveat, CaveatList};
 use crate::context::Context;
-use crate::crypto::{self, HexArrayError, KeyedMac, Tag};
+use crate::crypto::{self, Buffered, HexArrayError, KeyedMac, Tag};
 use crate::error::{Error, KeyError, ReceiptError};
 use crate::json::{JsonSink, write_escaped_str};
 
@@ -384,14 +384,12 @@ impl Auditor {
     }
 
     fn mac(&self, receipt: &Receipt) -> Tag {
-        // One buffer, one MAC update: many small updates cost more than
-        // the hashing itself.
-        let mut body = String::with_capacity(256 + receipt.caveats.json().len());
+        // Through a stack buffer: many small updates cost more than the
+        // hashing itself.
+        let mut body = Buffered::new(self.key.start());
+        body.bytes(&[b'v', receipt.version]);
         receipt.write_signing_body(&mut body);
-        let mut mac = self.key.start();
-        mac.update(&[b'v', receipt.version]);
-        mac.update(body.as_bytes());
-        mac.finalize().into_bytes().into()
+        body.finish().finalize().into_bytes().into()
     }
 
     /// Checks a receipt given as JSON text: strict schema, version 1, and

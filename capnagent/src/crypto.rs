@@ -56,6 +56,70 @@ pub(crate) fn chain_step(prev: &Tag, parts: &[&[u8]]) -> Tag {
     mac.finalize().into_bytes().into()
 }
 
+/// Feeds a hash or MAC (`sha2::digest::Update`) in blocks gathered in a
+/// buffer on the stack: one `update` per small piece (a JSON key, a comma)
+/// would cost more than the hashing itself.
+pub(crate) struct Buffered<U> {
+    inner: U,
+    buf: [u8; BUFFERED_CAPACITY],
+    len: usize,
+}
+
+const BUFFERED_CAPACITY: usize = 2048;
+
+impl<U: sha2::digest::Update> Buffered<U> {
+    pub(crate) fn new(inner: U) -> Buffered<U> {
+        Buffered {
+            inner,
+            buf: [0; BUFFERED_CAPACITY],
+            len: 0,
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(pending) = self.buf.get(..self.len) {
+            self.inner.update(pending);
+        }
+        self.len = 0;
+    }
+
+    /// Everything given so far, handed over.
+    pub(crate) fn finish(mut self) -> U {
+        self.flush();
+        self.inner
+    }
+
+    pub(crate) fn bytes(&mut self, bytes: &[u8]) {
+        if self.len + bytes.len() > BUFFERED_CAPACITY {
+            self.flush();
+            if bytes.len() >= BUFFERED_CAPACITY {
+                self.inner.update(bytes);
+                return;
+            }
+        }
+        if let Some(room) = self.buf.get_mut(self.len..self.len + bytes.len()) {
+            room.copy_from_slice(bytes);
+            self.len += bytes.len();
+        }
+    }
+
+    pub(crate) fn byte(&mut self, byte: u8) {
+        if self.len == BUFFERED_CAPACITY {
+            self.flush();
+        }
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = byte;
+            self.len += 1;
+        }
+    }
+}
+
+impl<U: sha2::digest::Update> crate::json::JsonSink for Buffered<U> {
+    fn put(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+}
+
 /// Constant-time equality of two tags.
 pub(crate) fn tags_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))

@@ -125,6 +125,22 @@ impl Decimal {
         })
     }
 
+    /// The value as an `i64`, when it is an integer of at most 18 digits.
+    pub(crate) fn to_small_integer(&self) -> Option<i64> {
+        let len = i128::try_from(self.digits.len()).ok()?;
+        if self.exponent < len || self.exponent > 18 {
+            return if self.is_zero() { Some(0) } else { None };
+        }
+        let mut value: i64 = 0;
+        for &d in &self.digits {
+            value = value * 10 + i64::from(d - b'0');
+        }
+        for _ in len..self.exponent {
+            value *= 10;
+        }
+        Some(if self.negative { -value } else { value })
+    }
+
     /// Whether the value is zero (of any sign or spelling).
     pub fn is_zero(&self) -> bool {
         self.digits.is_empty()
@@ -169,6 +185,27 @@ impl Decimal {
                 .then_with(|| self.digits.cmp(&other.digits)),
         }
     }
+}
+
+/// The value of `-?\d{1,18}` (what [`Decimal::parse`] reads it as), without
+/// building a [`Decimal`].
+pub(crate) fn small_integer(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for b in digits.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + i64::from(b - b'0');
+    }
+    Some(if digits.len() < text.len() {
+        -value
+    } else {
+        value
+    })
 }
 
 fn skip_digits(bytes: &[u8], mut pos: usize) -> usize {
@@ -288,6 +325,59 @@ mod tests {
 
     fn d(s: &str) -> Decimal {
         Decimal::parse(s).unwrap_or_else(|| panic!("failed to parse {s:?}"))
+    }
+
+    #[test]
+    fn the_small_integer_shortcut_agrees_with_decimal() {
+        let texts = [
+            "0",
+            "-0",
+            "7",
+            "007",
+            "-7",
+            "5000",
+            "4999",
+            "5001",
+            "-5000",
+            "999999999999999999",
+            "-999999999999999999",
+            "1000000000000000000",
+            "9223372036854775807",
+            "1.5",
+            "1e3",
+            "1.5e1",
+            "0.0",
+            "5000.0",
+            "-12.5e-1",
+            "00",
+            "-",
+            "",
+            "12a",
+            "+1",
+        ];
+        for a in texts {
+            assert_eq!(
+                small_integer(a),
+                Decimal::parse(a)
+                    .filter(|_| a.trim_start_matches('-').len() <= 18)
+                    .filter(|_| a.bytes().all(|b| b == b'-' || b.is_ascii_digit()))
+                    .map(|v| v.to_small_integer().unwrap_or(i64::MIN)),
+                "{a}"
+            );
+            for b in texts {
+                let (Some(x), Some(y)) = (Decimal::parse(a), Decimal::parse(b)) else {
+                    continue;
+                };
+                if let (Some(l), Some(r)) = (small_integer(a), y.to_small_integer()) {
+                    assert_eq!(l.cmp(&r), x.cmp(&y), "{a} vs {b}");
+                }
+            }
+        }
+        assert_eq!(d("1.5e1").to_small_integer(), Some(15));
+        assert_eq!(d("12e16").to_small_integer(), Some(120_000_000_000_000_000));
+        assert_eq!(d("1e19").to_small_integer(), None);
+        assert_eq!(d("1.5").to_small_integer(), None);
+        assert_eq!(d("-0.0").to_small_integer(), Some(0));
     }
 
     #[test]

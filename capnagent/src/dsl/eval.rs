@@ -12,7 +12,7 @@ use super::EvalError;
 use super::ast::{Comparison, Expr, Ident, Literal, Op};
 use crate::context::{ArgsView, Context};
 use crate::json::{JsonNumber, JsonValue};
-use crate::number::Decimal;
+use crate::number::{Decimal, small_integer};
 use crate::timestamp::Timestamp;
 
 /// A resolved left-hand value, borrowed from the context.
@@ -129,7 +129,9 @@ fn resolve<'a>(ident: &Ident, ctx: &'a Context) -> Result<Value<'a>, EvalError> 
 
 /// The reference rejects arg numbers that overflow an f64 to infinity.
 fn is_finite(text: &str) -> bool {
-    text.parse::<f64>().is_ok_and(f64::is_finite)
+    // Without an exponent, fewer than 300 digits are always finite.
+    (text.len() < 300 && !text.bytes().any(|b| matches!(b, b'e' | b'E')))
+        || text.parse::<f64>().is_ok_and(f64::is_finite)
 }
 
 fn compare(cmp: &Comparison, ctx: &Context) -> Result<bool, EvalError> {
@@ -180,6 +182,11 @@ fn compare(cmp: &Comparison, ctx: &Context) -> Result<bool, EvalError> {
                     "integer-syntactic numeric arg (caveat literal is integer-domain; use _cents form for sub-unit precision, or reject non-integer args at the tool boundary \u{2014} closes angle finding A.1)",
                     "float-syntactic numeric arg",
                 ));
+            }
+            // Integers of up to 18 digits (most args and literals) compare
+            // as `i64`, without building a `Decimal`: the same order.
+            if let (Some(left), Some(right)) = (small_integer(left), value.to_small_integer()) {
+                return Ok(op.holds(left.cmp(&right)));
             }
             let left = Decimal::parse(left).ok_or_else(|| {
                 EvalError::mismatch("string or integer at arg path", "unreadable number")

@@ -6,6 +6,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::crypto::Buffered;
+
 use super::{
     JsonError, JsonLimits, JsonSink, JsonValue, decode_string, dedup_keep_last, parse_tape, utf8,
     value_from_tape, write_escaped_str,
@@ -169,9 +171,9 @@ impl JsonDoc {
     /// these arguments. Hashed through a buffer on the stack: no heap
     /// allocation for the canonical text.
     pub fn sha256_canonical_hex(&self) -> String {
-        let mut sink = HashSink::new();
+        let mut sink = Buffered::new(<sha2::Sha256 as sha2::Digest>::new());
         write_canonical_at(self, 0, &mut sink);
-        sink.finish_hex()
+        crate::hex::encode(&sha2::Digest::finalize(sink.finish()))
     }
 
     fn canonical_bytes(&self) -> Vec<u8> {
@@ -352,68 +354,13 @@ impl ByteSink for Vec<u8> {
     }
 }
 
-/// Hashes what it is given in blocks gathered in a buffer on the stack
-/// (one `update` per piece of canonical JSON would cost more than the
-/// hashing itself).
-struct HashSink {
-    hasher: sha2::Sha256,
-    buf: [u8; HashSink::CAPACITY],
-    len: usize,
-}
-
-impl HashSink {
-    const CAPACITY: usize = 2048;
-
-    fn new() -> HashSink {
-        HashSink {
-            hasher: <sha2::Sha256 as sha2::Digest>::new(),
-            buf: [0; HashSink::CAPACITY],
-            len: 0,
-        }
-    }
-
-    fn flush(&mut self) {
-        if let Some(pending) = self.buf.get(..self.len) {
-            sha2::Digest::update(&mut self.hasher, pending);
-        }
-        self.len = 0;
-    }
-
-    fn finish_hex(mut self) -> String {
-        self.flush();
-        crate::hex::encode(&sha2::Digest::finalize(self.hasher))
-    }
-}
-
-impl JsonSink for HashSink {
-    fn put(&mut self, s: &str) {
-        self.bytes(s.as_bytes());
-    }
-}
-
-impl ByteSink for HashSink {
+impl<U: sha2::digest::Update> ByteSink for Buffered<U> {
     fn bytes(&mut self, bytes: &[u8]) {
-        if self.len + bytes.len() > HashSink::CAPACITY {
-            self.flush();
-            if bytes.len() >= HashSink::CAPACITY {
-                sha2::Digest::update(&mut self.hasher, bytes);
-                return;
-            }
-        }
-        if let Some(room) = self.buf.get_mut(self.len..self.len + bytes.len()) {
-            room.copy_from_slice(bytes);
-            self.len += bytes.len();
-        }
+        Buffered::bytes(self, bytes);
     }
 
     fn byte(&mut self, byte: u8) {
-        if self.len == HashSink::CAPACITY {
-            self.flush();
-        }
-        if let Some(slot) = self.buf.get_mut(self.len) {
-            *slot = byte;
-            self.len += 1;
-        }
+        Buffered::byte(self, byte);
     }
 }
 
@@ -435,9 +382,63 @@ enum Frame {
 /// except the integer `-0`. Iterative, with one shared buffer for the
 /// member order of every open object.
 fn write_canonical_at<S: ByteSink>(doc: &JsonDoc, root: usize, out: &mut S) {
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut order: Vec<u32> = Vec::with_capacity(doc.nodes.len() / 2);
-    let mut scratch: Vec<(u64, u32)> = Vec::with_capacity(16);
+    let mut buffers = Scratch::take();
+    let Scratch {
+        stack,
+        order,
+        members: scratch,
+    } = &mut buffers;
+    write_canonical_with(doc, root, out, stack, order, scratch);
+    buffers.give_back();
+}
+
+/// The buffers the canonical writer needs, kept per thread between calls
+/// so that hashing a request's args allocates nothing.
+#[derive(Default)]
+struct Scratch {
+    stack: Vec<Frame>,
+    order: Vec<u32>,
+    members: Vec<(u64, u32)>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+}
+
+impl Scratch {
+    /// Buffers larger than this (in elements) are freed, not kept.
+    const KEEP: usize = 4096;
+
+    /// This thread's buffers (empty ones if they are in use or gone).
+    fn take() -> Scratch {
+        SCRATCH.try_with(std::cell::Cell::take).unwrap_or_default()
+    }
+
+    fn give_back(mut self) {
+        for len in [
+            self.stack.capacity(),
+            self.order.capacity(),
+            self.members.capacity(),
+        ] {
+            if len > Scratch::KEEP {
+                return;
+            }
+        }
+        self.stack.clear();
+        self.order.clear();
+        self.members.clear();
+        let _ = SCRATCH.try_with(|cell| cell.set(self));
+    }
+}
+
+fn write_canonical_with<S: ByteSink>(
+    doc: &JsonDoc,
+    root: usize,
+    out: &mut S,
+    stack: &mut Vec<Frame>,
+    order: &mut Vec<u32>,
+    scratch: &mut Vec<(u64, u32)>,
+) {
     let mut next = Some(root);
     let mut first = true;
     loop {
@@ -465,7 +466,7 @@ fn write_canonical_at<S: ByteSink>(doc: &JsonDoc, root: usize, out: &mut S) {
                 NodeKind::Object => {
                     out.byte(b'{');
                     let start = order.len();
-                    sorted_members(doc, index, node.a(), &mut order, &mut scratch);
+                    sorted_members(doc, index, node.a(), order, scratch);
                     stack.push(Frame::Object {
                         start,
                         pos: start,
@@ -505,15 +506,41 @@ fn write_canonical_at<S: ByteSink>(doc: &JsonDoc, root: usize, out: &mut S) {
                     out.byte(b',');
                 }
                 let key = key as usize;
+                *pos += 1;
+                if let Some(member) = compact_member(doc, key) {
+                    // `"key":value` as it is in the source: one piece.
+                    out.bytes(member);
+                    continue;
+                }
                 if let Some(key_node) = doc.node(key) {
                     write_string(doc, key_node, out);
                 }
                 out.byte(b':');
                 next = Some(key + 1);
-                *pos += 1;
             }
         }
     }
+}
+
+/// The source text of the member whose key is at tape index `key`, when
+/// that text is already canonical: an unescaped key, then `:` with no
+/// whitespace, then a string without escapes or a number other than `-0`.
+fn compact_member(doc: &JsonDoc, key: usize) -> Option<&[u8]> {
+    let key_node = doc.node(key).filter(|n| !n.escaped())?;
+    let value = doc.node(key + 1)?;
+    let (key_start, key_end) = key_node.span();
+    let (value_start, value_end) = value.span();
+    // `key_end` is the key's closing quote; the colon follows it.
+    let (start, end) = match value.kind() {
+        NodeKind::String if !value.escaped() && value_start == key_end + 3 => {
+            (key_start - 1, value_end + 1)
+        }
+        NodeKind::Number if value_start == key_end + 2 => (key_start - 1, value_end),
+        _ => return None,
+    };
+    let member = doc.text.as_bytes().get(start..end)?;
+    let is_zero = value.kind() == NodeKind::Number && member.ends_with(b":-0");
+    (member.get(key_end + 1 - start) == Some(&b':') && !is_zero).then_some(member)
 }
 
 fn write_string<S: ByteSink>(doc: &JsonDoc, node: &Node, out: &mut S) {
