@@ -367,7 +367,7 @@ impl<'a> BufferedBody<'a> {
     /// cheaper to build, look up and hash than a tree. What [`JsonBody`]
     /// uses.
     pub fn parse_doc(&self) -> Result<JsonDoc, ExtractError> {
-        JsonDoc::parse_bytes(self.bytes, &self.limits)
+        JsonDoc::from_bytes(self.bytes.clone(), &self.limits)
             .map_err(|e| ExtractError::bad_request(format!("args: request body is not JSON: {e}")))
     }
 

@@ -31,9 +31,21 @@ fn same_meaning(text: &str) {
             );
             assert_eq!(doc.text(), text);
             assert_eq!(doc, &JsonDoc::parse(text, &limits()).unwrap());
+            // Kept without a copy: the same document.
+            let kept =
+                JsonDoc::from_bytes(bytes::Bytes::copy_from_slice(text.as_bytes()), &limits())
+                    .unwrap();
+            assert_eq!(&kept, doc);
+            assert_eq!(kept.sha256_canonical_hex(), doc.sha256_canonical_hex());
             same_lookups(doc.root(), value);
+            same_lookups(kept.root(), value);
         }
-        (Err(a), Err(b)) => assert_eq!(a, b, "{text:?}"),
+        (Err(a), Err(b)) => {
+            assert_eq!(a, b, "{text:?}");
+            let kept =
+                JsonDoc::from_bytes(bytes::Bytes::copy_from_slice(text.as_bytes()), &limits());
+            assert_eq!(kept.as_ref().err(), Some(a), "{text:?}");
+        }
         _ => panic!("{text:?}: {value:?} vs {doc:?}"),
     }
 }
@@ -100,6 +112,8 @@ fn bytes_must_be_utf8() {
     let a = json::parse_bytes(b"[\"\xff\"]", &limits()).unwrap_err();
     let b = JsonDoc::parse_bytes(b"[\"\xff\"]", &limits()).unwrap_err();
     assert_eq!(a, b);
+    let c = JsonDoc::from_bytes(bytes::Bytes::from_static(b"[\"\xff\"]"), &limits()).unwrap_err();
+    assert_eq!(a, c);
     let tight = JsonLimits {
         max_len: 3,
         ..limits()

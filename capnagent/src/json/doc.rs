@@ -6,11 +6,13 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use bytes::Bytes;
+
 use crate::crypto::Buffered;
 
 use super::{
-    JsonError, JsonLimits, JsonSink, JsonValue, decode_string, dedup_keep_last, parse_tape, utf8,
-    value_from_tape, write_escaped_str,
+    JsonError, JsonLimits, JsonSink, JsonValue, decode_string, dedup_keep_last, parse_tape,
+    tape_u32, utf8, value_from_tape, write_escaped_str,
 };
 
 /// What a tape node is.
@@ -100,11 +102,13 @@ impl Node {
 /// It accepts and rejects exactly what [`parse`](super::parse) does, under
 /// the same [`JsonLimits`], and means the same value: numbers keep their
 /// source text, duplicate keys are kept and the last one wins on lookup.
-/// Reading it costs two allocations (the text and the index), however many
-/// strings the document holds, which is why the tower layer reads request
-/// bodies into one. The index takes 8 bytes per value, and a value takes
-/// at least two bytes of input with its separator, so a document holds at
-/// most about five times its length in memory (input text included). [`JsonDoc::to_value`] builds the equivalent
+/// Reading it costs two allocations (a copy of the text and the index),
+/// or one with [`JsonDoc::from_bytes`], which keeps the caller's buffer,
+/// however many strings the document holds: that is why the tower layer
+/// reads request bodies into one. The index takes 8 bytes per value, and a
+/// value takes at least two bytes of input with its separator, so a
+/// document holds at most about five times its length in memory (input
+/// text included). [`JsonDoc::to_value`] builds the equivalent
 /// [`JsonValue`].
 ///
 /// ```
@@ -117,7 +121,8 @@ impl Node {
 /// ```
 #[derive(Clone)]
 pub struct JsonDoc {
-    text: Box<str>,
+    /// The source, checked to be UTF-8 when the document was parsed.
+    text: Bytes,
     nodes: Vec<Node>,
 }
 
@@ -126,19 +131,28 @@ impl JsonDoc {
     pub fn parse(text: &str, limits: &JsonLimits) -> Result<JsonDoc, JsonError> {
         let nodes = parse_tape(text, limits)?;
         Ok(JsonDoc {
-            text: text.into(),
+            text: Bytes::copy_from_slice(text.as_bytes()),
             nodes,
         })
     }
 
-    /// Parses raw bytes, which must be valid UTF-8, under `limits`.
+    /// Parses raw bytes, which must be valid UTF-8, under `limits`
+    /// (copied into the document).
     pub fn parse_bytes(bytes: &[u8], limits: &JsonLimits) -> Result<JsonDoc, JsonError> {
         JsonDoc::parse(utf8(bytes, limits)?, limits)
     }
 
-    /// The source text, as given.
+    /// Parses a buffer, which must be valid UTF-8, under `limits`, and
+    /// keeps it: no copy (a request body read by an HTTP server, say).
+    pub fn from_bytes(bytes: Bytes, limits: &JsonLimits) -> Result<JsonDoc, JsonError> {
+        let nodes = parse_tape(utf8(&bytes, limits)?, limits)?;
+        Ok(JsonDoc { text: bytes, nodes })
+    }
+
+    /// The source text, as given (checked again as UTF-8 on each call: it
+    /// takes time in proportion to its length).
     pub fn text(&self) -> &str {
-        &self.text
+        std::str::from_utf8(&self.text).unwrap_or_default()
     }
 
     /// The top-level value.
@@ -198,20 +212,33 @@ impl JsonDoc {
 
     /// The raw source text of a number or string node.
     fn raw(&self, node: &Node) -> &str {
-        let (start, end) = node.span();
-        self.text.get(start..end).unwrap_or_default()
+        // A piece cut at ASCII bytes of UTF-8 text: always UTF-8.
+        std::str::from_utf8(self.raw_bytes(node)).unwrap_or_default()
     }
 
     /// [`raw`](Self::raw) as bytes (no char-boundary checks).
     fn raw_bytes(&self, node: &Node) -> &[u8] {
         let (start, end) = node.span();
-        self.text.as_bytes().get(start..end).unwrap_or_default()
+        self.text.get(start..end).unwrap_or_default()
     }
 
     /// The decoded text of a string node, borrowed when it has no escape.
     fn string(&self, node: &Node) -> Cow<'_, str> {
         if node.escaped() {
-            Cow::Owned(decode_string(&self.text, node))
+            // Decoded from the string alone, quotes included.
+            let (start, end) = node.span();
+            let quoted = self
+                .text
+                .get(start.saturating_sub(1)..end + 1)
+                .and_then(|q| std::str::from_utf8(q).ok())
+                .unwrap_or_default();
+            let inner = Node::new(
+                NodeKind::String,
+                true,
+                1,
+                tape_u32(quoted.len().saturating_sub(1)),
+            );
+            Cow::Owned(decode_string(quoted, &inner))
         } else {
             Cow::Borrowed(self.raw(node))
         }
@@ -220,7 +247,7 @@ impl JsonDoc {
 
 impl fmt::Debug for JsonDoc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("JsonDoc").field(&&*self.text).finish()
+        f.debug_tuple("JsonDoc").field(&self.text()).finish()
     }
 }
 
@@ -306,7 +333,7 @@ impl<'a> JsonRef<'a> {
             let matches = if key_node.escaped() {
                 self.doc.string(key_node) == key
             } else {
-                self.doc.raw(key_node) == key
+                self.doc.raw_bytes(key_node) == key.as_bytes()
             };
             if matches {
                 found = Some(member + 1);
@@ -323,7 +350,7 @@ impl<'a> JsonRef<'a> {
     pub fn to_value(&self) -> JsonValue {
         let end = self.doc.skip(self.index);
         match self.doc.nodes.get(self.index..end) {
-            Some(nodes) => value_from_tape(&self.doc.text, nodes),
+            Some(nodes) => value_from_tape(self.doc.text(), nodes),
             None => JsonValue::Null,
         }
     }
@@ -538,7 +565,7 @@ fn compact_member(doc: &JsonDoc, key: usize) -> Option<&[u8]> {
         NodeKind::Number if value_start == key_end + 2 => (key_start - 1, value_end),
         _ => return None,
     };
-    let member = doc.text.as_bytes().get(start..end)?;
+    let member = doc.text.get(start..end)?;
     let is_zero = value.kind() == NodeKind::Number && member.ends_with(b":-0");
     (member.get(key_end + 1 - start) == Some(&b':') && !is_zero).then_some(member)
 }
@@ -551,7 +578,7 @@ fn write_string<S: ByteSink>(doc: &JsonDoc, node: &Node, out: &mut S) {
     // No backslash, and the parser refused raw `"` and control characters:
     // the raw text, quotes included, is its own canonical form.
     let (start, end) = node.span();
-    match doc.text.as_bytes().get(start.saturating_sub(1)..end + 1) {
+    match doc.text.get(start.saturating_sub(1)..end + 1) {
         Some(quoted) => out.bytes(quoted),
         None => {
             out.byte(b'"');
@@ -611,7 +638,7 @@ fn sorted_members(
 fn key_prefix(doc: &JsonDoc, node: &Node) -> u64 {
     let (start, end) = node.span();
     let len = end - start;
-    let bytes = doc.text.as_bytes();
+    let bytes = &doc.text[..];
     // The key is followed by at least its closing quote, so an 8-byte read
     // from its start usually stays inside the text; mask off what is not
     // the key.
