@@ -7,13 +7,11 @@ use std::task::{Context, Poll, ready};
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use capnagent::{BoxFuture, Capability, Context as Facts, Error, Receipt};
 use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::combinators::Collect;
-use http_body_util::{LengthLimitError, Limited};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -88,7 +86,7 @@ pin_project! {
         // Reading the body the args come from.
         Buffering {
             #[pin]
-            collect: Collect<Limited<B>>,
+            read: ReadBody<B>,
             state: Option<Buffering<S>>,
         },
         // Waiting for the verifier's answer on a holder-of-key proof.
@@ -182,10 +180,10 @@ where
         }
     }
 
-    pub(crate) fn buffering(collect: Collect<Limited<B>>, state: Buffering<S>) -> Self {
+    pub(crate) fn buffering(body: B, limit: usize, state: Buffering<S>) -> Self {
         ResponseFuture {
             kind: Kind::Buffering {
-                collect,
+                read: ReadBody::new(body, limit),
                 state: Some(state),
             },
         }
@@ -216,8 +214,8 @@ where
                         Next::Deny(response) => return Poll::Ready(Ok(response)),
                     }
                 }
-                KindProj::Buffering { collect, state } => {
-                    let result = ready!(collect.poll(cx));
+                KindProj::Buffering { read, state } => {
+                    let result = ready!(read.poll(cx));
                     let Buffering {
                         inner,
                         mut parts,
@@ -225,8 +223,7 @@ where
                         shared,
                     } = state.take().expect("future polled after completion");
                     let (record, next) = match result {
-                        Ok(collected) => {
-                            let bytes = collected.to_bytes();
+                        Ok(bytes) => {
                             let view = BufferedBody::new(&bytes, shared.json_limits());
                             match shared.decide(pending, &mut parts, view) {
                                 Decision::Allow { record, verified } => {
@@ -235,6 +232,12 @@ where
                                     }
                                     // The handler gets exactly the bytes that were checked.
                                     let request = Request::from_parts(parts, B::from(bytes));
+                                    if record.is_done() {
+                                        let mut inner = inner;
+                                        let future = inner.call(request);
+                                        this.kind.set(Kind::Inner { future });
+                                        continue;
+                                    }
                                     (record, Next::Call { inner, request })
                                 }
                                 Decision::Deny(denied) => {
@@ -257,15 +260,15 @@ where
                             }
                         }
                         Err(error) => {
-                            let (kind, reason) =
-                                if error.downcast_ref::<LengthLimitError>().is_some() {
+                            let (kind, reason) = match error {
+                                ReadError::TooLarge => {
                                     (DenialKind::PayloadTooLarge, too_large(shared.body_limit))
-                                } else {
-                                    (
-                                        DenialKind::BadRequest,
-                                        format!("request body could not be read: {error}"),
-                                    )
-                                };
+                                }
+                                ReadError::Body(error) => (
+                                    DenialKind::BadRequest,
+                                    format!("request body could not be read: {error}"),
+                                ),
+                            };
                             let denied = shared.deny_pending(pending, kind, reason);
                             (denied.record, Next::Deny(denied.response))
                         }
@@ -305,6 +308,85 @@ where
                         record,
                         next: Some(next),
                     });
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// Reads a whole body, up to `limit` bytes. A body that arrives as one
+    /// chunk (the usual case for a small request) is kept as that chunk,
+    /// without a copy; more chunks are gathered into one buffer. Trailers
+    /// are ignored.
+    pub(crate) struct ReadBody<B> {
+        #[pin]
+        body: B,
+        first: Option<Bytes>,
+        rest: BytesMut,
+        len: usize,
+        limit: usize,
+    }
+}
+
+pub(crate) enum ReadError {
+    TooLarge,
+    Body(BoxError),
+}
+
+impl<B> ReadBody<B> {
+    fn new(body: B, limit: usize) -> ReadBody<B> {
+        ReadBody {
+            body,
+            first: None,
+            rest: BytesMut::new(),
+            len: 0,
+            limit,
+        }
+    }
+}
+
+impl<B> Future for ReadBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Bytes, ReadError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if usize::try_from(this.body.size_hint().lower()).map_or(true, |len| len > *this.limit) {
+            return Poll::Ready(Err(ReadError::TooLarge));
+        }
+        loop {
+            let Some(frame) = ready!(this.body.as_mut().poll_frame(cx)) else {
+                let whole = match this.first.take() {
+                    Some(first) if this.rest.is_empty() => first,
+                    _ => std::mem::take(this.rest).freeze(),
+                };
+                return Poll::Ready(Ok(whole));
+            };
+            let frame = frame.map_err(|e| ReadError::Body(e.into()))?;
+            let Ok(mut data) = frame.into_data() else {
+                continue;
+            };
+            let len = data.remaining();
+            *this.len = this.len.saturating_add(len);
+            if *this.len > *this.limit {
+                return Poll::Ready(Err(ReadError::TooLarge));
+            }
+            if len == 0 {
+                continue;
+            }
+            let chunk = data.copy_to_bytes(len);
+            match this.first.take() {
+                None if this.rest.is_empty() => *this.first = Some(chunk),
+                first => {
+                    if let Some(first) = first {
+                        this.rest.reserve(*this.len);
+                        this.rest.extend_from_slice(&first);
+                    }
+                    this.rest.extend_from_slice(&chunk);
                 }
             }
         }

@@ -35,7 +35,6 @@ use capnagent::{
 use http::request::Parts;
 use http::{Request, Response, header};
 use http_body::Body;
-use http_body_util::{BodyExt, Limited};
 use tower_service::Service;
 
 use crate::BoxError;
@@ -162,7 +161,8 @@ where
         // `poll_ready` was called on into the future, and keep its clone.
         let inner = take_ready(&mut self.inner);
         ResponseFuture::buffering(
-            Limited::new(body, limit).collect(),
+            body,
+            limit,
             Buffering {
                 inner,
                 parts,

@@ -288,6 +288,69 @@ async fn body_over_the_limit_is_413_while_reading() {
     assert_eq!(receipts.len(), 1);
 }
 
+/// A body that arrives in several frames, with no size known up front.
+struct Chunked(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Chunked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        Poll::Ready(
+            self.get_mut()
+                .0
+                .pop_front()
+                .map(|b| Ok(http_body::Frame::data(b))),
+        )
+    }
+}
+
+fn chunked_request(token: &str, body: &str, pieces: usize) -> Request<Body> {
+    let step = body.len().div_ceil(pieces);
+    let chunks = body
+        .as_bytes()
+        .chunks(step)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    Request::post(PURCHASE)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::new(Chunked(chunks)))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_body_in_several_chunks_is_judged_whole_and_handed_on_whole() {
+    let (layer, receipts) = layer();
+    for pieces in [1, 2, 3, 7] {
+        let response = call(
+            app(layer.clone()),
+            chunked_request(&token(CAVEATS), GOOD_BODY, pieces),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK, "{pieces} pieces");
+        assert_eq!(response.body().split_once('\n').unwrap().1, GOOD_BODY);
+    }
+    let expensive = r#"{"sku":"laptop","amount_cents":250000}"#;
+    let denied = denial(
+        app(layer.clone()),
+        chunked_request(&token(CAVEATS), expensive, 4),
+    )
+    .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    // Over the limit with no size known: found while reading.
+    let long = format!(r#"{{"pad":"{}"}}"#, "x".repeat(300));
+    let denied = denial(
+        app(layer.body_limit(256)),
+        chunked_request(&token(CAVEATS), &long, 5),
+    )
+    .await;
+    assert_eq!(denied.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(receipts.len(), 6);
+}
+
 #[tokio::test]
 async fn body_reaches_the_handler_byte_for_byte_and_numbers_keep_their_text() {
     let (layer, receipts) = layer();
