@@ -101,7 +101,7 @@ pub(crate) struct Admitted {
     pub(crate) cap: Arc<Capability>,
     pub(crate) proof: Option<Proof>,
     pub(crate) now: Timestamp,
-    pub(crate) caller: String,
+    pub(crate) caller: Arc<str>,
     pub(crate) tool: String,
 }
 
@@ -141,7 +141,7 @@ impl Gate {
     ) -> Result<Admitted, Denial> {
         let now = self.clock.value.now();
         let caller = self.caller.value.extract_caller(parts);
-        let caller_fact = || caller.as_ref().ok().cloned().unwrap_or_default();
+        let caller_fact = || caller.as_ref().map_or_else(|_| Arc::from(""), Arc::clone);
 
         let token = match read_token(&self.token, parts) {
             Ok(Some(token)) => token,
@@ -183,7 +183,7 @@ impl Gate {
         let caller = match caller {
             Ok(caller) => caller,
             Err(error) => {
-                let ctx = facts(now, String::new(), tool);
+                let ctx = facts(now, Arc::from(""), tool);
                 return Err(self.deny_cap(
                     extract_kind(&error),
                     &cap,
@@ -239,7 +239,7 @@ impl Gate {
     fn context(&self, admitted: &Admitted, args: JsonValue) -> Context {
         let mut builder = Context::builder()
             .timestamp(admitted.now)
-            .caller(admitted.caller.as_str())
+            .caller(Arc::clone(&admitted.caller))
             .tool(admitted.tool.as_str())
             .args_json(args);
         for (key, value) in &self.env {
@@ -378,7 +378,7 @@ impl fmt::Debug for Gate {
 }
 
 /// The context of a denial made before the args were read.
-fn facts(now: Timestamp, caller: String, tool: String) -> Context {
+fn facts(now: Timestamp, caller: Arc<str>, tool: String) -> Context {
     Context::builder()
         .timestamp(now)
         .caller(caller)

@@ -15,6 +15,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -91,40 +92,43 @@ impl std::error::Error for ExtractError {}
 /// Produces the `tool` fact: which tool this request calls.
 ///
 /// Implemented by [`FixedTool`], [`PathParam`] (with the `axum` feature) and
-/// any `Fn(&mut Parts) -> Result<String, ExtractError>`.
+/// any `Fn(&mut Parts) -> Result<T, ExtractError>` where `T: Into<Arc<str>>`
+/// (a `String`, or an `Arc<str>`, which is shared rather than copied).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot name the tool of a request",
-    note = "use `FixedTool::new(\"bank.wire\")`, `PathParam::new(\"name\")`, or a closure `|parts: &mut http::request::Parts| -> Result<String, ExtractError>`"
+    note = "use `FixedTool::new(\"bank.wire\")`, `PathParam::new(\"name\")`, or a closure `|parts: &mut http::request::Parts| -> Result<String, ExtractError>` (or `Arc<str>`)"
 )]
 pub trait ToolExtractor: Send + Sync + 'static {
     /// Returns the tool name for this request.
-    fn extract_tool(&self, parts: &mut Parts) -> Result<String, ExtractError>;
+    fn extract_tool(&self, parts: &mut Parts) -> Result<Arc<str>, ExtractError>;
 }
 
-impl<F> ToolExtractor for F
+impl<F, T> ToolExtractor for F
 where
-    F: Fn(&mut Parts) -> Result<String, ExtractError> + Send + Sync + 'static,
+    F: Fn(&mut Parts) -> Result<T, ExtractError> + Send + Sync + 'static,
+    T: Into<Arc<str>>,
 {
-    fn extract_tool(&self, parts: &mut Parts) -> Result<String, ExtractError> {
-        self(parts)
+    fn extract_tool(&self, parts: &mut Parts) -> Result<Arc<str>, ExtractError> {
+        self(parts).map(Into::into)
     }
 }
 
 /// The same tool for every request: the usual choice with
-/// `Router::route_layer`, one layer per route.
+/// `Router::route_layer`, one layer per route. The name is shared by every
+/// request's context and receipt, never copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FixedTool(Cow<'static, str>);
+pub struct FixedTool(Arc<str>);
 
 impl FixedTool {
     /// A fixed tool name.
-    pub fn new(tool: impl Into<Cow<'static, str>>) -> FixedTool {
+    pub fn new(tool: impl Into<Arc<str>>) -> FixedTool {
         FixedTool(tool.into())
     }
 }
 
 impl ToolExtractor for FixedTool {
-    fn extract_tool(&self, _parts: &mut Parts) -> Result<String, ExtractError> {
-        Ok(self.0.clone().into_owned())
+    fn extract_tool(&self, _parts: &mut Parts) -> Result<Arc<str>, ExtractError> {
+        Ok(Arc::clone(&self.0))
     }
 }
 
@@ -134,7 +138,7 @@ impl ToolExtractor for FixedTool {
 pub struct NoTool;
 
 impl ToolExtractor for NoTool {
-    fn extract_tool(&self, _parts: &mut Parts) -> Result<String, ExtractError> {
+    fn extract_tool(&self, _parts: &mut Parts) -> Result<Arc<str>, ExtractError> {
         Err(ExtractError::misconfigured(
             "tool: no tool extractor is configured for this route; call `.tool(...)` on the \
              CapabilityLayer (for example `FixedTool::new(\"bank.wire\")` or `PathParam::new(\"name\")`) \
@@ -164,12 +168,12 @@ impl PathParam {
 
 #[cfg(feature = "axum")]
 impl ToolExtractor for PathParam {
-    fn extract_tool(&self, parts: &mut Parts) -> Result<String, ExtractError> {
+    fn extract_tool(&self, parts: &mut Parts) -> Result<Arc<str>, ExtractError> {
         let params = raw_path_params(parts)?;
         params
             .iter()
             .find(|(key, _)| *key == self.0)
-            .map(|(_, value)| value.to_owned())
+            .map(|(_, value)| Arc::from(value))
             .ok_or_else(|| {
                 ExtractError::misconfigured(format!(
                     "tool: the matched route has no path parameter `{}`",
@@ -206,22 +210,24 @@ fn raw_path_params(parts: &mut Parts) -> Result<axum::extract::RawPathParams, Ex
 /// server.
 ///
 /// Implemented by [`CallerExtension`] (the default), [`TrustedHeader`],
-/// [`Anonymous`] and any `Fn(&mut Parts) -> Result<String, ExtractError>`.
+/// [`Anonymous`] and any `Fn(&mut Parts) -> Result<T, ExtractError>` where
+/// `T: Into<Arc<str>>` (a `String`, or a shared `Arc<str>`).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot name the caller of a request",
-    note = "use `CallerExtension`, `TrustedHeader::new(...)`, `Anonymous`, or a closure `|parts: &mut http::request::Parts| -> Result<String, ExtractError>`"
+    note = "use `CallerExtension`, `TrustedHeader::new(...)`, `Anonymous`, or a closure `|parts: &mut http::request::Parts| -> Result<String, ExtractError>` (or `Arc<str>`)"
 )]
 pub trait CallerExtractor: Send + Sync + 'static {
     /// Returns the authenticated caller for this request.
-    fn extract_caller(&self, parts: &mut Parts) -> Result<String, ExtractError>;
+    fn extract_caller(&self, parts: &mut Parts) -> Result<Arc<str>, ExtractError>;
 }
 
-impl<F> CallerExtractor for F
+impl<F, T> CallerExtractor for F
 where
-    F: Fn(&mut Parts) -> Result<String, ExtractError> + Send + Sync + 'static,
+    F: Fn(&mut Parts) -> Result<T, ExtractError> + Send + Sync + 'static,
+    T: Into<Arc<str>>,
 {
-    fn extract_caller(&self, parts: &mut Parts) -> Result<String, ExtractError> {
-        self(parts)
+    fn extract_caller(&self, parts: &mut Parts) -> Result<Arc<str>, ExtractError> {
+        self(parts).map(Into::into)
     }
 }
 
@@ -239,11 +245,12 @@ where
 ///
 /// [`CapabilityLayer`]: crate::CapabilityLayer
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct AuthenticatedCaller(String);
+pub struct AuthenticatedCaller(Arc<str>);
 
 impl AuthenticatedCaller {
-    /// An authenticated identity.
-    pub fn new(caller: impl Into<String>) -> AuthenticatedCaller {
+    /// An authenticated identity (shared by every context and receipt of
+    /// the request, never copied).
+    pub fn new(caller: impl Into<Arc<str>>) -> AuthenticatedCaller {
         AuthenticatedCaller(caller.into())
     }
 
@@ -265,11 +272,11 @@ impl AuthenticatedCaller {
 pub struct CallerExtension;
 
 impl CallerExtractor for CallerExtension {
-    fn extract_caller(&self, parts: &mut Parts) -> Result<String, ExtractError> {
+    fn extract_caller(&self, parts: &mut Parts) -> Result<Arc<str>, ExtractError> {
         parts
             .extensions
             .get::<AuthenticatedCaller>()
-            .map(|caller| caller.0.clone())
+            .map(|caller| Arc::clone(&caller.0))
             .ok_or_else(|| {
                 ExtractError::misconfigured(
                     "caller: no `AuthenticatedCaller` in the request extensions; run an \
@@ -287,8 +294,9 @@ impl CallerExtractor for CallerExtension {
 pub struct Anonymous;
 
 impl CallerExtractor for Anonymous {
-    fn extract_caller(&self, _parts: &mut Parts) -> Result<String, ExtractError> {
-        Ok(String::new())
+    fn extract_caller(&self, _parts: &mut Parts) -> Result<Arc<str>, ExtractError> {
+        static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+        Ok(Arc::clone(EMPTY.get_or_init(|| Arc::from(""))))
     }
 }
 
@@ -312,10 +320,10 @@ impl TrustedHeader {
 }
 
 impl CallerExtractor for TrustedHeader {
-    fn extract_caller(&self, parts: &mut Parts) -> Result<String, ExtractError> {
+    fn extract_caller(&self, parts: &mut Parts) -> Result<Arc<str>, ExtractError> {
         let mut values = parts.headers.get_all(&self.0).iter();
         match (values.next(), values.next()) {
-            (Some(value), None) => value.to_str().map(str::to_owned).map_err(|_| {
+            (Some(value), None) => value.to_str().map(Arc::from).map_err(|_| {
                 ExtractError::bad_request(format!(
                     "caller: header `{}` is not visible ASCII",
                     self.0
@@ -659,7 +667,7 @@ mod tests {
                 .body(())
                 .unwrap(),
         );
-        assert_eq!(extractor.extract_caller(&mut p).unwrap(), "agent:a");
+        assert_eq!(&*extractor.extract_caller(&mut p).unwrap(), "agent:a");
         let mut p = parts(http::Request::new(()));
         assert_eq!(
             extractor.extract_caller(&mut p).unwrap_err().kind(),

@@ -219,7 +219,7 @@ pub(crate) struct Buffering<S> {
 pub(crate) struct Pending {
     token: Token,
     now: Timestamp,
-    caller: String,
+    caller: Arc<str>,
     facts: Facts,
 }
 
@@ -241,7 +241,7 @@ pub(crate) enum Facts {
     /// An HTTP tool call: the tool is known, the args come from the
     /// extractor.
     Call {
-        tool: String,
+        tool: Arc<str>,
         args: Arc<dyn ArgsExtractor>,
     },
     /// An MCP endpoint: both come from the message (see [`crate::mcp`]).
@@ -265,10 +265,10 @@ impl Facts {
     }
 
     /// The `tool` fact of a receipt signed before the body is read.
-    fn early_tool(&self) -> String {
+    fn early_tool(&self) -> Arc<str> {
         match self {
-            Facts::Call { tool, .. } => tool.clone(),
-            Facts::Mcp(head) => head.early_tool(),
+            Facts::Call { tool, .. } => Arc::clone(tool),
+            Facts::Mcp(head) => head.early_tool().into(),
         }
     }
 
@@ -337,11 +337,11 @@ impl Shared {
         };
         let caller = extractors.caller.extract_caller(parts);
         let reply = facts.as_ref().map_or(Reply::Problem, Facts::reply);
-        let early = |caller: &Result<String, ExtractError>| {
+        let early = |caller: &Result<Arc<str>, ExtractError>| {
             let tool = facts
                 .as_ref()
-                .map_or_else(|_| String::new(), Facts::early_tool);
-            let caller = caller.as_ref().map_or_else(|_| String::new(), Clone::clone);
+                .map_or_else(|_| Arc::from(""), Facts::early_tool);
+            let caller = caller.as_ref().map_or_else(|_| Arc::from(""), Arc::clone);
             context(now, caller, tool)
         };
 
@@ -395,7 +395,7 @@ impl Shared {
         let (facts, caller) = match (facts, caller) {
             (Ok(facts), Ok(caller)) => (facts, caller),
             (Err(error), caller) => {
-                let ctx = context(now, caller.unwrap_or_default(), String::new());
+                let ctx = context(now, caller.unwrap_or_else(|_| Arc::from("")), Arc::from(""));
                 let reason = error.message().to_owned();
                 return Head::Deny(self.deny(
                     extract_kind(&error),
@@ -406,7 +406,7 @@ impl Shared {
                 ));
             }
             (Ok(facts), Err(error)) => {
-                let ctx = context(now, String::new(), facts.early_tool());
+                let ctx = context(now, Arc::from(""), facts.early_tool());
                 let reason = error.message().to_owned();
                 return Head::Deny(self.deny(
                     extract_kind(&error),
@@ -483,7 +483,7 @@ impl Shared {
         &self,
         token: Token,
         now: Timestamp,
-        caller: String,
+        caller: Arc<str>,
         head: &McpHead,
         parts: &mut Parts,
         body: BufferedBody<'_>,
@@ -491,7 +491,7 @@ impl Shared {
         let call = match head.read(parts, body) {
             Ok(call) => call,
             Err(reject) => {
-                let ctx = context(now, caller, reject.tool);
+                let ctx = context(now, caller, reject.tool.into());
                 let reply = Reply::Mcp(Box::new(reject.reply));
                 return Decision::Deny(self.deny(
                     reject.kind,
@@ -544,8 +544,8 @@ impl Shared {
     fn full_context(
         &self,
         now: Timestamp,
-        caller: String,
-        tool: String,
+        caller: Arc<str>,
+        tool: impl Into<Arc<str>>,
         args: impl Into<Args>,
     ) -> Context {
         let mut builder = Context::builder()
@@ -770,7 +770,7 @@ impl Token {
 
 /// The context of a denial made before the args were read: args are
 /// `null` in its receipt.
-fn context(now: Timestamp, caller: String, tool: String) -> Context {
+fn context(now: Timestamp, caller: Arc<str>, tool: Arc<str>) -> Context {
     Context::builder()
         .timestamp(now)
         .caller(caller)

@@ -58,17 +58,19 @@ impl Outcome {
 /// only their canonical hash.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ContextSummary {
-    caller: String,
-    tool: String,
+    // Shared with the context (and every receipt of it).
+    caller: Arc<str>,
+    tool: Arc<str>,
     args_hash: String,
 }
 
 impl ContextSummary {
     /// Summarizes a context.
     pub fn of(ctx: &Context) -> ContextSummary {
+        let (caller, tool) = ctx.caller_and_tool();
         ContextSummary {
-            caller: ctx.caller().to_owned(),
-            tool: ctx.tool().to_owned(),
+            caller,
+            tool,
             args_hash: ctx.args_hash(),
         }
     }
@@ -93,7 +95,7 @@ impl ContextSummary {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Receipt {
     version: u8,
-    capability_identifier: String,
+    capability_identifier: Arc<str>,
     caveats: CaveatList,
     context_summary: ContextSummary,
     outcome: Outcome,
@@ -191,7 +193,7 @@ impl Receipt {
         };
         Ok(Receipt {
             version: wire.version,
-            capability_identifier: wire.capability_identifier,
+            capability_identifier: wire.capability_identifier.into(),
             caveats: wire
                 .caveats
                 .into_iter()
@@ -199,8 +201,8 @@ impl Receipt {
                 .collect::<Vec<_>>()
                 .into(),
             context_summary: ContextSummary {
-                caller: wire.context_summary.caller,
-                tool: wire.context_summary.tool,
+                caller: wire.context_summary.caller.into(),
+                tool: wire.context_summary.tool.into(),
                 args_hash: wire.context_summary.args_hash,
             },
             outcome: match wire.outcome {
@@ -348,7 +350,7 @@ impl Auditor {
     /// checked (for example a request that carried no token).
     pub fn sign(
         &self,
-        capability_identifier: impl Into<String>,
+        capability_identifier: impl Into<Arc<str>>,
         caveats: impl Into<Arc<[Caveat]>>,
         ctx: &Context,
         outcome: Outcome,
@@ -365,7 +367,7 @@ impl Auditor {
     /// JSON is written once for every receipt of that capability.
     pub(crate) fn sign_shared(
         &self,
-        capability_identifier: String,
+        capability_identifier: Arc<str>,
         caveats: CaveatList,
         ctx: &Context,
         outcome: Outcome,

@@ -133,7 +133,7 @@ impl fmt::Debug for CaveatList {
 /// which is what makes the token usable.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Capability {
-    identifier: String,
+    identifier: Arc<str>,
     holder_of_key: Option<[u8; 32]>,
     // Shared with the receipts signed for this capability.
     caveats: CaveatList,
@@ -200,7 +200,7 @@ impl Capability {
         signature: Tag,
     ) -> Capability {
         Capability {
-            identifier,
+            identifier: identifier.into(),
             holder_of_key,
             caveats: caveats.into(),
             signature,
@@ -251,7 +251,7 @@ impl Capability {
             Some(hex) => Some(decode_32("holder_of_key", hex)?),
         };
         Ok(Capability {
-            identifier: wire.identifier,
+            identifier: wire.identifier.into(),
             holder_of_key,
             caveats: wire
                 .caveats
@@ -310,7 +310,7 @@ impl Capability {
         let mut caveats = self.caveats().to_vec();
         caveats.push(Caveat::new(predicate));
         Ok(Capability {
-            identifier: self.identifier.clone(),
+            identifier: Arc::clone(&self.identifier),
             holder_of_key: self.holder_of_key,
             caveats: caveats.into(),
             signature: crypto::chain_step(&self.signature, &[predicate.as_bytes()]),
@@ -322,6 +322,11 @@ impl Capability {
     /// revoking it revokes every attenuation).
     pub fn identifier(&self) -> &str {
         &self.identifier
+    }
+
+    /// The identifier, shared with the receipts signed for this capability.
+    pub(crate) fn identifier_shared(&self) -> Arc<str> {
+        Arc::clone(&self.identifier)
     }
 
     /// The caveats, in chain order.

@@ -7,7 +7,7 @@
 //! never from claims inside the request.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use crate::error::ContextError;
@@ -40,8 +40,9 @@ use crate::timestamp::Timestamp;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Context {
     now: Timestamp,
-    caller: String,
-    tool: String,
+    // Shared with the receipts signed for this context.
+    caller: Arc<str>,
+    tool: Arc<str>,
     args: Args,
     env: BTreeMap<String, String>,
 }
@@ -202,8 +203,8 @@ impl Context {
                 Some(ms) => Timestamp::from_unix_millis(ms),
                 None => Timestamp::now(),
             },
-            caller: caller.ok_or_else(|| missing("caller"))?,
-            tool: tool.ok_or_else(|| missing("tool"))?,
+            caller: caller.ok_or_else(|| missing("caller"))?.into(),
+            tool: tool.ok_or_else(|| missing("tool"))?.into(),
             args: Args::from(args.ok_or_else(|| missing("args"))?),
             env: env.unwrap_or_default(),
         })
@@ -222,6 +223,11 @@ impl Context {
     /// Which tool is being called.
     pub fn tool(&self) -> &str {
         &self.tool
+    }
+
+    /// The caller and the tool, shared.
+    pub(crate) fn caller_and_tool(&self) -> (Arc<str>, Arc<str>) {
+        (Arc::clone(&self.caller), Arc::clone(&self.tool))
     }
 
     /// The call's arguments as a [`JsonValue`] (built on first use when
@@ -302,8 +308,8 @@ fn read_env(value: &JsonValue) -> Result<BTreeMap<String, String>, ContextError>
 #[derive(Debug, Clone, Default)]
 pub struct ContextBuilder {
     now: Option<Timestamp>,
-    caller: String,
-    tool: String,
+    caller: Arc<str>,
+    tool: Arc<str>,
     args: Args,
     env: BTreeMap<String, String>,
 }
@@ -327,14 +333,14 @@ impl ContextBuilder {
         self
     }
 
-    /// Sets the authenticated caller.
-    pub fn caller(mut self, caller: impl Into<String>) -> Self {
+    /// Sets the authenticated caller (an `Arc<str>` is shared, not copied).
+    pub fn caller(mut self, caller: impl Into<Arc<str>>) -> Self {
         self.caller = caller.into();
         self
     }
 
-    /// Sets the tool being called.
-    pub fn tool(mut self, tool: impl Into<String>) -> Self {
+    /// Sets the tool being called (an `Arc<str>` is shared, not copied).
+    pub fn tool(mut self, tool: impl Into<Arc<str>>) -> Self {
         self.tool = tool.into();
         self
     }

@@ -264,12 +264,7 @@ impl Verifier {
         auditor: &Auditor,
     ) -> Result<Receipt, Error> {
         let outcome = self.decide(cap, ctx)?;
-        Ok(auditor.sign_shared(
-            cap.identifier().to_owned(),
-            cap.caveats_shared(),
-            ctx,
-            outcome,
-        ))
+        Ok(auditor.sign_shared(cap.identifier_shared(), cap.caveats_shared(), ctx, outcome))
     }
 
     /// [`verify_with_context`](Self::verify_with_context) with the context
@@ -338,12 +333,7 @@ impl Verifier {
     ) -> Result<Receipt, Error> {
         self.verify(cap)?;
         let outcome = self.decide_with_proof(cap, ctx, proof).await;
-        Ok(auditor.sign_shared(
-            cap.identifier().to_owned(),
-            cap.caveats_shared(),
-            ctx,
-            outcome,
-        ))
+        Ok(auditor.sign_shared(cap.identifier_shared(), cap.caveats_shared(), ctx, outcome))
     }
 
     async fn decide_with_proof(&self, cap: &Capability, ctx: &Context, proof: &Proof) -> Outcome {
