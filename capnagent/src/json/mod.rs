@@ -206,6 +206,11 @@ pub fn parse_bytes(bytes: &[u8], limits: &JsonLimits) -> Result<JsonValue, JsonE
 /// `bytes` as text, after the length check.
 fn utf8<'a>(bytes: &'a [u8], limits: &JsonLimits) -> Result<&'a str, JsonError> {
     check_len(bytes.len(), limits)?;
+    // SIMD validation first (several times faster on a request body); the
+    // standard library's, for the error position, only when it fails.
+    if let Ok(text) = simdutf8::basic::from_utf8(bytes) {
+        return Ok(text);
+    }
     std::str::from_utf8(bytes).map_err(|e| {
         let (line, column) = position_of_index(bytes, e.valid_up_to().saturating_add(1));
         JsonError {
