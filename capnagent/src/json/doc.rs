@@ -185,9 +185,26 @@ impl JsonDoc {
     /// these arguments. Hashed through a buffer on the stack: no heap
     /// allocation for the canonical text.
     pub fn sha256_canonical_hex(&self) -> String {
-        let mut sink = Buffered::new(<sha2::Sha256 as sha2::Digest>::new());
-        write_canonical_at(self, 0, &mut sink);
-        crate::hex::encode(&sha2::Digest::finalize(sink.finish()))
+        let digest = if self.text.len() <= Scratch::KEEP_TEXT {
+            // Written whole into this thread's buffer, then hashed at once.
+            let mut buffers = Scratch::take();
+            let Scratch {
+                stack,
+                order,
+                members,
+                out,
+            } = &mut buffers;
+            let mut sink = WindowBuf::new(out, self.text.len());
+            write_canonical_with(self, 0, &mut sink, stack, order, members);
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(sink.written());
+            buffers.give_back();
+            digest
+        } else {
+            let mut sink = Buffered::new(<sha2::Sha256 as sha2::Digest>::new());
+            write_canonical_at(self, 0, &mut sink);
+            sha2::Digest::finalize(sink.finish())
+        };
+        crate::hex::encode(&digest)
     }
 
     fn canonical_bytes(&self) -> Vec<u8> {
@@ -369,6 +386,12 @@ impl fmt::Debug for JsonRef<'_> {
 trait ByteSink: JsonSink {
     fn bytes(&mut self, bytes: &[u8]);
     fn byte(&mut self, byte: u8);
+
+    /// `text[start..end]`, where `text` is the whole source (so a sink may
+    /// read past `end` for a faster copy).
+    fn piece(&mut self, text: &[u8], start: usize, end: usize) {
+        self.bytes(text.get(start..end).unwrap_or_default());
+    }
 }
 
 impl ByteSink for Vec<u8> {
@@ -388,6 +411,74 @@ impl<U: sha2::digest::Update> ByteSink for Buffered<U> {
 
     fn byte(&mut self, byte: u8) {
         Buffered::byte(self, byte);
+    }
+}
+
+/// Canonical text written into a reused buffer, sized for it up front.
+/// Pieces of the source of up to [`WindowBuf::SLACK`] bytes are copied as
+/// a fixed-size window (a couple of vector moves instead of a `memcpy`
+/// call), the bytes past the piece being overwritten by what comes next.
+struct WindowBuf<'a> {
+    buf: &'a mut Vec<u8>,
+    len: usize,
+}
+
+impl<'a> WindowBuf<'a> {
+    const SLACK: usize = 32;
+
+    /// Canonical text is never longer than its source: `source_len` bytes
+    /// (plus the window slack) are made available; more are added if a
+    /// piece ever needs them.
+    fn new(buf: &'a mut Vec<u8>, source_len: usize) -> WindowBuf<'a> {
+        let want = source_len + WindowBuf::SLACK;
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
+        WindowBuf { buf, len: 0 }
+    }
+
+    fn written(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        let end = self.len + n;
+        if self.buf.len() < end {
+            self.buf.resize(end + WindowBuf::SLACK, 0);
+        }
+        &mut self.buf[self.len..end]
+    }
+}
+
+impl JsonSink for WindowBuf<'_> {
+    fn put(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+}
+
+impl ByteSink for WindowBuf<'_> {
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.room(bytes.len()).copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn byte(&mut self, byte: u8) {
+        self.room(1)[0] = byte;
+        self.len += 1;
+    }
+
+    fn piece(&mut self, text: &[u8], start: usize, end: usize) {
+        let n = end.saturating_sub(start);
+        if n <= WindowBuf::SLACK
+            && let Some(window) = text.get(start..start + WindowBuf::SLACK)
+        {
+            let mut fixed = [0u8; WindowBuf::SLACK];
+            fixed.copy_from_slice(window);
+            self.room(WindowBuf::SLACK).copy_from_slice(&fixed);
+            self.len += n;
+            return;
+        }
+        self.bytes(text.get(start..end).unwrap_or_default());
     }
 }
 
@@ -414,6 +505,7 @@ fn write_canonical_at<S: ByteSink>(doc: &JsonDoc, root: usize, out: &mut S) {
         stack,
         order,
         members: scratch,
+        ..
     } = &mut buffers;
     write_canonical_with(doc, root, out, stack, order, scratch);
     buffers.give_back();
@@ -426,6 +518,8 @@ struct Scratch {
     stack: Vec<Frame>,
     order: Vec<u32>,
     members: Vec<(u64, u32)>,
+    /// Canonical text of documents up to [`Scratch::KEEP_TEXT`] bytes.
+    out: Vec<u8>,
 }
 
 thread_local! {
@@ -435,6 +529,9 @@ thread_local! {
 impl Scratch {
     /// Buffers larger than this (in elements) are freed, not kept.
     const KEEP: usize = 4096;
+    /// Documents up to this length are written into `out` and hashed at
+    /// once; longer ones stream through a stack buffer.
+    const KEEP_TEXT: usize = 64 * 1024;
 
     /// This thread's buffers (empty ones if they are in use or gone).
     fn take() -> Scratch {
@@ -450,6 +547,9 @@ impl Scratch {
             if len > Scratch::KEEP {
                 return;
             }
+        }
+        if self.out.capacity() > Scratch::KEEP_TEXT + WindowBuf::SLACK {
+            return;
         }
         self.stack.clear();
         self.order.clear();
@@ -479,7 +579,7 @@ fn write_canonical_with<S: ByteSink>(
                 NodeKind::False => out.bytes(b"false"),
                 NodeKind::Number => match doc.raw_bytes(node) {
                     b"-0" => out.byte(b'0'),
-                    text => out.bytes(text),
+                    _ => out.piece(&doc.text, node.a() as usize, node.b() as usize),
                 },
                 NodeKind::String => write_string(doc, node, out),
                 NodeKind::Array => {
@@ -534,9 +634,9 @@ fn write_canonical_with<S: ByteSink>(
                 }
                 let key = key as usize;
                 *pos += 1;
-                if let Some(member) = compact_member(doc, key) {
+                if let Some((start, end)) = compact_member(doc, key) {
                     // `"key":value` as it is in the source: one piece.
-                    out.bytes(member);
+                    out.piece(&doc.text, start, end);
                     continue;
                 }
                 if let Some(key_node) = doc.node(key) {
@@ -552,7 +652,7 @@ fn write_canonical_with<S: ByteSink>(
 /// The source text of the member whose key is at tape index `key`, when
 /// that text is already canonical: an unescaped key, then `:` with no
 /// whitespace, then a string without escapes or a number other than `-0`.
-fn compact_member(doc: &JsonDoc, key: usize) -> Option<&[u8]> {
+fn compact_member(doc: &JsonDoc, key: usize) -> Option<(usize, usize)> {
     let key_node = doc.node(key).filter(|n| !n.escaped())?;
     let value = doc.node(key + 1)?;
     let (key_start, key_end) = key_node.span();
@@ -567,7 +667,7 @@ fn compact_member(doc: &JsonDoc, key: usize) -> Option<&[u8]> {
     };
     let member = doc.text.get(start..end)?;
     let is_zero = value.kind() == NodeKind::Number && member.ends_with(b":-0");
-    (member.get(key_end + 1 - start) == Some(&b':') && !is_zero).then_some(member)
+    (member.get(key_end + 1 - start) == Some(&b':') && !is_zero).then_some((start, end))
 }
 
 fn write_string<S: ByteSink>(doc: &JsonDoc, node: &Node, out: &mut S) {
@@ -578,8 +678,8 @@ fn write_string<S: ByteSink>(doc: &JsonDoc, node: &Node, out: &mut S) {
     // No backslash, and the parser refused raw `"` and control characters:
     // the raw text, quotes included, is its own canonical form.
     let (start, end) = node.span();
-    match doc.text.get(start.saturating_sub(1)..end + 1) {
-        Some(quoted) => out.bytes(quoted),
+    match start.checked_sub(1).filter(|_| end < doc.text.len()) {
+        Some(open) => out.piece(&doc.text, open, end + 1),
         None => {
             out.byte(b'"');
             out.bytes(doc.raw_bytes(node));
@@ -599,19 +699,6 @@ fn sorted_members(
     scratch: &mut Vec<(u64, u32)>,
 ) {
     scratch.clear();
-    let mut member = index + 1;
-    let mut escaped = false;
-    for _ in 0..count {
-        let key = doc.node(member);
-        escaped |= key.is_some_and(|n| n.escaped());
-        let prefix = key.map_or(0, |n| key_prefix(doc, n));
-        scratch.push((prefix, super::tape_u32(member)));
-        member = doc.skip(member + 1);
-    }
-    if escaped {
-        sorted_escaped_members(doc, scratch, order);
-        return;
-    }
     // Raw keys hold no byte below 0x20 (the parser refuses them), so a key
     // padded with zero bytes sorts like the key itself: the first eight
     // bytes, big-endian, decide most comparisons without touching the text.
@@ -621,13 +708,41 @@ fn sorted_members(
             .unwrap_or_default()
     };
     let cmp = |a: &(u64, u32), b: &(u64, u32)| a.0.cmp(&b.0).then_with(|| rest(a.1).cmp(rest(b.1)));
-    // Machine-written JSON is often sorted already.
-    let sorted = scratch
-        .windows(2)
-        .all(|pair| cmp(&pair[0], &pair[1]).is_lt());
-    if !sorted {
-        // Stable: equal keys stay in source order.
-        scratch.sort_by(cmp);
+    let mut member = index + 1;
+    let mut escaped = false;
+    let mut repeated = false;
+    for _ in 0..count {
+        let key = doc.node(member);
+        escaped |= key.is_some_and(|n| n.escaped());
+        let prefix = key.map_or(0, |n| key_prefix(doc, n));
+        // Insertion sort as the members are read: machine-written JSON is
+        // often sorted already (one comparison per member), and objects
+        // are small. Stable: an equal key goes after the ones before it.
+        scratch.push((prefix, super::tape_u32(member)));
+        let mut at = scratch.len() - 1;
+        while at > 0 {
+            match cmp(&scratch[at - 1], &scratch[at]) {
+                std::cmp::Ordering::Greater => {
+                    scratch.swap(at - 1, at);
+                    at -= 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    repeated = true;
+                    break;
+                }
+                std::cmp::Ordering::Less => break,
+            }
+        }
+        member = doc.skip(member + 1);
+    }
+    if escaped {
+        // Back to source order first: among keys that decode alike, the
+        // last in the source wins.
+        scratch.sort_unstable_by_key(|&(_, key)| key);
+        sorted_escaped_members(doc, scratch, order);
+        return;
+    }
+    if repeated {
         dedup_keep_last(scratch, |a, b| cmp(a, b).is_eq());
     }
     order.extend(scratch.iter().map(|&(_, key)| key));
@@ -722,6 +837,27 @@ mod tests {
         assert_eq!(
             doc.sha256_canonical_hex(),
             super::super::sha256_hex(&doc.canonical_string())
+        );
+        // Past the per-thread buffer's size: streamed instead.
+        let members: Vec<String> = (0..3000)
+            .rev()
+            .map(|i| format!(r#""k{i:05}": "{long:.20}{i}""#))
+            .collect();
+        let big = format!("{{{}}}", members.join(", "));
+        assert!(big.len() > Scratch::KEEP_TEXT);
+        let doc = JsonDoc::parse(&big, &JsonLimits::default()).expect("valid");
+        let canonical = doc.canonical_string();
+        assert!(canonical.starts_with(r#"{"k00000":"abcdefghijklmnopqrst0","#));
+        assert_eq!(
+            doc.sha256_canonical_hex(),
+            super::super::sha256_hex(&canonical)
+        );
+        // And the small path still agrees after it.
+        let small =
+            JsonDoc::parse(r#"{"b":[1,2],"a":"x"}"#, &JsonLimits::default()).expect("valid");
+        assert_eq!(
+            small.sha256_canonical_hex(),
+            super::super::sha256_hex(r#"{"a":"x","b":[1,2]}"#)
         );
     }
 }
