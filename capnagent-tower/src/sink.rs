@@ -199,9 +199,11 @@ fn emit(receipt: &Receipt) {
 ///
 /// Receipts go into a bounded queue (default 4096) that one dedicated
 /// writer thread drains into the file, one line per receipt. While
-/// receipts keep coming the writer polls the queue every millisecond
-/// instead of being woken for each one, so queuing a receipt costs a
-/// request no more than a channel send; an idle writer parks.
+/// receipts keep coming the writer polls the queue every 5 ms instead of
+/// being woken for each one, so queuing a receipt costs a request no more
+/// than a channel send, and the writer wakes a few hundred times a second
+/// at most; an idle writer parks. [`flush`](Self::flush) waits for the
+/// file, whatever the poll.
 ///
 /// **When the queue is full**, the request waits for space before it goes
 /// on (backpressure): an allowed call is not handed to its handler, and a
@@ -348,7 +350,7 @@ fn writer_gone(msg: Msg, stats: &Counters) {
 }
 
 /// How long the writer naps between polls while receipts keep coming.
-const POLL: Duration = Duration::from_millis(1);
+const POLL: Duration = Duration::from_millis(5);
 /// Empty polls in a row before the writer parks until the next receipt.
 const IDLE_POLLS: u32 = 3;
 
