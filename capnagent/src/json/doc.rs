@@ -182,8 +182,10 @@ impl JsonDoc {
     }
 
     /// Lowercase hex SHA-256 of the canonical JSON: the `args_hash` of
-    /// these arguments. Hashed through a buffer on the stack: no heap
-    /// allocation for the canonical text.
+    /// these arguments. A document of up to 64 KiB is written into a
+    /// buffer kept per thread (at most 64 KiB each, reused from call to
+    /// call) and hashed at once; a longer one streams through a buffer on
+    /// the stack. Either way, no allocation for the canonical text.
     pub fn sha256_canonical_hex(&self) -> String {
         let digest = if self.text.len() <= Scratch::KEEP_TEXT {
             // Written whole into this thread's buffer, then hashed at once.
