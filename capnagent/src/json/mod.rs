@@ -682,15 +682,28 @@ impl<'a> Parser<'a> {
 
     /// Parses the rest of a literal whose first byte was consumed.
     fn parse_ident(&mut self, rest: &[u8]) -> Result<(), JsonError> {
-        for &expected in rest {
-            match self.bytes.get(self.pos) {
-                None => return Err(self.err(ErrorCode::EofWhileParsingValue)),
-                Some(&b) => {
-                    self.pos += 1;
-                    if b != expected {
-                        return Err(self.err(ErrorCode::ExpectedSomeIdent));
-                    }
-                }
+        self.expect_bytes(
+            rest,
+            ErrorCode::EofWhileParsingValue,
+            ErrorCode::ExpectedSomeIdent,
+        )
+    }
+
+    /// Consumes `expected` byte by byte: `at_end` if the input stops
+    /// first, `mismatch` (just past the wrong byte) if a byte differs.
+    fn expect_bytes(
+        &mut self,
+        expected: &[u8],
+        at_end: ErrorCode,
+        mismatch: ErrorCode,
+    ) -> Result<(), JsonError> {
+        for &want in expected {
+            let Some(&b) = self.bytes.get(self.pos) else {
+                return Err(self.err(at_end));
+            };
+            self.pos += 1;
+            if b != want {
+                return Err(self.err(mismatch));
             }
         }
         Ok(())
@@ -823,17 +836,11 @@ impl<'a> Parser<'a> {
             return Err(self.err(ErrorCode::LoneTrailingSurrogateInHexEscape));
         }
         let code_point = if (0xD800..=0xDBFF).contains(&n) {
-            for expected in [b'\\', b'u'] {
-                match self.bytes.get(self.pos) {
-                    None => return Err(self.err(ErrorCode::EofWhileParsingString)),
-                    Some(&b) => {
-                        self.pos += 1;
-                        if b != expected {
-                            return Err(self.err(ErrorCode::UnexpectedEndOfHexEscape));
-                        }
-                    }
-                }
-            }
+            self.expect_bytes(
+                b"\\u",
+                ErrorCode::EofWhileParsingString,
+                ErrorCode::UnexpectedEndOfHexEscape,
+            )?;
             let n2 = self.decode_hex_escape()?;
             if !(0xDC00..=0xDFFF).contains(&n2) {
                 return Err(self.err(ErrorCode::LoneLeadingSurrogateInHexEscape));
