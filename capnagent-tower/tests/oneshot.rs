@@ -288,10 +288,20 @@ async fn body_over_the_limit_is_413_while_reading() {
     assert_eq!(receipts.len(), 1);
 }
 
-/// A body that arrives in several frames, with no size known up front.
-struct Chunked(std::collections::VecDeque<Bytes>);
+/// A test body, with no size known up front: one that never yields
+/// (reading it would hang the test), or frames handed out one by one.
+enum TestBody {
+    Never,
+    Frames(std::collections::VecDeque<Bytes>),
+}
 
-impl http_body::Body for Chunked {
+impl From<Bytes> for TestBody {
+    fn from(bytes: Bytes) -> Self {
+        TestBody::Frames(std::iter::once(bytes).filter(|b| !b.is_empty()).collect())
+    }
+}
+
+impl http_body::Body for TestBody {
     type Data = Bytes;
     type Error = Infallible;
 
@@ -299,12 +309,12 @@ impl http_body::Body for Chunked {
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        Poll::Ready(
-            self.get_mut()
-                .0
-                .pop_front()
-                .map(|b| Ok(http_body::Frame::data(b))),
-        )
+        match self.get_mut() {
+            TestBody::Never => Poll::Pending,
+            TestBody::Frames(frames) => {
+                Poll::Ready(frames.pop_front().map(|b| Ok(http_body::Frame::data(b))))
+            }
+        }
     }
 }
 
@@ -317,7 +327,7 @@ fn chunked_request(token: &str, body: &str, pieces: usize) -> Request<Body> {
         .collect();
     Request::post(PURCHASE)
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Body::new(Chunked(chunks)))
+        .body(Body::new(TestBody::Frames(chunks)))
         .unwrap()
 }
 
@@ -537,50 +547,16 @@ async fn poll_ready_is_forwarded() {
     assert_eq!(service.ready().await.err(), Some("inner not ready"));
 }
 
-/// A body that never yields: reading it would hang the test.
-enum NeverBody {
-    Never,
-    Full(Bytes),
-}
-
-impl From<Bytes> for NeverBody {
-    fn from(bytes: Bytes) -> Self {
-        NeverBody::Full(bytes)
-    }
-}
-
-impl http_body::Body for NeverBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        match self.get_mut() {
-            NeverBody::Never => Poll::Pending,
-            NeverBody::Full(bytes) => {
-                let bytes = std::mem::take(bytes);
-                if bytes.is_empty() {
-                    Poll::Ready(None)
-                } else {
-                    Poll::Ready(Some(Ok(http_body::Frame::data(bytes))))
-                }
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_forged_token_is_refused_before_its_body_is_read() {
     let (layer, receipts) = tower_layer();
-    let inner = service_fn(|_: Request<NeverBody>| async {
+    let inner = service_fn(|_: Request<TestBody>| async {
         Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
     });
     let service = ServiceBuilder::new().layer(layer).service(inner);
     let request = Request::post("/")
         .header(header::AUTHORIZATION, format!("Bearer {}", forged(CAVEATS)))
-        .body(NeverBody::Never)
+        .body(TestBody::Never)
         .unwrap();
     let response =
         tokio::time::timeout(std::time::Duration::from_secs(5), service.oneshot(request))
@@ -1197,13 +1173,13 @@ async fn a_cached_token_is_still_judged_on_every_call() {
 #[tokio::test]
 async fn a_request_dropped_while_its_body_is_read_still_leaves_a_receipt() {
     let (layer, receipts) = tower_layer();
-    let inner = service_fn(|_: Request<NeverBody>| async {
+    let inner = service_fn(|_: Request<TestBody>| async {
         Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
     });
     let mut service = ServiceBuilder::new().layer(layer).service(inner);
     let request = Request::post("/")
         .header(header::AUTHORIZATION, format!("Bearer {}", token(CAVEATS)))
-        .body(NeverBody::Never)
+        .body(TestBody::Never)
         .unwrap();
     let future = service.ready().await.unwrap().call(request);
     let outcome = tokio::time::timeout(std::time::Duration::from_millis(20), future).await;
