@@ -35,17 +35,14 @@ ROUNDS=${3:-8}
 SECONDS_PER_RUN=${4:-3}
 CONNECTIONS=${CONNECTIONS:-32}
 
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "== installing wrk (apt-get)"
-  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
-fi
+# shellcheck source=benches/load-lib.sh
+. "$(dirname "$0")/load-lib.sh"
+ensure_wrk
 
 work=$(mktemp -d)
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do
+  for pid in "${pids[@]}" ${SERVER_PID:-}; do
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
@@ -55,28 +52,9 @@ trap cleanup EXIT
 
 start() { # $1 = binary, $2 = name
   local dir="$work/$2"
-  mkdir -p "$dir"
-  "$1" --addr 127.0.0.1:0 --sink audit >"$dir/out" 2>"$dir/err" &
-  pids+=("$!")
-  for _ in $(seq 1 100); do
-    grep -q '^body-file ' "$dir/out" 2>/dev/null && break
-    sleep 0.1
-  done
-  local token body_file
-  sed -n 's/^listening //p' "$dir/out" >"$dir/url"
-  token=$(sed -n 's/^token //p' "$dir/out")
-  body_file=$(sed -n 's/^body-file //p' "$dir/out")
-  if [ ! -s "$dir/url" ] || [ -z "$token" ] || [ -z "$body_file" ]; then
-    echo "$1 did not start:" >&2
-    cat "$dir/out" "$dir/err" >&2
-    exit 1
-  fi
-  {
-    echo 'wrk.method = "POST"'
-    echo 'wrk.headers["Content-Type"] = "application/json"'
-    echo "wrk.headers[\"Authorization\"] = \"Bearer $token\""
-    echo "local f = assert(io.open(\"$body_file\", \"rb\")); wrk.body = f:read(\"*a\"); f:close()"
-  } >"$dir/script.lua"
+  start_load_server "$1" "$dir" --sink audit
+  pids+=("$SERVER_PID")
+  wrk_request_lua "$(cat "$dir/token")" "$(cat "$dir/body_file")" yes >"$dir/script.lua"
 }
 
 run() { # $1 = server name, $2 = route, $3 = seconds; prints requests/s

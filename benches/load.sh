@@ -24,51 +24,35 @@ WRK_THREADS=${WRK_THREADS:-1}
 SINK=${SINK:-audit}
 WORKERS=${WORKERS:-}
 
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "== installing wrk (apt-get)"
-  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
-fi
+# shellcheck source=benches/load-lib.sh
+. benches/load-lib.sh
+ensure_wrk
 
 echo "== building load-server (release)"
 cargo build --release --quiet -p capnagent-examples --bin load-server
 
 work=$(mktemp -d)
-server_pid=""
+SERVER_PID=""
 cleanup() {
-  if [ -n "$server_pid" ]; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
+  if [ -n "$SERVER_PID" ]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
   fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-target/release/load-server --addr 127.0.0.1:0 --sink "$SINK" ${WORKERS:+--workers "$WORKERS"} \
-  >"$work/server.out" 2>"$work/server.err" &
-server_pid=$!
-for _ in $(seq 1 100); do
-  grep -q '^body-file ' "$work/server.out" 2>/dev/null && break
-  sleep 0.1
-done
-url=$(sed -n 's/^listening //p' "$work/server.out")
-token=$(sed -n 's/^token //p' "$work/server.out")
-body_file=$(sed -n 's/^body-file //p' "$work/server.out")
-if [ -z "$url" ] || [ -z "$token" ] || [ -z "$body_file" ]; then
-  echo "load-server did not start:" >&2
-  cat "$work/server.out" "$work/server.err" >&2
-  exit 1
-fi
+start_load_server target/release/load-server "$work/server" --sink "$SINK" ${WORKERS:+--workers "$WORKERS"}
+server_pid=$SERVER_PID
+url=$(cat "$work/server/url")
+token=$(cat "$work/server/token")
+body_file=$(cat "$work/server/body_file")
 
 # One wrk Lua script per route: POST the 1 KiB body; the protected route
 # also sends the token. `done` prints one machine-readable line.
 write_script() { # $1 = file, $2 = "yes" to send the token
   {
-    echo 'wrk.method = "POST"'
-    echo 'wrk.headers["Content-Type"] = "application/json"'
-    if [ "$2" = yes ]; then echo "wrk.headers[\"Authorization\"] = \"Bearer $token\""; fi
-    echo "local f = assert(io.open(\"$body_file\", \"rb\")); wrk.body = f:read(\"*a\"); f:close()"
+    wrk_request_lua "$token" "$body_file" "$2"
     cat <<'LUA'
 done = function(summary, latency, requests)
   local secs = summary.duration / 1e6
