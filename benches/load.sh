@@ -10,7 +10,10 @@
 #
 # Usage: benches/load.sh [SECONDS_PER_RUN] [CONNECTIONS]
 #   env: ROUNDS (default 2), WRK_THREADS (default 1), SINK (audit|tracing|none, default audit),
-#        WORKERS (the server's tokio worker threads, default one per CPU)
+#        WORKERS (the server's tokio worker threads, default one per CPU),
+#        PROFILE (the cargo profile to build with, default bench: the
+#        workspace's production settings, fat LTO and one codegen unit;
+#        `release` for the plain release profile)
 #
 # Installs wrk with apt-get when it is missing. Every run is bounded by its
 # duration; the server is stopped on exit.
@@ -23,13 +26,18 @@ ROUNDS=${ROUNDS:-2}
 WRK_THREADS=${WRK_THREADS:-1}
 SINK=${SINK:-audit}
 WORKERS=${WORKERS:-}
+PROFILE=${PROFILE:-bench}
 
 # shellcheck source=benches/load-lib.sh
 . benches/load-lib.sh
 ensure_wrk
 
-echo "== building load-server (release)"
-cargo build --release --quiet -p capnagent-examples --bin load-server
+echo "== building load-server (profile $PROFILE)"
+cargo build --profile "$PROFILE" --quiet -p capnagent-examples --bin load-server
+case "$PROFILE" in
+  release | bench) bin_dir=target/release ;;
+  *) bin_dir=target/$PROFILE ;;
+esac
 
 work=$(mktemp -d)
 SERVER_PID=""
@@ -42,7 +50,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_load_server target/release/load-server "$work/server" --sink "$SINK" ${WORKERS:+--workers "$WORKERS"}
+start_load_server "$bin_dir/load-server" "$work/server" --sink "$SINK" ${WORKERS:+--workers "$WORKERS"}
 server_pid=$SERVER_PID
 url=$(cat "$work/server/url")
 token=$(cat "$work/server/token")
@@ -76,7 +84,7 @@ run() { # $1 = route name, $2 = seconds
 server_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
 ticks_per_sec=$(getconf CLK_TCK)
 
-echo "== server $url, sink=$SINK, workers=${WORKERS:-default}, wrk -t$WRK_THREADS -c$CONNECTIONS, ${SECONDS_PER_RUN}s per run, $ROUNDS rounds, $(nproc) CPUs"
+echo "== server $url, profile=$PROFILE, sink=$SINK, workers=${WORKERS:-default}, wrk -t$WRK_THREADS -c$CONNECTIONS, ${SECONDS_PER_RUN}s per run, $ROUNDS rounds, $(nproc) CPUs"
 echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 # Both routes must answer 200 before anything is measured.
 for route in protected unprotected; do
