@@ -94,6 +94,16 @@ fn fixed_cases() {
         "\"a\u{1}\"",
         "[1 2]",
         "",
+        // Strings whose end, escape or control character falls on either
+        // side of the 8- and 16-byte marks, and strings that end the input.
+        "[\"0123456\",\"01234567\",\"0123456789abcde\",\"0123456789abcdef\"]",
+        "[\"012345\\n\",\"0123456\\n\",\"01234567\\u0041\",\"0123456789abcd\\t\"]",
+        "[\"0123456789abcde\u{1}\"]",
+        "[\"0123456\u{1f}\"]",
+        "\"01234\"",
+        "\"0123456789abcdef0\"",
+        "{\"k\":\"v\"}",
+        "\"0123",
         // Past the first 16 bytes of a string the scan changes method.
         "[\"0123456789abcdefghij\u{1}k\"]",
         "[\"0123456789abcdefghij\\n\\u00e9 and more text\", \"0123456789abcdefg",

@@ -670,6 +670,19 @@ impl<'a> Parser<'a> {
     /// raw contents, between the quotes, on the tape.
     fn parse_string_node(&mut self) -> Result<(), JsonError> {
         let start = self.pos;
+        // Most keys and many values are short and plain: when the first
+        // special byte of the next 16 is the closing quote, that is the
+        // whole string.
+        if let Some(end) = self.short_plain_string(start) {
+            self.pos = end + 1;
+            self.nodes.push(Node::new(
+                NodeKind::String,
+                false,
+                tape_u32(start),
+                tape_u32(end),
+            ));
+            return Ok(());
+        }
         let escaped = self.parse_string(None)?;
         self.nodes.push(Node::new(
             NodeKind::String,
@@ -678,6 +691,24 @@ impl<'a> Parser<'a> {
             tape_u32(self.pos - 1),
         ));
         Ok(())
+    }
+
+    /// The index of the closing quote of a string starting at `start` (just
+    /// past its opening quote), when it is among the next 16 bytes with no
+    /// backslash or control character before it.
+    #[inline]
+    fn short_plain_string(&self, start: usize) -> Option<usize> {
+        let words = self.bytes.get(start..start + 16)?;
+        for (i, word) in words.chunks_exact(8).enumerate() {
+            let mut buf = [0u8; 8];
+            buf.copy_from_slice(word);
+            let flags = special_bytes(u64::from_le_bytes(buf));
+            if flags != 0 {
+                let at = start + 8 * i + (flags.trailing_zeros() / 8) as usize;
+                return (self.bytes.get(at) == Some(&b'"')).then_some(at);
+            }
+        }
+        None
     }
 
     /// Parses the rest of a literal whose first byte was consumed.
