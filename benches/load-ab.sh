@@ -11,7 +11,9 @@
 # B/unprotected, and B/A.
 #
 # Usage: benches/load-ab.sh BIN_A BIN_B [ROUNDS] [SECONDS_PER_RUN]
-#   (defaults: 8 rounds of 3 s; env CONNECTIONS, default 32)
+#   (defaults: 8 rounds of 3 s; env CONNECTIONS, default 32; SINK_A and
+#   SINK_B, each audit|tracing|none, default audit: the same binary twice
+#   with two sinks compares the sinks)
 #
 # Build the two binaries first, for example the working tree against a
 # commit:
@@ -50,9 +52,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start() { # $1 = binary, $2 = name
+start() { # $1 = binary, $2 = name, $3 = sink
   local dir="$work/$2"
-  start_load_server "$1" "$dir" --sink audit
+  start_load_server "$1" "$dir" --sink "$3"
   pids+=("$SERVER_PID")
   wrk_request_lua "$(cat "$dir/token")" "$(cat "$dir/body_file")" yes >"$dir/script.lua"
 }
@@ -62,10 +64,10 @@ run() { # $1 = server name, $2 = route, $3 = seconds; prints requests/s
     "$(cat "$work/$1/url")/$2/checkout" | awk '/^Requests\/sec/ { print $2 }'
 }
 
-start "$BIN_A" a
-start "$BIN_B" b
-echo "== A: $BIN_A"
-echo "== B: $BIN_B"
+start "$BIN_A" a "${SINK_A:-audit}"
+start "$BIN_B" b "${SINK_B:-audit}"
+echo "== A: $BIN_A (sink ${SINK_A:-audit})"
+echo "== B: $BIN_B (sink ${SINK_B:-audit})"
 echo "== $ROUNDS rounds of ${SECONDS_PER_RUN}s per run, wrk -t1 -c$CONNECTIONS, $(nproc) CPUs"
 for warm in "a protected" "b protected" "a unprotected"; do
   read -r name route <<<"$warm"
