@@ -11,10 +11,15 @@
 /// assert_eq!(capnagent::hex::encode(&[0, 0xab, 0xff]), "00abff");
 /// ```
 pub fn encode(bytes: &[u8]) -> String {
-    let mut out = vec![0u8; bytes.len() * 2];
-    encode_into(bytes, &mut out);
-    // ASCII digits only.
-    String::from_utf8(out).unwrap_or_default()
+    // Through a stack buffer: the heap allocation is neither zeroed first
+    // (`calloc` skips the allocator's per-thread cache) nor checked as
+    // UTF-8 afterwards.
+    let mut out = String::with_capacity(bytes.len() * 2);
+    let mut pairs = [0u8; 64];
+    for chunk in bytes.chunks(32) {
+        out.push_str(encode_into(chunk, &mut pairs));
+    }
+    out
 }
 
 /// Lowercase hex of `bytes` written into `out` (which must be twice as
@@ -91,5 +96,15 @@ mod tests {
             assert!(decode(bad).is_err(), "{bad}");
         }
         assert_eq!(decode(&encode(&[1, 2, 254])), Ok(vec![1, 2, 254]));
+    }
+
+    #[test]
+    fn encode_matches_format_on_every_length() {
+        // Lengths on both sides of the 32-byte chunks `encode` works in.
+        let bytes: Vec<u8> = (0..=255u8).rev().collect();
+        for len in [0, 1, 31, 32, 33, 64, 65, 256] {
+            let expected: String = bytes[..len].iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(encode(&bytes[..len]), expected, "{len}");
+        }
     }
 }
