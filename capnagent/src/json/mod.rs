@@ -699,12 +699,9 @@ impl<'a> Parser<'a> {
     #[inline]
     fn short_plain_string(&self, start: usize) -> Option<usize> {
         let words = self.bytes.get(start..start + 16)?;
-        for (i, word) in words.chunks_exact(8).enumerate() {
-            let mut buf = [0u8; 8];
-            buf.copy_from_slice(word);
-            let flags = special_bytes(u64::from_le_bytes(buf));
-            if flags != 0 {
-                let at = start + 8 * i + (flags.trailing_zeros() / 8) as usize;
+        for (n, word) in words.chunks_exact(8).enumerate() {
+            if let Some(i) = word.try_into().ok().and_then(first_special) {
+                let at = start + 8 * n + i;
                 return (self.bytes.get(at) == Some(&b'"')).then_some(at);
             }
         }
@@ -743,15 +740,11 @@ impl<'a> Parser<'a> {
     /// Moves `pos` to the next byte that ends a plain run inside a string:
     /// `"`, `\\`, a control character, or the end of the input.
     fn skip_plain(&mut self) {
-        // Eight bytes at a time: the first special byte of a word is its
-        // lowest flagged byte (see `special_bytes`).
+        // Eight bytes at a time.
         let mut words = 0;
-        while let Some(word) = self.bytes.get(self.pos..self.pos + 8) {
-            let mut buf = [0u8; 8];
-            buf.copy_from_slice(word);
-            let flags = special_bytes(u64::from_le_bytes(buf));
-            if flags != 0 {
-                self.pos += (flags.trailing_zeros() / 8) as usize;
+        while let Some(word) = word_at(self.bytes, self.pos) {
+            if let Some(i) = first_special(word) {
+                self.pos += i;
                 return;
             }
             self.pos += 8;
@@ -935,8 +928,8 @@ pub fn write_escaped_str<S: JsonSink + ?Sized>(out: &mut S, s: &str) {
     let mut i = 0;
     while i < bytes.len() {
         // Skip eight plain bytes at a time.
-        if let Some(word) = bytes.get(i..i + 8)
-            && !needs_escape_word(word)
+        if let Some(word) = word_at(bytes, i)
+            && first_special(word).is_none()
         {
             i += 8;
             continue;
@@ -966,11 +959,18 @@ pub fn write_escaped_str<S: JsonSink + ?Sized>(out: &mut S, s: &str) {
     out.put("\"");
 }
 
-/// True when any of the eight bytes is `"`, `\\` or below 0x20.
-fn needs_escape_word(word: &[u8]) -> bool {
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(word);
-    special_bytes(u64::from_le_bytes(bytes)) != 0
+/// The eight bytes of `bytes` from `at`, when there are that many.
+#[inline]
+fn word_at(bytes: &[u8], at: usize) -> Option<[u8; 8]> {
+    bytes.get(at..at + 8)?.try_into().ok()
+}
+
+/// The index of the first `"`, `\\` or control byte of `word`, if any:
+/// its lowest flagged byte (see [`special_bytes`]).
+#[inline]
+fn first_special(word: [u8; 8]) -> Option<usize> {
+    let flags = special_bytes(u64::from_le_bytes(word));
+    (flags != 0).then(|| (flags.trailing_zeros() / 8) as usize)
 }
 
 /// SWAR (the classic "has a zero byte" / "has a byte less than n" word
