@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -692,15 +694,22 @@ fn the_server_prints_client_commands_that_work() {
                 .code()
         })
         .collect();
-    server.kill().unwrap();
-    server.wait().unwrap();
-    let decisions: Vec<String> = drain
+    // SIGTERM: the server stops gracefully, reports what it wrote and
+    // removes the temporary directory that held its audit log.
+    let status = common::terminate(&mut server, std::time::Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    let mut decisions: Vec<String> = drain
         .join()
         .unwrap()
         .into_iter()
         .filter(|line| !line.is_empty())
         .collect();
+    let report = decisions.pop().unwrap_or_default();
     // purchase 1200: allowed; purchase 9000: denied; the holder-bound wire: allowed.
     assert_eq!(statuses, [Some(0), Some(1), Some(0)], "{decisions:?}");
     assert_eq!(decisions.len(), 3, "{decisions:?}");
+    let path = report
+        .strip_prefix("stopped; 3 receipts written to ")
+        .unwrap_or_else(|| panic!("no report after SIGTERM: {report:?}"));
+    assert!(!std::path::Path::new(path).exists(), "{path} left behind");
 }

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -391,28 +393,34 @@ async fn the_binary_prints_a_url_and_a_token_an_mcp_client_can_use() {
             .spawn()
             .unwrap(),
     );
-    // Read the URL and the token, and keep reading until the child exits
-    // (a closed pipe would fail its later prints).
+    // Every line the child prints, until it exits (a closed pipe would fail
+    // its later prints).
     let stdout = child.0.stdout.take().unwrap();
-    let (found, printed) = std::sync::mpsc::channel();
+    let (line_tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let (mut url, mut token) = (None, None);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (url, token, lines) = tokio::task::spawn_blocking(move || {
+        let (mut url, mut token) = (None, None);
+        while let Ok(line) = lines.recv_timeout(TIMEOUT) {
             if let Some(rest) = line.strip_prefix("MCP server (rmcp, Streamable HTTP) at ") {
                 url = Some(rest.to_owned());
             }
             if let Some(rest) = line.strip_prefix("token: ") {
                 token = Some(rest.to_owned());
             }
-            if let (Some(url), Some(token)) = (&url, &token) {
-                let _ = found.send((url.clone(), token.clone()));
+            if let (Some(url), Some(token)) = (url.clone(), token.clone()) {
+                return (url, token, lines);
             }
         }
-    });
-    let (url, token) = tokio::task::spawn_blocking(move || printed.recv_timeout(TIMEOUT))
-        .await
-        .unwrap()
-        .expect("the binary printed no URL and token");
+        panic!("the binary printed no URL and token");
+    })
+    .await
+    .unwrap();
 
     let client = connect(&url, Some(&token)).await.unwrap();
     let allowed = call(
@@ -425,5 +433,18 @@ async fn the_binary_prints_a_url_and_a_token_an_mcp_client_can_use() {
     let denied = call(&client, "bank_wire", json!({"to": "x", "amount_cents": 1})).await;
     assert_eq!(denied.is_error, Some(true));
     client.cancel().await.unwrap();
-    drop(child);
+
+    // SIGTERM: the server stops gracefully, reports what it wrote and
+    // removes the temporary directory that held its audit log.
+    let status = common::terminate(&mut child.0, TIMEOUT);
+    assert!(status.success(), "{status}");
+    // The reader ends at end of file, now that the child has exited.
+    let rest: Vec<String> = lines.iter().collect();
+    let report = rest
+        .iter()
+        .find_map(|line| line.strip_prefix("audit log: "))
+        .unwrap_or_else(|| panic!("no audit-log report after SIGTERM: {rest:?}"));
+    let (count, path) = report.split_once(" receipts in ").unwrap();
+    assert!(count.parse::<u64>().unwrap() >= 2, "{report}");
+    assert!(!std::path::Path::new(path).exists(), "{path} left behind");
 }

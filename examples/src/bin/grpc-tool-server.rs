@@ -170,8 +170,13 @@ async fn run(options: Options) -> Result<(), BoxError> {
     );
     println!("\nCtrl-C to stop.\n");
 
-    tokio::signal::ctrl_c().await?;
+    capnagent_examples::shutdown_signal().await;
     running.stop().await?;
     audit_log.flush().await?;
+    println!(
+        "stopped; {} receipts written to {}",
+        audit_log.stats().written,
+        log_path.display()
+    );
     Ok(())
 }

@@ -100,7 +100,7 @@ async fn run() -> Result<(), BoxError> {
     drop(out);
 
     axum::serve(listener, load::both(layer))
-        .with_graceful_shutdown(stop())
+        .with_graceful_shutdown(capnagent_examples::shutdown_signal())
         .await?;
     if let Some(sink) = audit {
         sink.flush().await?;
@@ -111,19 +111,4 @@ async fn run() -> Result<(), BoxError> {
         );
     }
     Ok(())
-}
-
-async fn stop() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

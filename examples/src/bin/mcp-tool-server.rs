@@ -144,9 +144,7 @@ async fn run(options: Options) -> Result<(), BoxError> {
     println!("with the reason and a signed receipt. Ctrl-C to stop.");
 
     axum::serve(listener, mcp::app(layer))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(capnagent_examples::shutdown_signal())
         .await?;
     sink.flush().await?;
     println!(

@@ -326,7 +326,7 @@ async fn serve(demo: Demo, token: &str) -> Result<(), BoxError> {
     println!("# the audit log, one receipt per request");
     println!("tail -f {}", log_path.display());
 
-    tokio::signal::ctrl_c().await?;
+    capnagent_examples::shutdown_signal().await;
     sink.flush().await?;
     println!();
     println!(
