@@ -495,7 +495,15 @@ impl<'a> Parser<'a> {
     }
 
     /// Skips whitespace and returns the next byte without consuming it.
+    #[inline]
     fn skip_ws(&mut self) -> Option<u8> {
+        // Compact JSON has no whitespace: every structural byte, quote,
+        // digit and letter is above the space.
+        if let Some(&b) = self.bytes.get(self.pos)
+            && b > b' '
+        {
+            return Some(b);
+        }
         while let Some(&b) = self.bytes.get(self.pos) {
             match b {
                 b' ' | b'\n' | b'\t' | b'\r' => self.pos += 1,
@@ -653,6 +661,7 @@ impl<'a> Parser<'a> {
 
     /// Parses `"key"` onto the tape and the following `:`; `pos` is at the
     /// opening quote.
+    #[inline]
     fn parse_key(&mut self) -> Result<(), JsonError> {
         self.pos += 1;
         self.parse_string_node()?;
@@ -668,6 +677,7 @@ impl<'a> Parser<'a> {
 
     /// Validates a string (`pos` just past its opening quote) and puts its
     /// raw contents, between the quotes, on the tape.
+    #[inline]
     fn parse_string_node(&mut self) -> Result<(), JsonError> {
         let start = self.pos;
         // Most keys and many values are short and plain: when the first
@@ -683,6 +693,14 @@ impl<'a> Parser<'a> {
             ));
             return Ok(());
         }
+        self.parse_long_string_node(start)
+    }
+
+    /// [`parse_string_node`](Self::parse_string_node) for a string that is
+    /// longer, or has an escape or a control character: out of line, so
+    /// that the short case inlined into the parser's loop stays small.
+    #[inline(never)]
+    fn parse_long_string_node(&mut self, start: usize) -> Result<(), JsonError> {
         let escaped = self.parse_string(None)?;
         self.nodes.push(Node::new(
             NodeKind::String,
