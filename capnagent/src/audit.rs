@@ -263,16 +263,24 @@ fn write_outcome<S: JsonSink + ?Sized>(out: &mut S, outcome: &Outcome) {
     }
 }
 
-/// `n` in decimal, written into `buf` without allocating.
+/// `n` in decimal, written into `buf` without allocating, two digits at a
+/// time (one division per pair: a timestamp has 13 digits).
 fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut start = buf.len();
-    loop {
+    while n >= 10 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        start -= 2;
+        buf[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if n > 0 || start == buf.len() {
         start -= 1;
-        buf[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        buf[start] = b'0' + n as u8;
     }
     std::str::from_utf8(buf.get(start..).unwrap_or_default()).unwrap_or("0")
 }
@@ -727,7 +735,10 @@ mod tests {
     #[test]
     fn decimal_writes_every_u64() {
         let mut buf = [0u8; 20];
-        for n in [0, 1, 9, 10, 99, 1_700_000_000_000, u64::MAX - 1, u64::MAX] {
+        let powers = (0..20).map(|e| 10u64.pow(e));
+        let edges = powers.flat_map(|p| [p - 1, p, p + 1, p.saturating_mul(7)]);
+        let samples = (0..100_000).chain([1_700_000_000_000, u64::MAX - 1, u64::MAX]);
+        for n in samples.chain(edges) {
             assert_eq!(decimal(n, &mut buf), n.to_string());
         }
     }
