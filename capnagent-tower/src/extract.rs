@@ -582,12 +582,12 @@ impl TokenSource {
         let text = value
             .to_str()
             .map_err(|_| "token header is not visible ASCII")?
-            .trim();
+            .trim_ascii();
         match self {
             TokenSource::Header(_) => Ok(Some(text)),
             TokenSource::Bearer => match text.split_once(' ') {
                 Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-                    Ok(Some(token.trim_start()))
+                    Ok(Some(token.trim_ascii_start()))
                 }
                 _ => Err("expected `Authorization: Bearer <token>`"),
             },
@@ -635,6 +635,24 @@ mod tests {
         let source = TokenSource::header(HeaderName::from_static("x-cap"));
         assert!(source.read(&p).is_err());
         assert_eq!(TokenSource::Bearer.read(&p), Ok(None));
+    }
+
+    #[test]
+    fn every_header_byte_reads_like_to_str_then_trim() {
+        for b in 0..=255u8 {
+            let Ok(value) = http::HeaderValue::from_bytes(&[b"Bearer a", &[b][..], b"c"].concat())
+            else {
+                continue;
+            };
+            let mut p = parts(http::Request::builder().body(()).unwrap());
+            p.headers.insert(http::header::AUTHORIZATION, value.clone());
+            let read = TokenSource::Bearer.read(&p);
+            assert_eq!(read.is_ok(), value.to_str().is_ok(), "byte {b:#04x}");
+            if let Ok(text) = value.to_str() {
+                let token = text.split_once(' ').unwrap().1.trim();
+                assert_eq!(read, Ok(Some(token)), "byte {b:#04x}");
+            }
+        }
     }
 
     #[test]
