@@ -470,6 +470,7 @@ impl ByteSink for WindowBuf<'_> {
         self.len += 1;
     }
 
+    #[inline(always)]
     fn piece(&mut self, text: &[u8], start: usize, end: usize) {
         let n = end.saturating_sub(start);
         if n <= WindowBuf::SLACK
@@ -655,6 +656,7 @@ fn write_canonical_with<S: ByteSink>(
 /// The source text of the member whose key is at tape index `key`, when
 /// that text is already canonical: an unescaped key, then `:` with no
 /// whitespace, then a string without escapes or a number other than `-0`.
+#[inline(always)]
 fn compact_member(doc: &JsonDoc, key: usize) -> Option<(usize, usize)> {
     let key_node = doc.node(key).filter(|n| !n.escaped())?;
     let value = doc.node(key + 1)?;
@@ -673,6 +675,7 @@ fn compact_member(doc: &JsonDoc, key: usize) -> Option<(usize, usize)> {
     (member.get(key_end + 1 - start) == Some(&b':') && !is_zero).then_some((start, end))
 }
 
+#[inline(always)]
 fn write_string<S: ByteSink>(doc: &JsonDoc, node: &Node, out: &mut S) {
     if node.escaped() {
         write_escaped_str(out, &doc.string(node));

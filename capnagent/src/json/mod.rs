@@ -661,7 +661,7 @@ impl<'a> Parser<'a> {
 
     /// Parses `"key"` onto the tape and the following `:`; `pos` is at the
     /// opening quote.
-    #[inline]
+    #[inline(always)]
     fn parse_key(&mut self) -> Result<(), JsonError> {
         self.pos += 1;
         self.parse_string_node()?;
@@ -677,7 +677,7 @@ impl<'a> Parser<'a> {
 
     /// Validates a string (`pos` just past its opening quote) and puts its
     /// raw contents, between the quotes, on the tape.
-    #[inline]
+    #[inline(always)]
     fn parse_string_node(&mut self) -> Result<(), JsonError> {
         let start = self.pos;
         // Most keys and many values are short and plain: when the first
@@ -909,12 +909,14 @@ pub trait JsonSink {
 }
 
 impl JsonSink for String {
+    #[inline]
     fn put(&mut self, s: &str) {
         self.push_str(s);
     }
 }
 
 impl JsonSink for Vec<u8> {
+    #[inline]
     fn put(&mut self, s: &str) {
         self.extend_from_slice(s.as_bytes());
     }
