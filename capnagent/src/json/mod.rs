@@ -944,6 +944,12 @@ const CONTROL_ESCAPES: [&str; 32] = [
 pub fn write_escaped_str<S: JsonSink + ?Sized>(out: &mut S, s: &str) {
     out.put("\"");
     let bytes = s.as_bytes();
+    if is_plain(bytes) {
+        // Names, tools, hashes: nothing to escape, one piece.
+        out.put(s);
+        out.put("\"");
+        return;
+    }
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
@@ -977,6 +983,30 @@ pub fn write_escaped_str<S: JsonSink + ?Sized>(out: &mut S, s: &str) {
         out.put(&s[start..]);
     }
     out.put("\"");
+}
+
+/// Whether `bytes` holds no `"`, `\\` or control character, checked a word
+/// at a time: the last word overlaps the one before it, and text shorter
+/// than a word is padded with spaces.
+#[inline]
+fn is_plain(bytes: &[u8]) -> bool {
+    let Some(last) = bytes.len().checked_sub(8) else {
+        let mut word = [b' '; 8];
+        word.get_mut(..bytes.len())
+            .unwrap_or_default()
+            .copy_from_slice(bytes);
+        return first_special(word).is_none();
+    };
+    let mut flags = 0;
+    let mut at = 0;
+    while let Some(word) = word_at(bytes, at.min(last)) {
+        flags |= special_bytes(u64::from_le_bytes(word));
+        if at >= last {
+            break;
+        }
+        at += 8;
+    }
+    flags == 0
 }
 
 /// The eight bytes of `bytes` from `at`, when there are that many.
@@ -1256,6 +1286,30 @@ mod tests {
                 let mut ours = String::new();
                 write_escaped_str(&mut ours, &text);
                 assert_eq!(ours, naive_escape(&text), "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_special_byte_anywhere_is_escaped() {
+        // The plain-text check reads overlapping and space-padded words: a
+        // single byte to escape must be found at every position.
+        for len in 0..40 {
+            let plain: String = "aé~ Z\u{7f}".chars().cycle().take(len).collect();
+            let mut ours = String::new();
+            write_escaped_str(&mut ours, &plain);
+            assert_eq!(ours, naive_escape(&plain), "{plain:?}");
+            for at in 0..len {
+                for special in ['"', '\\', '\n', '\u{0}', '\u{1f}'] {
+                    let text: String = plain
+                        .chars()
+                        .enumerate()
+                        .map(|(i, c)| if i == at { special } else { c })
+                        .collect();
+                    let mut ours = String::new();
+                    write_escaped_str(&mut ours, &text);
+                    assert_eq!(ours, naive_escape(&text), "{text:?}");
+                }
             }
         }
     }
