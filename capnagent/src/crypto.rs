@@ -65,7 +65,9 @@ pub(crate) struct Buffered<U> {
     len: usize,
 }
 
-const BUFFERED_CAPACITY: usize = 2048;
+/// Eight SHA-256 blocks: enough to make each `update` worth its call,
+/// small enough that zeroing the buffer (once per receipt MAC) is cheap.
+const BUFFERED_CAPACITY: usize = 512;
 
 impl<U: sha2::digest::Update> Buffered<U> {
     pub(crate) fn new(inner: U) -> Buffered<U> {
