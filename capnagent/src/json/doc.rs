@@ -694,6 +694,10 @@ fn write_string<S: ByteSink>(doc: &JsonDoc, node: &Node, out: &mut S) {
     }
 }
 
+/// Objects up to this many members are sorted by insertion; larger ones by
+/// the standard library's stable sort.
+const SMALL_OBJECT: usize = 16;
+
 /// Appends the key indexes of the object at `index` (with `count` members)
 /// to `order`, sorted by decoded key bytes, keeping only the last of each
 /// repeated key. `scratch` is reused between objects.
@@ -708,38 +712,33 @@ fn sorted_members(
     // Raw keys hold no byte below 0x20 (the parser refuses them), so a key
     // padded with zero bytes sorts like the key itself: the first eight
     // bytes, big-endian, decide most comparisons without touching the text.
-    let rest = |key: u32| {
-        doc.node(key as usize)
-            .and_then(|n| doc.raw_bytes(n).get(8..))
-            .unwrap_or_default()
-    };
-    let cmp = |a: &(u64, u32), b: &(u64, u32)| a.0.cmp(&b.0).then_with(|| rest(a.1).cmp(rest(b.1)));
     let mut member = index + 1;
     let mut escaped = false;
-    let mut repeated = false;
     for _ in 0..count {
-        let key = doc.node(member);
-        escaped |= key.is_some_and(|n| n.escaped());
-        let prefix = key.map_or(0, |n| key_prefix(doc, n));
-        // Insertion sort as the members are read: machine-written JSON is
-        // often sorted already (one comparison per member), and objects
-        // are small. Stable: an equal key goes after the ones before it.
-        scratch.push((prefix, super::tape_u32(member)));
-        let mut at = scratch.len() - 1;
-        while at > 0 {
-            match cmp(&scratch[at - 1], &scratch[at]) {
-                std::cmp::Ordering::Greater => {
-                    scratch.swap(at - 1, at);
-                    at -= 1;
-                }
-                std::cmp::Ordering::Equal => {
-                    repeated = true;
-                    break;
-                }
-                std::cmp::Ordering::Less => break,
-            }
-        }
+        let Some(key) = doc.node(member) else {
+            break;
+        };
+        escaped |= key.escaped();
+        scratch.push((key_prefix(doc, key), super::tape_u32(member)));
         member = doc.skip(member + 1);
+    }
+    // By prefix, stable: equal prefixes stay in source order.
+    if scratch.len() <= SMALL_OBJECT {
+        // Insertion, shifting the larger ones up: machine-written JSON is
+        // often sorted already (one comparison per member).
+        for i in 1..scratch.len() {
+            let entry = scratch[i];
+            let mut at = i;
+            while at > 0 && scratch[at - 1].0 > entry.0 {
+                scratch[at] = scratch[at - 1];
+                at -= 1;
+            }
+            scratch[at] = entry;
+        }
+    } else {
+        // O(n log n) whatever the order: an object of 80 000 members in
+        // reverse order must not cost 3 billion moves.
+        scratch.sort_by_key(|&(prefix, _)| prefix);
     }
     if escaped {
         // Back to source order first: among keys that decode alike, the
@@ -748,8 +747,17 @@ fn sorted_members(
         sorted_escaped_members(doc, scratch, order);
         return;
     }
-    if repeated {
-        dedup_keep_last(scratch, |a, b| cmp(a, b).is_eq());
+    if scratch.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+        // Keys that share their first eight bytes, still in source order:
+        // order them by the rest (a stable sort), then keep the last of
+        // each repeated key.
+        let rest = |key: u32| {
+            doc.node(key as usize)
+                .and_then(|n| doc.raw_bytes(n).get(8..))
+                .unwrap_or_default()
+        };
+        scratch.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| rest(a.1).cmp(rest(b.1))));
+        dedup_keep_last(scratch, |a, b| a.0 == b.0 && rest(a.1) == rest(b.1));
     }
     order.extend(scratch.iter().map(|&(_, key)| key));
 }
