@@ -122,4 +122,16 @@ awk '
     printf "protected:   %8.0f requests/s   p99 %6.2f ms   server %6.1f us/request\n", rps["protected"], p99["protected"] / 1000, cpu["protected"]
     printf "protected / unprotected throughput: %.1f%% (target >= 80%%)\n", 100 * rps["protected"] / rps["unprotected"]
   }' "$work/results"
+# Each round's protected run against the unprotected run just before it:
+# on a shared machine the median of these paired ratios moves less than
+# the ratio of the averages when the machine's speed drifts.
+awk '
+  $1 == "unprotected" { u = $2 }
+  $1 == "protected" && u > 0 { printf "%.4f\n", $2 / u }' "$work/results" | sort -n |
+  awk '{ r[NR] = $1 }
+    END {
+      if (NR == 0) exit
+      mid = (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
+      printf "per-round ratios: median %.1f%%, lowest %.1f%%, highest %.1f%% (%d rounds)\n", 100 * mid, 100 * r[1], 100 * r[NR], NR
+    }'
 echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
