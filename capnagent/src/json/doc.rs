@@ -722,6 +722,12 @@ fn sorted_members(
         scratch.push((key_prefix(doc, key), super::tape_u32(member)));
         member = doc.skip(member + 1);
     }
+    if escaped {
+        // Sorted by the decoded keys instead; `scratch` is in source order,
+        // so among keys that decode alike the last in the source wins.
+        sorted_escaped_members(doc, scratch, order);
+        return;
+    }
     // By prefix, stable: equal prefixes stay in source order.
     if scratch.len() <= SMALL_OBJECT {
         // Insertion, shifting the larger ones up: machine-written JSON is
@@ -739,13 +745,6 @@ fn sorted_members(
         // O(n log n) whatever the order: an object of 80 000 members in
         // reverse order must not cost 3 billion moves.
         scratch.sort_by_key(|&(prefix, _)| prefix);
-    }
-    if escaped {
-        // Back to source order first: among keys that decode alike, the
-        // last in the source wins.
-        scratch.sort_unstable_by_key(|&(_, key)| key);
-        sorted_escaped_members(doc, scratch, order);
-        return;
     }
     if scratch.windows(2).any(|pair| pair[0].0 == pair[1].0) {
         // Keys that share their first eight bytes, still in source order:
