@@ -495,15 +495,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Skips whitespace and returns the next byte without consuming it.
-    #[inline]
     fn skip_ws(&mut self) -> Option<u8> {
-        // Compact JSON has no whitespace: every structural byte, quote,
-        // digit and letter is above the space.
-        if let Some(&b) = self.bytes.get(self.pos)
-            && b > b' '
-        {
-            return Some(b);
-        }
         while let Some(&b) = self.bytes.get(self.pos) {
             match b {
                 b' ' | b'\n' | b'\t' | b'\r' => self.pos += 1,
@@ -716,10 +708,9 @@ impl<'a> Parser<'a> {
     /// backslash or control character before it.
     #[inline]
     fn short_plain_string(&self, start: usize) -> Option<usize> {
-        let words = self.bytes.get(start..start + 16)?;
-        for (n, word) in words.chunks_exact(8).enumerate() {
-            if let Some(i) = word.try_into().ok().and_then(first_special) {
-                let at = start + 8 * n + i;
+        for offset in [0, 8] {
+            if let Some(i) = first_special(word_at(self.bytes, start + offset)?) {
+                let at = start + offset + i;
                 return (self.bytes.get(at) == Some(&b'"')).then_some(at);
             }
         }
