@@ -215,13 +215,17 @@ impl Receipt {
     }
 
     /// Streams the signing input (everything but the signature, canonical
-    /// JSON with sorted keys) into `out`.
+    /// JSON with sorted keys) into `out`: what the MAC covers after
+    /// `"v" || version`. [`Auditor::mac`] writes it in two parts.
+    #[cfg(test)]
     fn write_signing_body<S: JsonSink + ?Sized>(&self, out: &mut S) {
-        out.put("{\"capability_identifier\":");
-        write_escaped_str(out, &self.capability_identifier);
-        out.put(",\"caveats\":");
-        out.put(self.caveats.json());
-        out.put(",\"context_summary\":{\"args_hash\":");
+        write_signing_prefix(out, &self.capability_identifier, &self.caveats);
+        self.write_signing_rest(out);
+    }
+
+    /// The signing body from the args hash on: what differs between two
+    /// receipts of one capability.
+    fn write_signing_rest<S: JsonSink + ?Sized>(&self, out: &mut S) {
         write_escaped_str(out, &self.context_summary.args_hash);
         out.put(",\"caller\":");
         write_escaped_str(out, &self.context_summary.caller);
@@ -250,6 +254,16 @@ impl fmt::Debug for Receipt {
             .field("signature", &self.signature_hex())
             .finish()
     }
+}
+
+/// The start of the signing body, the same for every receipt of one
+/// capability: identifier and caveats, up to the args hash's value.
+fn write_signing_prefix<S: JsonSink + ?Sized>(out: &mut S, identifier: &str, caveats: &CaveatList) {
+    out.put("{\"capability_identifier\":");
+    write_escaped_str(out, identifier);
+    out.put(",\"caveats\":");
+    out.put(caveats.json());
+    out.put(",\"context_summary\":{\"args_hash\":");
 }
 
 fn write_outcome<S: JsonSink + ?Sized>(out: &mut S, outcome: &Outcome) {
@@ -332,7 +346,13 @@ enum WireOutcome {
 #[derive(Clone)]
 pub struct Auditor {
     key: Arc<KeyedMac>,
+    /// Tells this auditor (and its clones, same key) from any other, for
+    /// the signing states kept with capabilities' caveat lists.
+    id: u64,
 }
+
+/// The next [`Auditor`] id; never reused.
+static NEXT_AUDITOR_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Auditor {
     /// Creates an auditor. Keys shorter than [`MIN_AUDIT_KEY_LEN`] (16
@@ -348,6 +368,7 @@ impl Auditor {
         }
         Ok(Auditor {
             key: Arc::new(KeyedMac::new(key)),
+            id: NEXT_AUDITOR_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -395,10 +416,29 @@ impl Auditor {
 
     fn mac(&self, receipt: &Receipt) -> Tag {
         // Through a stack buffer: many small updates cost more than the
-        // hashing itself.
-        let mut body = Buffered::new(self.key.start());
-        body.bytes(&[b'v', receipt.version]);
-        receipt.write_signing_body(&mut body);
+        // hashing itself. The part every receipt of a capability shares
+        // (version, identifier, caveats: often most of the input) is
+        // hashed once per capability, and its state kept with the caveats.
+        let prefix = |version: u8| {
+            let mut body = Buffered::new(self.key.start());
+            body.bytes(&[b'v', version]);
+            write_signing_prefix(&mut body, &receipt.capability_identifier, &receipt.caveats);
+            body
+        };
+        let shared = (receipt.version == RECEIPT_SCHEMA_VERSION)
+            .then(|| {
+                receipt
+                    .caveats
+                    .signing_state(self.id, &receipt.capability_identifier, || {
+                        prefix(RECEIPT_SCHEMA_VERSION).finish()
+                    })
+            })
+            .flatten();
+        let mut body = match shared {
+            Some(state) => Buffered::new(state),
+            None => prefix(receipt.version),
+        };
+        receipt.write_signing_rest(&mut body);
         body.finish().finalize().into_bytes().into()
     }
 
@@ -730,6 +770,8 @@ impl fmt::Debug for AuditLogIter {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     #[test]
@@ -741,6 +783,58 @@ mod tests {
         for n in samples.chain(edges) {
             assert_eq!(decimal(n, &mut buf), n.to_string());
         }
+    }
+
+    /// The MAC as the wire format defines it, computed from scratch.
+    fn plain_mac(key: &[u8], receipt: &Receipt) -> Tag {
+        let mut body = String::new();
+        receipt.write_signing_body(&mut body);
+        let mut mac = crypto::HmacSha256::new_from_slice(key).expect("any key length");
+        mac.update(&[b'v', receipt.version]);
+        mac.update(body.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    #[test]
+    fn kept_signing_states_give_the_plain_mac() {
+        let (key_a, key_b) = ([0xA3; 32], [0x5C; 32]);
+        let (a, b) = (Auditor::new(&key_a).unwrap(), Auditor::new(&key_b).unwrap());
+        let caveats = CaveatList::from(vec![
+            Caveat::new("tool == \"x\""),
+            Caveat::new("caller == \"agent:\\\"q\\\"\""),
+            Caveat::new("now <= @2099-01-01T00:00:00Z"),
+        ]);
+        let ctx = |n: u64| {
+            Context::builder()
+                .now_millis(1_700_000_000_000 + n)
+                .caller("agent:test")
+                .tool("x")
+                .build()
+        };
+        // One caveat list signed under two keys and two identifiers, in
+        // turns, several times each: the first (auditor, identifier) keeps
+        // a state, the others hash everything; all give the plain MAC.
+        for n in 0..3 {
+            for (auditor, key) in [(&a, &key_a[..]), (&b, &key_b[..]), (&a.clone(), &key_a[..])] {
+                for id in ["cap-1", "cap-\"2\""] {
+                    let outcome = if n == 1 {
+                        Outcome::Denied {
+                            reason: "no".into(),
+                        }
+                    } else {
+                        Outcome::Allowed
+                    };
+                    let receipt = auditor.sign_shared(id.into(), caveats.clone(), &ctx(n), outcome);
+                    assert_eq!(receipt.signature, plain_mac(key, &receipt), "{id} {n}");
+                    auditor.verify_receipt(&receipt).unwrap();
+                }
+            }
+        }
+        // Another version never uses the kept state.
+        let mut receipt = a.sign_shared("cap-1".into(), caveats.clone(), &ctx(0), Outcome::Allowed);
+        receipt.version = 2;
+        assert_eq!(a.mac(&receipt), plain_mac(&key_a, &receipt));
+        assert_ne!(a.mac(&receipt), receipt.signature);
     }
 
     #[test]

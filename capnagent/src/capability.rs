@@ -64,6 +64,18 @@ pub(crate) struct CaveatList(Arc<CaveatListInner>);
 struct CaveatListInner {
     list: Arc<[Caveat]>,
     json: std::sync::OnceLock<Box<str>>,
+    signing: std::sync::OnceLock<SigningPrefix>,
+}
+
+/// The receipt MAC state after the part of the signing input that every
+/// receipt of one capability shares (see [`CaveatList::signing_state`]).
+/// Derived from the audit key: never printed, never serialised.
+pub(crate) struct SigningPrefix {
+    /// The [`Auditor`](crate::Auditor) whose key it is under.
+    pub(crate) auditor: u64,
+    /// The capability identifier it was written with.
+    pub(crate) identifier: Box<str>,
+    pub(crate) state: crate::crypto::HmacSha256,
 }
 
 impl CaveatList {
@@ -88,6 +100,27 @@ impl CaveatList {
             json.into_boxed_str()
         })
     }
+
+    /// The receipt MAC state for `auditor` after the signing input's shared
+    /// prefix (everything up to the args hash: version, identifier,
+    /// caveats), made by `init` the first time; so each receipt hashes
+    /// only what changes from call to call. One auditor and identifier
+    /// per list keep a state: for any other, `None`, and the caller
+    /// hashes the whole input.
+    pub(crate) fn signing_state(
+        &self,
+        auditor: u64,
+        identifier: &str,
+        init: impl FnOnce() -> crate::crypto::HmacSha256,
+    ) -> Option<crate::crypto::HmacSha256> {
+        let prefix = self.0.signing.get_or_init(|| SigningPrefix {
+            auditor,
+            identifier: identifier.into(),
+            state: init(),
+        });
+        (prefix.auditor == auditor && *prefix.identifier == *identifier)
+            .then(|| prefix.state.clone())
+    }
 }
 
 impl From<Arc<[Caveat]>> for CaveatList {
@@ -95,6 +128,7 @@ impl From<Arc<[Caveat]>> for CaveatList {
         CaveatList(Arc::new(CaveatListInner {
             list,
             json: std::sync::OnceLock::new(),
+            signing: std::sync::OnceLock::new(),
         }))
     }
 }
