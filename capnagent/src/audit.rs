@@ -384,22 +384,36 @@ impl Auditor {
         ctx: &Context,
         outcome: Outcome,
     ) -> Receipt {
-        self.sign_shared(
+        // A list made for this one receipt: nothing to keep for the next.
+        self.sign_list(
             capability_identifier.into(),
             CaveatList::from(caveats.into()),
             ctx,
             outcome,
+            false,
         )
     }
 
-    /// [`sign`](Self::sign) with a capability's own caveat list, whose
-    /// JSON is written once for every receipt of that capability.
+    /// [`sign`](Self::sign) with a capability's own caveat list, shared by
+    /// every receipt of that capability: its JSON is written once, and the
+    /// MAC state after the signing input's shared prefix is kept with it.
     pub(crate) fn sign_shared(
         &self,
         capability_identifier: Arc<str>,
         caveats: CaveatList,
         ctx: &Context,
         outcome: Outcome,
+    ) -> Receipt {
+        self.sign_list(capability_identifier, caveats, ctx, outcome, true)
+    }
+
+    fn sign_list(
+        &self,
+        capability_identifier: Arc<str>,
+        caveats: CaveatList,
+        ctx: &Context,
+        outcome: Outcome,
+        keep_prefix: bool,
     ) -> Receipt {
         let mut receipt = Receipt {
             version: RECEIPT_SCHEMA_VERSION,
@@ -410,22 +424,23 @@ impl Auditor {
             timestamp_ms: ctx.now().unix_millis(),
             signature: [0; 32],
         };
-        receipt.signature = self.mac(&receipt);
+        receipt.signature = self.mac(&receipt, keep_prefix);
         receipt
     }
 
-    fn mac(&self, receipt: &Receipt) -> Tag {
+    /// The receipt's MAC. With `keep_prefix`, the part every receipt of a
+    /// capability shares (version, identifier, caveats: often most of the
+    /// input) is hashed once per caveat list, and the state kept with it.
+    fn mac(&self, receipt: &Receipt, keep_prefix: bool) -> Tag {
         // Through a stack buffer: many small updates cost more than the
-        // hashing itself. The part every receipt of a capability shares
-        // (version, identifier, caveats: often most of the input) is
-        // hashed once per capability, and its state kept with the caveats.
+        // hashing itself.
         let prefix = |version: u8| {
             let mut body = Buffered::new(self.key.start());
             body.bytes(&[b'v', version]);
             write_signing_prefix(&mut body, &receipt.capability_identifier, &receipt.caveats);
             body
         };
-        let shared = (receipt.version == RECEIPT_SCHEMA_VERSION)
+        let shared = (keep_prefix && receipt.version == RECEIPT_SCHEMA_VERSION)
             .then(|| {
                 receipt
                     .caveats
@@ -459,7 +474,7 @@ impl Auditor {
             }
             .into());
         }
-        if crypto::tags_equal(&self.mac(receipt), &receipt.signature) {
+        if crypto::tags_equal(&self.mac(receipt, false), &receipt.signature) {
             Ok(())
         } else {
             Err(ReceiptError::InvalidSignature.into())
@@ -833,8 +848,15 @@ mod tests {
         // Another version never uses the kept state.
         let mut receipt = a.sign_shared("cap-1".into(), caveats.clone(), &ctx(0), Outcome::Allowed);
         receipt.version = 2;
-        assert_eq!(a.mac(&receipt), plain_mac(&key_a, &receipt));
-        assert_ne!(a.mac(&receipt), receipt.signature);
+        assert_eq!(a.mac(&receipt, true), plain_mac(&key_a, &receipt));
+        assert_ne!(a.mac(&receipt, true), receipt.signature);
+        // One-off receipts hash the whole input, and keep nothing.
+        let list = CaveatList::from(vec![Caveat::new("tool == \"y\"")]);
+        let once = a.sign("cap-3", list.as_slice().to_vec(), &ctx(0), Outcome::Allowed);
+        assert_eq!(once.signature, plain_mac(&key_a, &once));
+        let receipt = b.sign_shared("cap-3".into(), list.clone(), &ctx(0), Outcome::Allowed);
+        assert_eq!(receipt.signature, plain_mac(&key_b, &receipt));
+        assert_eq!(a.mac(&receipt, false), once.signature);
     }
 
     #[test]
