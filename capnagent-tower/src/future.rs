@@ -360,11 +360,7 @@ where
         }
         loop {
             let Some(frame) = ready!(this.body.as_mut().poll_frame(cx)) else {
-                let whole = match this.first.take() {
-                    Some(first) if this.rest.is_empty() => first,
-                    _ => std::mem::take(this.rest).freeze(),
-                };
-                return Poll::Ready(Ok(whole));
+                return Poll::Ready(Ok(take_whole(this.first, this.rest)));
             };
             let frame = frame.map_err(|e| ReadError::Body(e.into()))?;
             let Ok(mut data) = frame.into_data() else {
@@ -389,7 +385,20 @@ where
                     this.rest.extend_from_slice(&chunk);
                 }
             }
+            if this.body.is_end_stream() {
+                // The body says nothing follows (hyper: Content-Length
+                // reached): done, without polling it again.
+                return Poll::Ready(Ok(take_whole(this.first, this.rest)));
+            }
         }
+    }
+}
+
+/// The body read so far: the one chunk as it came, or the gathered ones.
+fn take_whole(first: &mut Option<Bytes>, rest: &mut BytesMut) -> Bytes {
+    match first.take() {
+        Some(first) if rest.is_empty() => first,
+        _ => std::mem::take(rest).freeze(),
     }
 }
 
@@ -409,5 +418,48 @@ where
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use http_body::Frame;
+
+    /// One data frame, then says it has ended; polled again, it never
+    /// answers (a reader that did not trust `is_end_stream` would hang).
+    struct OneFrame(Option<Bytes>);
+
+    impl Body for OneFrame {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            match self.0.take() {
+                Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                None => Poll::Pending,
+            }
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_none()
+        }
+    }
+
+    #[test]
+    fn reading_stops_where_the_body_says_it_ends() {
+        let body = OneFrame(Some(Bytes::from_static(b"{\"a\":1}")));
+        let mut read = std::pin::pin!(ReadBody::new(body, 64));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match read.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(bytes)) => assert_eq!(&bytes[..], b"{\"a\":1}"),
+            Poll::Ready(Err(_)) => panic!("read failed"),
+            Poll::Pending => panic!("polled the body again after its end"),
+        }
     }
 }
