@@ -440,16 +440,15 @@ impl Auditor {
             write_signing_prefix(&mut body, &receipt.capability_identifier, &receipt.caveats);
             body
         };
-        let shared = (keep_prefix && receipt.version == RECEIPT_SCHEMA_VERSION)
-            .then(|| {
-                receipt
-                    .caveats
-                    .signing_state(self.id, &receipt.capability_identifier, || {
-                        prefix(RECEIPT_SCHEMA_VERSION).finish()
-                    })
-            })
-            .flatten();
-        let mut body = match shared {
+        let kept = if keep_prefix && receipt.version == RECEIPT_SCHEMA_VERSION {
+            let identifier = &receipt.capability_identifier;
+            receipt
+                .caveats
+                .signing_state(self.id, identifier, || prefix(receipt.version).finish())
+        } else {
+            None
+        };
+        let mut body = match kept {
             Some(state) => Buffered::new(state),
             None => prefix(receipt.version),
         };

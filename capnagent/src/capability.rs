@@ -70,12 +70,12 @@ struct CaveatListInner {
 /// The receipt MAC state after the part of the signing input that every
 /// receipt of one capability shares (see [`CaveatList::signing_state`]).
 /// Derived from the audit key: never printed, never serialised.
-pub(crate) struct SigningPrefix {
+struct SigningPrefix {
     /// The [`Auditor`](crate::Auditor) whose key it is under.
-    pub(crate) auditor: u64,
+    auditor: u64,
     /// The capability identifier it was written with.
-    pub(crate) identifier: Box<str>,
-    pub(crate) state: crate::crypto::HmacSha256,
+    identifier: Arc<str>,
+    state: crate::crypto::HmacSha256,
 }
 
 impl CaveatList {
@@ -110,16 +110,17 @@ impl CaveatList {
     pub(crate) fn signing_state(
         &self,
         auditor: u64,
-        identifier: &str,
+        identifier: &Arc<str>,
         init: impl FnOnce() -> crate::crypto::HmacSha256,
     ) -> Option<crate::crypto::HmacSha256> {
         let prefix = self.0.signing.get_or_init(|| SigningPrefix {
             auditor,
-            identifier: identifier.into(),
+            identifier: Arc::clone(identifier),
             state: init(),
         });
-        (prefix.auditor == auditor && *prefix.identifier == *identifier)
-            .then(|| prefix.state.clone())
+        let same_identifier =
+            Arc::ptr_eq(&prefix.identifier, identifier) || prefix.identifier == *identifier;
+        (prefix.auditor == auditor && same_identifier).then(|| prefix.state.clone())
     }
 }
 
