@@ -434,23 +434,24 @@ impl Auditor {
     fn mac(&self, receipt: &Receipt, keep_prefix: bool) -> Tag {
         // Through a stack buffer: many small updates cost more than the
         // hashing itself.
-        let prefix = |version: u8| {
+        let prefix = || {
             let mut body = Buffered::new(self.key.start());
-            body.bytes(&[b'v', version]);
+            body.bytes(&[b'v', receipt.version]);
             write_signing_prefix(&mut body, &receipt.capability_identifier, &receipt.caveats);
             body
         };
-        let kept = if keep_prefix && receipt.version == RECEIPT_SCHEMA_VERSION {
-            let identifier = &receipt.capability_identifier;
-            receipt
-                .caveats
-                .signing_state(self.id, identifier, || prefix(receipt.version).finish())
-        } else {
-            None
-        };
+        let kept = (keep_prefix && receipt.version == RECEIPT_SCHEMA_VERSION)
+            .then(|| {
+                receipt
+                    .caveats
+                    .signing_state(self.id, &receipt.capability_identifier, || {
+                        prefix().finish()
+                    })
+            })
+            .flatten();
         let mut body = match kept {
             Some(state) => Buffered::new(state),
-            None => prefix(receipt.version),
+            None => prefix(),
         };
         receipt.write_signing_rest(&mut body);
         body.finish().finalize().into_bytes().into()
