@@ -82,6 +82,9 @@ run() { # $1 = route name, $2 = seconds
 
 # The server's CPU time so far, in clock ticks (user + system).
 server_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+# The machine's stolen and total CPU time so far (/proc/stat): time the
+# hypervisor gave to other guests while this one wanted to run.
+steal_ticks() { awk '/^cpu / { print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
 ticks_per_sec=$(getconf CLK_TCK)
 
 echo "== server $url, profile=$PROFILE, sink=$SINK, workers=${WORKERS:-default}, wrk -t$WRK_THREADS -c$CONNECTIONS, ${SECONDS_PER_RUN}s per run, $ROUNDS rounds, $(nproc) CPUs"
@@ -99,14 +102,19 @@ done
 # requests/s to other work on the machine (wrk shares the CPUs).
 printf '%-12s %5s %12s %9s %9s %9s %8s %14s\n' route round "requests/s" "p50 ms" "p99 ms" "max ms" non-2xx "server us/req"
 : >"$work/results"
+steal_before=$(steal_ticks)
 for round in $(seq 1 "$ROUNDS"); do
-  for route in unprotected protected; do
+  # Odd rounds run the unprotected route first, even rounds the protected
+  # one, so that neither route always runs on the warmer machine.
+  order="unprotected protected"
+  if [ $((round % 2)) = 0 ]; then order="protected unprotected"; fi
+  for route in $order; do
     before=$(server_ticks)
     read -r rps p50 p99 max status_errors socket_errors <<<"$(run "$route" "$SECONDS_PER_RUN")"
     after=$(server_ticks)
     cpu_us=$(awk -v t=$((after - before)) -v hz="$ticks_per_sec" -v rps="$rps" -v s="$SECONDS_PER_RUN" \
       'BEGIN { printf "%.1f", t / hz * 1e6 / (rps * s) }')
-    echo "$route $rps $p99 $cpu_us" >>"$work/results"
+    echo "$route $rps $p99 $cpu_us $round" >>"$work/results"
     awk -v r="$route" -v n="$round" -v rps="$rps" -v p50="$p50" -v p99="$p99" -v max="$max" \
       -v errs=$((status_errors + socket_errors)) -v cpu="$cpu_us" \
       'BEGIN { printf "%-12s %5s %12.0f %9.2f %9.2f %9.2f %8d %14s\n", r, n, rps, p50/1000, p99/1000, max/1000, errs, cpu }'
@@ -122,16 +130,32 @@ awk '
     printf "protected:   %8.0f requests/s   p99 %6.2f ms   server %6.1f us/request\n", rps["protected"], p99["protected"] / 1000, cpu["protected"]
     printf "protected / unprotected throughput: %.1f%% (target >= 80%%)\n", 100 * rps["protected"] / rps["unprotected"]
   }' "$work/results"
-# Each round's protected run against the unprotected run just before it:
+# Each round's protected run against the same round's unprotected run:
 # on a shared machine the median of these paired ratios moves less than
-# the ratio of the averages when the machine's speed drifts.
+# the ratio of the averages when the machine's speed drifts. The 95 %
+# interval for that median is distribution-free (order statistics: the
+# k-th lowest and k-th highest ratio, k from the binomial distribution),
+# so it holds however unevenly the machine's speed moves, as long as the
+# rounds are independent.
 awk '
-  $1 == "unprotected" { u = $2 }
-  $1 == "protected" && u > 0 { printf "%.4f\n", $2 / u }' "$work/results" | sort -n |
+  $1 == "unprotected" { u[$5] = $2 }
+  $1 == "protected" { p[$5] = $2 }
+  END { for (n in p) if (u[n] > 0) printf "%.4f\n", p[n] / u[n] }' "$work/results" | sort -n |
   awk '{ r[NR] = $1 }
     END {
       if (NR == 0) exit
       mid = (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
       printf "per-round ratios: median %.1f%%, lowest %.1f%%, highest %.1f%% (%d rounds)\n", 100 * mid, 100 * r[1], 100 * r[NR], NR
+      # Largest k with P(Binomial(NR, 1/2) <= k - 1) <= 2.5 %.
+      k = 0; term = 0.5 ^ NR; cum = term
+      while (cum <= 0.025) { k++; term *= (NR - k + 1) / k; cum += term }
+      if (k >= 1)
+        printf "95%% interval for the median ratio: %.1f%% to %.1f%%\n", 100 * r[k], 100 * r[NR - k + 1]
+      else
+        print "95% interval for the median ratio: needs at least 6 rounds"
     }'
+read -r steal0 total0 <<<"$steal_before"
+read -r steal1 total1 <<<"$(steal_ticks)"
+awk -v s=$((steal1 - steal0)) -v t=$((total1 - total0)) \
+  'BEGIN { if (t > 0) printf "== CPU time stolen by the hypervisor during the runs: %.1f%%\n", 100 * s / t }'
 echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
