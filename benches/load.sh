@@ -6,7 +6,9 @@
 # CapabilityLayer (4 caveats, args from the 1 KiB JSON body, a signed
 # receipt per request to the audit log) and /unprotected/checkout without
 # it. Then runs wrk against each route back to back, alternating, and prints
-# requests/s and latency percentiles for both, and the ratio.
+# requests/s and latency percentiles for both, the ratio, the median of the
+# per-round ratios with its 95 % interval (at least 6 rounds), and the
+# share of CPU time the hypervisor took during the runs.
 #
 # Usage: benches/load.sh [SECONDS_PER_RUN] [CONNECTIONS]
 #   env: ROUNDS (default 2), WRK_THREADS (default 1), SINK (audit|tracing|none, default audit),
