@@ -16,6 +16,19 @@
 //! receipt. When Redis comes back, the connection manager reconnects and
 //! calls are served again.
 //!
+//! **Clocks.** The servers of a fleet, the publishers of revocation lists
+//! and Redis must keep their clocks within a known bound of each other
+//! ([`RedisConfig::max_clock_offset`], and the same bound on each
+//! [`Verifier`](capnagent::Verifier) and
+//! [`RevocationCell`](capnagent::RevocationCell); default
+//! [`DEFAULT_MAX_CLOCK_OFFSET`](capnagent::DEFAULT_MAX_CLOCK_OFFSET)).
+//! Nonce records expire on Redis's clock after a TTL that the verifier
+//! sizes to cover the whole acceptance window of a proof plus that bound,
+//! so a server whose clock is behind the one that accepted a proof still
+//! finds the record for as long as it could accept the proof. A revocation
+//! list dated beyond the bound, by Redis's clock, is refused on publish,
+//! and by each server's clock on install.
+//!
 //! **Staleness bound.** A revocation published to Redis reaches a server
 //! within one feed interval plus one Redis round trip. With
 //! [`RevocationCell::with_max_age`](capnagent::RevocationCell::with_max_age)
@@ -47,7 +60,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capnagent::{
-    BoxFuture, NonceStore, RevocationCell, RevocationList, RevocationStore, StoreError,
+    BoxFuture, DEFAULT_MAX_CLOCK_OFFSET, NonceStore, RevocationCell, RevocationList,
+    RevocationStore, StoreError,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands as _, Client, Script};
@@ -58,17 +72,30 @@ pub struct RedisConfig {
     url: String,
     prefix: String,
     timeout: Duration,
+    max_clock_offset: Duration,
 }
 
 impl RedisConfig {
     /// Connects to `url` (`redis://host:port/db`), with key prefix
-    /// `capnagent` and a 250 ms deadline per call.
+    /// `capnagent`, a 250 ms deadline per call and a clock-offset bound of
+    /// [`DEFAULT_MAX_CLOCK_OFFSET`].
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
             prefix: "capnagent".to_owned(),
             timeout: Duration::from_millis(250),
+            max_clock_offset: DEFAULT_MAX_CLOCK_OFFSET,
         }
+    }
+
+    /// Sets how far ahead of the Redis server's clock a published
+    /// revocation list may be dated ([`RedisRevocationStore::publish`]
+    /// refuses lists dated further ahead). Use the fleet's clock-offset
+    /// bound, the one given to
+    /// [`Verifier::with_max_clock_offset`](capnagent::Verifier::with_max_clock_offset).
+    pub fn max_clock_offset(mut self, bound: Duration) -> Self {
+        self.max_clock_offset = bound;
+        self
     }
 
     /// Sets the prefix of every key this crate writes.
@@ -104,6 +131,7 @@ impl fmt::Debug for RedisConfig {
             .field("url", &format_args!(".."))
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
+            .field("max_clock_offset", &self.max_clock_offset)
             .finish()
     }
 }
@@ -124,8 +152,13 @@ async fn deadline<T>(
 
 /// A [`NonceStore`] in Redis: `SET <prefix>:nonce:<hex> 1 NX PX <ttl>`.
 ///
-/// Expiry runs on the Redis server's clock (the TTL is relative), so
-/// verifiers need not agree on the time to agree on replays.
+/// Expiry runs on the Redis server's clock (the TTL is relative). The
+/// verifiers' clocks still matter: each decides by its own clock whether a
+/// proof is within its window, so the TTL the verifier passes covers the
+/// whole window plus the fleet's clock-offset bound
+/// ([`Verifier::with_max_clock_offset`](capnagent::Verifier::with_max_clock_offset)).
+/// Keep every verifier's clock within that bound of the others; a jump of
+/// Redis's own clock shortens live records and counts against the bound.
 #[derive(Clone)]
 pub struct RedisNonceStore {
     conn: ConnectionManager,
@@ -188,14 +221,29 @@ impl fmt::Debug for RedisNonceStore {
     }
 }
 
-/// Stores the newest revocation list unless a newer one is already there.
+/// Stores a revocation list unless it is dated more than ARGV[3] ms ahead
+/// of the Redis server's clock (reply `{-1, now}`) or the list held is as
+/// new or newer (reply `{0, held}`); a held list itself dated beyond the
+/// bound is replaced. Reply `{1, 0}` when stored. Timestamps are compared
+/// as Lua numbers (exact below 2^53 ms, far beyond any real date; larger
+/// values are refused as future-dated).
 const PUBLISH: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local issued = tonumber(ARGV[1])
+local limit = tonumber(ARGV[3])
+if issued == nil or issued > now + limit then
+  return {-1, now}
+end
 local current = redis.call('HGET', KEYS[1], 'issued_at_ms')
-if current and tonumber(current) >= tonumber(ARGV[1]) then
-  return 0
+if current then
+  local held = tonumber(current)
+  if held ~= nil and held >= issued and held <= now + limit then
+    return {0, held}
+  end
 end
 redis.call('HSET', KEYS[1], 'issued_at_ms', ARGV[1], 'list', ARGV[2])
-return 1
+return {1, 0}
 ";
 
 /// A [`RevocationStore`] in Redis: one hash `<prefix>:revocations` holding
@@ -205,6 +253,7 @@ pub struct RedisRevocationStore {
     conn: ConnectionManager,
     key: String,
     timeout: Duration,
+    max_clock_offset_ms: u64,
     publish: Arc<Script>,
 }
 
@@ -215,20 +264,45 @@ impl RedisRevocationStore {
             conn: config.connect().await?,
             key: format!("{}:revocations", config.prefix),
             timeout: config.timeout,
+            max_clock_offset_ms: u64::try_from(config.max_clock_offset.as_millis())
+                .unwrap_or(u64::MAX),
             publish: Arc::new(Script::new(PUBLISH)),
         })
     }
 }
 
 impl RevocationStore for RedisRevocationStore {
+    /// Publishes `list` in one atomic script. Refused
+    /// ([`StoreError::Refused`]) when Redis holds a list as new or newer,
+    /// or when `list` is dated more than the clock-offset bound
+    /// ([`RedisConfig::max_clock_offset`]) ahead of the Redis server's
+    /// clock. The signature is not checked here: every verifier checks it
+    /// on install.
     fn publish<'a>(&'a self, list: &'a RevocationList) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut conn = self.conn.clone();
             let wire = list.serialize();
             let mut invocation = self.publish.key(&self.key);
-            invocation.arg(list.issued_at_ms()).arg(wire);
-            let _: i64 = deadline(self.timeout, invocation.invoke_async(&mut conn)).await?;
-            Ok(())
+            invocation
+                .arg(list.issued_at_ms())
+                .arg(wire)
+                .arg(self.max_clock_offset_ms);
+            let (status, value): (i64, i64) =
+                deadline(self.timeout, invocation.invoke_async(&mut conn)).await?;
+            let issued = list.issued_at_ms();
+            match status {
+                1 => Ok(()),
+                0 => Err(StoreError::Refused(format!(
+                    "Redis holds a revocation list issued at {value}, not older than this one ({issued})"
+                ))),
+                -1 => Err(StoreError::Refused(format!(
+                    "revocation list issued at {issued} is dated more than {} ms after the Redis server's clock ({value})",
+                    self.max_clock_offset_ms
+                ))),
+                other => Err(StoreError::Invalid(format!(
+                    "unexpected publish script reply {other}"
+                ))),
+            }
         })
     }
 

@@ -264,7 +264,7 @@ async fn a_token_refused_before_its_caveats_is_401() {
     let mut revoker = Revoker::new(&ROOT_KEY).unwrap();
     revoker.revoke("agent-42");
     let cell = RevocationCell::new(&ROOT_KEY).unwrap();
-    cell.install(revoker.publish(NOW_MS)).unwrap();
+    cell.install_at(revoker.publish(NOW_MS), NOW_MS).unwrap();
     let (layer, receipts) = layer();
     let app = Router::new().route("/mcp", any(server)).route_layer(
         layer

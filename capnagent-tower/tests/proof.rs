@@ -149,7 +149,8 @@ async fn revocations_configured_on_the_layer_are_enforced() {
     let bearer = token(&[r#"tool == "bank.wire""#]);
     let cell = RevocationCell::new(&ROOT_KEY).unwrap();
     let mut revoker = Revoker::new(&ROOT_KEY).unwrap();
-    cell.install(revoker.publish(NOW_MS - 10)).unwrap();
+    cell.install_at(revoker.publish(NOW_MS - 10), NOW_MS)
+        .unwrap();
     let (layer, _) = layer();
     let app = app(layer.revocations(cell.clone()));
     let call = || {
@@ -161,7 +162,8 @@ async fn revocations_configured_on_the_layer_are_enforced() {
     };
     assert_eq!(send(&app, call()).await.0, StatusCode::OK);
     revoker.revoke("agent-42");
-    cell.install(revoker.publish(NOW_MS - 5)).unwrap();
+    cell.install_at(revoker.publish(NOW_MS - 5), NOW_MS)
+        .unwrap();
     let (status, problem) = send(&app, call()).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(reason(&problem), "capability revoked: agent-42");

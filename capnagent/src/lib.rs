@@ -89,7 +89,7 @@ pub use revocation::{
     InMemoryRevocationStore, RevocationCell, RevocationError, RevocationList, RevocationStore,
     Revoker, refresh,
 };
-pub use store::{BoxFuture, StoreError};
+pub use store::{BoxFuture, DEFAULT_MAX_CLOCK_OFFSET, StoreError};
 pub use timestamp::Timestamp;
 pub use verifier::{
     DEFAULT_CACHE_CAPACITY, DEFAULT_CHAIN_CACHE_CAPACITY, DEFAULT_PROOF_SKEW,

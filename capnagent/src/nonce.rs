@@ -6,6 +6,15 @@
 //! when it is absent or expired; it returns `false`, without refreshing the
 //! expiry, while an earlier record is live. The window is half-open: at
 //! exactly `now + ttl` the nonce is accepted again.
+//!
+//! The [`Verifier`](crate::Verifier) passes a `ttl` that covers the whole
+//! acceptance window of a proof plus the bound on clock offset between the
+//! verifiers sharing the store (`2 * skew + 1 ms + bound`, see
+//! [`Verifier::with_max_clock_offset`](crate::Verifier::with_max_clock_offset)),
+//! never only the part of the window left by the recording verifier's
+//! clock: a verifier whose clock is behind would otherwise accept the
+//! proof again after the record expired. A store must keep each record
+//! for at least `ttl`, whichever clock it measures it with.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -32,11 +41,17 @@ pub trait NonceStore: Send + Sync {
 
 /// A bounded, expiring, in-process [`NonceStore`].
 ///
+/// Expiry is `now_ms + ttl_ms` on the clock of the recording call and is
+/// compared with the `now_ms` of later calls; verifiers sharing the store
+/// with clocks apart stay safe because their `ttl` includes the
+/// clock-offset bound (see the module docs).
+///
 /// Expired entries are swept when the store reaches its capacity. If every
 /// entry is still live at capacity, `try_record` fails with
 /// [`StoreError::Full`] (and the call is denied) rather than evicting a live
 /// nonce, which would re-open a replay window. Size the capacity for the
-/// peak number of proofs per TTL window.
+/// peak number of proofs per TTL (by default 2 × 60 s + 1 ms + 10 s, see
+/// [`Verifier::nonce_ttl_ms`](crate::Verifier::nonce_ttl_ms)).
 #[derive(Debug)]
 pub struct InMemoryNonceStore {
     entries: Mutex<HashMap<[u8; 32], u64>>,

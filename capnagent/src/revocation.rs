@@ -3,13 +3,39 @@
 //! (atomic swap, checked without locks on every call), and distributed
 //! through a [`RevocationStore`].
 //!
-//! Wire form (compatible with the reference): base64url without padding of
-//! `{"issued_at_ms":N,"revoked":[ids...],"signature":HEX}` where the
-//! signature is HMAC-SHA256 under the *root* key of the same JSON with
-//! `revoked` sorted and deduplicated and `"signature":""`.
+//! Wire form: base64url without padding of
+//! `{"issued_at_ms":N,"revoked":[ids...],"signature":HEX}`. The signing
+//! body is the same JSON with `revoked` sorted and deduplicated and
+//! `"signature":""`.
+//!
+//! Signature: `HMAC(list_key, 0xFF || "capnagent revocation-list v1" ||
+//! 0x00 || body)`, where `list_key = HMAC(root_key, 0xFF || "capnagent
+//! revocation-list key v1")`.
+//!
+//! **Deviation from the reference.** The reference signs lists as
+//! `HMAC(root_key, body)`, which is exactly a capability's chain head for
+//! the identifier `body`: anyone who reads a published list could use its
+//! body as an identifier and its signature as the chain head, append
+//! caveats without any key, and be allowed. Here the root key signs lists
+//! only through a key derived for that purpose, over a tagged input, so no
+//! list signature is a chain value under the root key and no chain value
+//! signs a list. Both derivation label and signing tag start with the byte
+//! `0xFF`, which never occurs in UTF-8, so neither can be a capability
+//! identifier or a caveat. Lists signed in the reference's format are
+//! refused ([`RevocationError::InvalidSignature`]). The 0.7.4 Python
+//! package has no revocation lists, so no token or receipt compatibility
+//! is lost.
 //!
 //! Revoking an identifier revokes every attenuation of it: attenuation
 //! never changes the identifier.
+//!
+//! **Clocks.** A list dated more than the clock-offset bound (see
+//! [`DEFAULT_MAX_CLOCK_OFFSET`]) after the receiver's clock is refused by
+//! [`RevocationCell::install`] and by the stores' `publish`: otherwise one
+//! list from a glitched clock would make every later real list look older
+//! and be ignored, freezing revocation. A list already in force that is
+//! dated beyond the bound after a call's `now` (the verifier's clock went
+//! back) denies every call, like a stale list.
 //!
 //! Staleness: a cell can require its list to be recent (`max_age`,
 //! measured from the list's signed `issued_at_ms` to the call's `now`).
@@ -30,7 +56,26 @@ use crate::crypto::{self, KeyedMac, Tag};
 use crate::error::Error;
 use crate::issuer::root_key;
 use crate::json::{JsonSink, write_escaped_str};
-use crate::store::{BoxFuture, StoreError};
+use crate::store::{BoxFuture, DEFAULT_MAX_CLOCK_OFFSET, StoreError};
+use crate::timestamp::Timestamp;
+
+/// Input of the list-key derivation under the root key. Starts with 0xFF,
+/// so it is never a capability identifier (always UTF-8).
+const LIST_KEY_LABEL: &[u8] = b"\xffcapnagent revocation-list key v1";
+
+/// Prefix of every list's signing input (domain tag), before the body.
+const LIST_SIGNING_TAG: &[u8] = b"\xffcapnagent revocation-list v1\x00";
+
+/// The key that signs revocation lists, derived from the root key and
+/// used for nothing else.
+fn list_key(root_key_bytes: &[u8]) -> Result<KeyedMac, Error> {
+    let root = root_key(root_key_bytes)?;
+    Ok(KeyedMac::new(&root.tag(LIST_KEY_LABEL)))
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// A signed snapshot of revoked capability identifiers.
 #[derive(Clone, PartialEq, Eq)]
@@ -108,8 +153,16 @@ impl RevocationList {
         json
     }
 
-    fn signature_valid(&self, root: &KeyedMac) -> bool {
-        crypto::tags_equal(&root.tag(self.body().as_bytes()), &self.signature)
+    /// The signature of this list's body under the list key.
+    fn expected_signature(&self, list_key: &KeyedMac) -> Tag {
+        let mut mac = list_key.start();
+        hmac::Mac::update(&mut mac, LIST_SIGNING_TAG);
+        hmac::Mac::update(&mut mac, self.body().as_bytes());
+        hmac::Mac::finalize(mac).into_bytes().into()
+    }
+
+    fn signature_valid(&self, list_key: &KeyedMac) -> bool {
+        crypto::tags_equal(&self.expected_signature(list_key), &self.signature)
     }
 
     /// When the list was published (signed), in ms since the Unix epoch.
@@ -156,9 +209,23 @@ pub enum RevocationError {
     /// The wire form does not decode.
     #[error("invalid revocation list: {0}")]
     Format(String),
-    /// The list is not signed by this root key.
+    /// The list is not signed by this root key (or is signed in the
+    /// reference's format, which this crate refuses: see the module docs).
     #[error("invalid revocation-list signature")]
     InvalidSignature,
+    /// The list is dated further ahead of the receiver's clock than the
+    /// clock-offset bound allows.
+    #[error(
+        "revocation list is dated {ahead_ms} ms in the future (issued_at_ms {issued_at_ms}, limit {limit_ms} ms)"
+    )]
+    FutureDated {
+        /// The list's `issued_at_ms`.
+        issued_at_ms: u64,
+        /// How far ahead of the receiver's clock it is.
+        ahead_ms: u64,
+        /// The clock-offset bound in force.
+        limit_ms: u64,
+    },
 }
 
 impl RevocationError {
@@ -167,8 +234,25 @@ impl RevocationError {
         match self {
             RevocationError::Format(_) => "revocation.format",
             RevocationError::InvalidSignature => "revocation.invalid_signature",
+            RevocationError::FutureDated { .. } => "revocation.future_dated",
         }
     }
+}
+
+/// Refuses `list` when it is dated more than `limit_ms` after `now_ms`.
+fn check_not_future(
+    list: &RevocationList,
+    now_ms: u64,
+    limit_ms: u64,
+) -> Result<(), RevocationError> {
+    if list.issued_at_ms > now_ms.saturating_add(limit_ms) {
+        return Err(RevocationError::FutureDated {
+            issued_at_ms: list.issued_at_ms,
+            ahead_ms: list.issued_at_ms - now_ms,
+            limit_ms,
+        });
+    }
+    Ok(())
 }
 
 /// Builds signed revocation lists under the root key.
@@ -183,27 +267,28 @@ impl RevocationError {
 /// # Ok::<(), capnagent::Error>(())
 /// ```
 pub struct Revoker {
-    root: KeyedMac,
+    list_key: KeyedMac,
     revoked: BTreeSet<String>,
 }
 
 impl Revoker {
-    /// A revoker under the root key (the key capabilities are issued with).
+    /// A revoker under the root key (the key capabilities are issued with;
+    /// lists are signed with a key derived from it, see the module docs).
     pub fn new(root_key_bytes: &[u8]) -> Result<Revoker, Error> {
         Ok(Revoker {
-            root: root_key(root_key_bytes)?,
+            list_key: list_key(root_key_bytes)?,
             revoked: BTreeSet::new(),
         })
     }
 
     /// Starts from an existing list's identifiers (after checking it).
     pub fn from_list(root_key_bytes: &[u8], list: &RevocationList) -> Result<Revoker, Error> {
-        let root = root_key(root_key_bytes)?;
-        if !list.signature_valid(&root) {
+        let list_key = list_key(root_key_bytes)?;
+        if !list.signature_valid(&list_key) {
             return Err(Error::Revocation(RevocationError::InvalidSignature));
         }
         Ok(Revoker {
-            root,
+            list_key,
             revoked: list.revoked.iter().cloned().collect(),
         })
     }
@@ -228,14 +313,16 @@ impl Revoker {
         self.revoked.is_empty()
     }
 
-    /// Signs the current set as of `issued_at_ms` (the caller's clock).
+    /// Signs the current set as of `issued_at_ms` (the caller's clock, in
+    /// ms since the Unix epoch). Receivers refuse a list dated beyond their
+    /// clock-offset bound, so pass the current time.
     pub fn publish(&self, issued_at_ms: u64) -> RevocationList {
         let mut list = RevocationList {
             issued_at_ms,
             revoked: self.revoked.iter().cloned().collect(),
             signature: [0; 32],
         };
-        list.signature = self.root.tag(list.body().as_bytes());
+        list.signature = list.expected_signature(&self.list_key);
         list
     }
 }
@@ -243,7 +330,7 @@ impl Revoker {
 impl fmt::Debug for Revoker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Revoker")
-            .field("root_key", &format_args!(".."))
+            .field("list_key", &format_args!(".."))
             .field("revoked", &self.revoked.len())
             .finish()
     }
@@ -254,51 +341,104 @@ impl fmt::Debug for Revoker {
 /// Cheap to clone (shared). Reads on the verification path take no lock.
 /// Install newer lists with [`RevocationCell::install`] (for example from
 /// [`refresh`] on a timer). Until a list is installed, every call is denied.
+///
+/// ```
+/// use capnagent::{RevocationCell, Revoker, Timestamp};
+///
+/// let root_key = [7u8; 32];
+/// let cell = RevocationCell::new(&root_key)?;
+/// let mut revoker = Revoker::new(&root_key)?;
+/// revoker.revoke("agent-42");
+/// let now = Timestamp::now().unix_millis();
+/// assert!(cell.install(revoker.publish(now))?);
+/// // A list dated a day ahead of this clock is refused.
+/// assert!(cell.install(revoker.publish(now + 86_400_000)).is_err());
+/// # Ok::<(), capnagent::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct RevocationCell {
     inner: Arc<CellInner>,
 }
 
 struct CellInner {
-    root: KeyedMac,
+    list_key: KeyedMac,
     current: ArcSwapOption<RevocationList>,
     max_age_ms: Option<u64>,
+    max_clock_offset_ms: u64,
 }
 
 impl RevocationCell {
-    /// An empty cell that accepts lists signed under `root_key_bytes`.
+    /// An empty cell that accepts lists signed under `root_key_bytes`,
+    /// dated at most [`DEFAULT_MAX_CLOCK_OFFSET`] ahead of its clock.
     pub fn new(root_key_bytes: &[u8]) -> Result<RevocationCell, Error> {
         Ok(RevocationCell {
             inner: Arc::new(CellInner {
-                root: root_key(root_key_bytes)?,
+                list_key: list_key(root_key_bytes)?,
                 current: ArcSwapOption::empty(),
                 max_age_ms: None,
+                max_clock_offset_ms: duration_ms(DEFAULT_MAX_CLOCK_OFFSET),
             }),
         })
+    }
+
+    fn with(self, change: impl FnOnce(&mut Option<u64>, &mut u64)) -> RevocationCell {
+        let inner = &self.inner;
+        let (mut max_age_ms, mut max_clock_offset_ms) =
+            (inner.max_age_ms, inner.max_clock_offset_ms);
+        change(&mut max_age_ms, &mut max_clock_offset_ms);
+        RevocationCell {
+            inner: Arc::new(CellInner {
+                list_key: inner.list_key.clone(),
+                current: ArcSwapOption::new(inner.current.load_full()),
+                max_age_ms,
+                max_clock_offset_ms,
+            }),
+        }
     }
 
     /// Denies every call once the installed list is older than `max_age`
     /// (from its `issued_at_ms` to the call's `now`). Use with publishers
     /// that re-publish more often than `max_age`.
+    ///
+    /// Returns a new cell (holding the same list), not shared with `self`.
     pub fn with_max_age(self, max_age: Duration) -> RevocationCell {
-        let inner = &self.inner;
-        RevocationCell {
-            inner: Arc::new(CellInner {
-                root: inner.root.clone(),
-                current: ArcSwapOption::new(inner.current.load_full()),
-                max_age_ms: Some(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX)),
-            }),
-        }
+        self.with(|max_age_ms, _| *max_age_ms = Some(duration_ms(max_age)))
     }
 
-    /// Installs `list` if its signature is valid and it is newer than the
-    /// current one. Returns whether it was installed (an older or equally
-    /// old list is ignored, so lists arriving out of order never roll
-    /// revocations back).
+    /// Sets how far ahead of this server's clock a list may be dated
+    /// (the bound on clock offset between publishers and verifiers).
+    /// Default [`DEFAULT_MAX_CLOCK_OFFSET`]. A list dated further ahead is
+    /// refused on install; one in force that is further ahead of a call's
+    /// `now` denies the call.
+    ///
+    /// Returns a new cell (holding the same list), not shared with `self`.
+    pub fn with_max_clock_offset(self, bound: Duration) -> RevocationCell {
+        self.with(|_, offset| *offset = duration_ms(bound))
+    }
+
+    /// The clock-offset bound in force, in ms.
+    pub fn max_clock_offset_ms(&self) -> u64 {
+        self.inner.max_clock_offset_ms
+    }
+
+    /// Installs `list` if its signature is valid, it is not dated beyond
+    /// the clock-offset bound by this machine's clock, and it is newer
+    /// than the current one. See [`install_at`](Self::install_at).
     pub fn install(&self, list: RevocationList) -> Result<bool, RevocationError> {
-        if !list.signature_valid(&self.inner.root) {
+        self.install_at(list, Timestamp::now().unix_millis())
+    }
+
+    /// Installs `list` as of `now_ms` (ms since the Unix epoch, the
+    /// clock the verifier's calls use). Returns whether it was installed:
+    /// an older or equally old list is ignored (`Ok(false)`), so lists
+    /// arriving out of order never roll revocations back. A bad signature
+    /// or a list dated more than the clock-offset bound after `now_ms` is
+    /// an error, and the current list stays in force.
+    pub fn install_at(&self, list: RevocationList, now_ms: u64) -> Result<bool, RevocationError> {
+        if !list.signature_valid(&self.inner.list_key) {
             return Err(RevocationError::InvalidSignature);
         }
+        check_not_future(&list, now_ms, self.inner.max_clock_offset_ms)?;
         let list = Arc::new(list);
         let mut installed = false;
         self.inner.current.rcu(|current| match current {
@@ -325,6 +465,9 @@ impl RevocationCell {
         let Some(list) = guard.as_ref() else {
             return Some("no revocation list installed".to_owned());
         };
+        if let Err(e) = check_not_future(list, now_ms, self.inner.max_clock_offset_ms) {
+            return Some(format!("revocation list is stale: {e}"));
+        }
         if let Some(max_age) = self.inner.max_age_ms {
             let age = now_ms.saturating_sub(list.issued_at_ms);
             if age > max_age {
@@ -345,6 +488,7 @@ impl fmt::Debug for RevocationCell {
         f.debug_struct("RevocationCell")
             .field("current", &self.current())
             .field("max_age_ms", &self.inner.max_age_ms)
+            .field("max_clock_offset_ms", &self.inner.max_clock_offset_ms)
             .finish_non_exhaustive()
     }
 }
@@ -352,34 +496,103 @@ impl fmt::Debug for RevocationCell {
 /// Where signed revocation lists are published and fetched (one process:
 /// [`InMemoryRevocationStore`]; a fleet: Redis in `capnagent-redis`).
 pub trait RevocationStore: Send + Sync {
-    /// Publishes `list` unless the store already holds a newer one.
+    /// Publishes `list`. Refused ([`StoreError::Refused`]) when the store
+    /// already holds a list as new or newer, or when `list` is dated
+    /// beyond the store's clock-offset bound by the store's clock; the
+    /// store keeps what it had. A store that holds a list dated beyond
+    /// that bound replaces it with any list that is not.
     fn publish<'a>(&'a self, list: &'a RevocationList) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// The newest list published, if any.
     fn latest(&self) -> BoxFuture<'_, Result<Option<RevocationList>, StoreError>>;
 }
 
-/// An in-process [`RevocationStore`].
-#[derive(Debug, Default)]
+/// An in-process [`RevocationStore`], judging dates by this machine's
+/// clock.
+///
+/// ```
+/// use capnagent::{InMemoryRevocationStore, RevocationStore, Revoker, Timestamp};
+///
+/// # futures_executor_block_on(async {
+/// let store = InMemoryRevocationStore::new();
+/// let revoker = Revoker::new(&[7; 32])?;
+/// let now = Timestamp::now().unix_millis();
+/// store.publish(&revoker.publish(now)).await?;
+/// // Not newer than what the store holds: refused, with the reason.
+/// assert!(store.publish(&revoker.publish(now)).await.is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     let waker = std::task::Waker::noop();
+/// #     let mut cx = std::task::Context::from_waker(&waker);
+/// #     let mut f = std::pin::pin!(f);
+/// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
 pub struct InMemoryRevocationStore {
     current: ArcSwapOption<RevocationList>,
+    max_clock_offset_ms: u64,
+}
+
+impl Default for InMemoryRevocationStore {
+    fn default() -> Self {
+        InMemoryRevocationStore {
+            current: ArcSwapOption::empty(),
+            max_clock_offset_ms: duration_ms(DEFAULT_MAX_CLOCK_OFFSET),
+        }
+    }
 }
 
 impl InMemoryRevocationStore {
-    /// An empty store.
+    /// An empty store refusing lists dated more than
+    /// [`DEFAULT_MAX_CLOCK_OFFSET`] ahead.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets how far ahead of this machine's clock a published list may be
+    /// dated.
+    pub fn with_max_clock_offset(mut self, bound: Duration) -> Self {
+        self.max_clock_offset_ms = duration_ms(bound);
+        self
+    }
+
+    /// [`RevocationStore::publish`] as of `now_ms` (ms since the Unix
+    /// epoch) instead of this machine's clock.
+    pub fn publish_at(&self, list: &RevocationList, now_ms: u64) -> Result<(), StoreError> {
+        let limit = self.max_clock_offset_ms;
+        check_not_future(list, now_ms, limit).map_err(|e| StoreError::Refused(e.to_string()))?;
+        let list = Arc::new(list.clone());
+        let mut refusal = None;
+        self.current.rcu(|current| match current {
+            Some(old)
+                if old.issued_at_ms >= list.issued_at_ms
+                    && check_not_future(old, now_ms, limit).is_ok() =>
+            {
+                refusal = Some(old.issued_at_ms);
+                Some(Arc::clone(old))
+            }
+            _ => {
+                refusal = None;
+                Some(Arc::clone(&list))
+            }
+        });
+        match refusal {
+            None => Ok(()),
+            Some(held) => Err(StoreError::Refused(format!(
+                "the store holds a list issued at {held}, not older than this one ({})",
+                list.issued_at_ms
+            ))),
+        }
     }
 }
 
 impl RevocationStore for InMemoryRevocationStore {
     fn publish<'a>(&'a self, list: &'a RevocationList) -> BoxFuture<'a, Result<(), StoreError>> {
-        let list = Arc::new(list.clone());
-        self.current.rcu(|current| match current {
-            Some(old) if old.issued_at_ms >= list.issued_at_ms => Some(Arc::clone(old)),
-            _ => Some(Arc::clone(&list)),
-        });
-        Box::pin(std::future::ready(Ok(())))
+        let result = self.publish_at(list, Timestamp::now().unix_millis());
+        Box::pin(std::future::ready(result))
     }
 
     fn latest(&self) -> BoxFuture<'_, Result<Option<RevocationList>, StoreError>> {
@@ -388,10 +601,12 @@ impl RevocationStore for InMemoryRevocationStore {
     }
 }
 
-/// Fetches the newest list from `store` and installs it into `cell`.
+/// Fetches the newest list from `store` and installs it into `cell`
+/// ([`RevocationCell::install`], by this machine's clock).
 /// Returns whether a newer list was installed. Call it on a timer: the
 /// interval (plus one store round trip) bounds how long a revocation takes
-/// to reach this verifier.
+/// to reach this verifier. A list the cell refuses (bad signature, dated
+/// in the future) is [`StoreError::Invalid`] and changes nothing.
 pub async fn refresh(
     store: &dyn RevocationStore,
     cell: &RevocationCell,
@@ -411,17 +626,105 @@ mod tests {
     const ROOT: &[u8] = b"round04-revocation-root-key-32b!";
 
     #[test]
-    fn matches_the_reference_vector() {
+    fn matches_the_domain_separated_vector() {
         let mut revoker = Revoker::new(ROOT).expect("key");
         revoker.revoke("buy-stolen-token");
         let list = revoker.publish(1_700_000_000_000);
+        // Also computed with Python's hmac module: list_key = HMAC(root, 0xFF || label),
+        // signature = HMAC(list_key, 0xFF || tag || 0x00 || body).
+        let label = b"\xffcapnagent revocation-list key v1";
+        let key = KeyedMac::new(ROOT).tag(label);
+        let body =
+            br#"{"issued_at_ms":1700000000000,"revoked":["buy-stolen-token"],"signature":""}"#;
+        let mut input = b"\xffcapnagent revocation-list v1\x00".to_vec();
+        input.extend_from_slice(body);
+        assert_eq!(list.signature, KeyedMac::new(&key).tag(&input));
         assert_eq!(
             crypto::hex_encode(&list.signature),
-            "90eed15f407e7ca6351ae4d24e7140c6cab078c545aa147b2cd952f2f7b0bb87"
+            "278ba6b56f2275386ed9daa3101988a06e47c47a32c63f20f6906288cf32602e"
         );
-        let wire = "eyJpc3N1ZWRfYXRfbXMiOjE3MDAwMDAwMDAwMDAsInJldm9rZWQiOlsiYnV5LXN0b2xlbi10b2tlbiJdLCJzaWduYXR1cmUiOiI5MGVlZDE1ZjQwN2U3Y2E2MzUxYWU0ZDI0ZTcxNDBjNmNhYjA3OGM1NDVhYTE0N2IyY2Q5NTJmMmY3YjBiYjg3In0";
+        let wire = "eyJpc3N1ZWRfYXRfbXMiOjE3MDAwMDAwMDAwMDAsInJldm9rZWQiOlsiYnV5LXN0b2xlbi10b2tlbiJdLCJzaWduYXR1cmUiOiIyNzhiYTZiNTZmMjI3NTM4NmVkOWRhYTMxMDE5ODhhMDZlNDdjNDdhMzJjNjNmMjBmNjkwNjI4OGNmMzI2MDJlIn0";
         assert_eq!(list.serialize(), wire);
         assert_eq!(RevocationList::parse(wire).expect("parses"), list);
+        let cell = RevocationCell::new(ROOT).expect("key");
+        assert_eq!(cell.install_at(list, 1_700_000_000_000), Ok(true));
+    }
+
+    #[test]
+    fn the_reference_format_is_refused() {
+        // The reference's signature, HMAC(root, body): the value that is
+        // also a capability chain head for the identifier `body`.
+        let wire = "eyJpc3N1ZWRfYXRfbXMiOjE3MDAwMDAwMDAwMDAsInJldm9rZWQiOlsiYnV5LXN0b2xlbi10b2tlbiJdLCJzaWduYXR1cmUiOiI5MGVlZDE1ZjQwN2U3Y2E2MzUxYWU0ZDI0ZTcxNDBjNmNhYjA3OGM1NDVhYTE0N2IyY2Q5NTJmMmY3YjBiYjg3In0";
+        let list = RevocationList::parse(wire).expect("parses");
+        let body =
+            br#"{"issued_at_ms":1700000000000,"revoked":["buy-stolen-token"],"signature":""}"#;
+        assert_eq!(list.signature, KeyedMac::new(ROOT).tag(body));
+        let cell = RevocationCell::new(ROOT).expect("key");
+        assert_eq!(
+            cell.install_at(list.clone(), 1_700_000_000_000),
+            Err(RevocationError::InvalidSignature)
+        );
+        assert!(Revoker::from_list(ROOT, &list).is_err());
+        assert!(cell.current().is_none());
+    }
+
+    #[test]
+    fn future_dated_lists_are_refused_and_deny_when_in_force() {
+        let revoker = Revoker::new(ROOT).expect("key");
+        let cell = RevocationCell::new(ROOT)
+            .expect("key")
+            .with_max_clock_offset(Duration::from_millis(1_000));
+        assert_eq!(cell.max_clock_offset_ms(), 1_000);
+        // Within the bound: accepted.
+        assert_eq!(cell.install_at(revoker.publish(11_000), 10_000), Ok(true));
+        // One ms beyond: refused, the current list stays.
+        assert_eq!(
+            cell.install_at(revoker.publish(12_001), 11_000),
+            Err(RevocationError::FutureDated {
+                issued_at_ms: 12_001,
+                ahead_ms: 1_001,
+                limit_ms: 1_000
+            })
+        );
+        assert_eq!(cell.current().map(|l| l.issued_at_ms()), Some(11_000));
+        // A list in force that is beyond the bound of a call's `now`
+        // denies, with or without max_age.
+        assert_eq!(cell.check("y", 10_000), None);
+        assert!(
+            cell.check("y", 9_999)
+                .is_some_and(|r| r.starts_with("revocation list is stale"))
+        );
+        let aged = cell.clone().with_max_age(Duration::from_secs(60));
+        assert!(aged.check("y", 0).is_some());
+        assert_eq!(aged.check("y", 11_000), None);
+        // Far future: refused, no overflow.
+        assert!(cell.install_at(revoker.publish(u64::MAX), 20_000).is_err());
+        assert!(cell.install_at(revoker.publish(u64::MAX), u64::MAX).is_ok());
+    }
+
+    #[test]
+    fn in_memory_store_refuses_old_equal_and_future_lists() {
+        let revoker = Revoker::new(ROOT).expect("key");
+        let store = InMemoryRevocationStore::new().with_max_clock_offset(Duration::from_secs(1));
+        assert_eq!(store.publish_at(&revoker.publish(100), 100), Ok(()));
+        assert!(matches!(
+            store.publish_at(&revoker.publish(100), 100),
+            Err(StoreError::Refused(_))
+        ));
+        assert!(matches!(
+            store.publish_at(&revoker.publish(99), 100),
+            Err(StoreError::Refused(_))
+        ));
+        assert!(matches!(
+            store.publish_at(&revoker.publish(1_101), 100),
+            Err(StoreError::Refused(_))
+        ));
+        assert_eq!(store.publish_at(&revoker.publish(1_100), 100), Ok(()));
+        // A held list that the store's clock now sees beyond the bound
+        // (its clock went back) gives way to any list within it.
+        assert_eq!(store.publish_at(&revoker.publish(50), 40), Ok(()));
+        let held = store.current.load_full().map(|l| l.issued_at_ms());
+        assert_eq!(held, Some(50));
     }
 
     #[test]

@@ -20,6 +20,15 @@
 //! (bound key, timestamp within the skew window, strict Ed25519 over the
 //! challenge the verifier derives itself), then replay (the
 //! [`NonceStore`]), then gates 3–5.
+//!
+//! Replay across a fleet: a proof stamped `ts` is accepted by a server
+//! while `|ts - now| <= skew` by that server's clock. With clocks up to
+//! `D` apart ([`Verifier::with_max_clock_offset`]), the servers together
+//! may accept it during `2 * skew + D` of real time from the first
+//! acceptance, so the nonce is recorded for the whole window plus the
+//! bound, `2 * skew + 1 ms + D`, not for the part of the window that
+//! remains by the accepting server's clock (a server whose clock is behind
+//! would accept the proof again once that shorter record expired).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -38,6 +47,7 @@ use crate::limits::Limits;
 use crate::nonce::NonceStore;
 use crate::proof::{self, Proof};
 use crate::revocation::RevocationCell;
+use crate::store::DEFAULT_MAX_CLOCK_OFFSET;
 
 /// Denial reason for a holder-of-key token on the bearer path.
 pub const REASON_HOLDER_KEY_BOUND: &str =
@@ -116,6 +126,7 @@ struct Config {
     nonce_store: Option<Arc<dyn NonceStore>>,
     revocations: Option<RevocationCell>,
     proof_skew_ms: u64,
+    max_clock_offset_ms: u64,
 }
 
 impl Verifier {
@@ -130,6 +141,7 @@ impl Verifier {
                 nonce_store: None,
                 revocations: None,
                 proof_skew_ms: duration_ms(DEFAULT_PROOF_SKEW),
+                max_clock_offset_ms: duration_ms(DEFAULT_MAX_CLOCK_OFFSET),
             },
         ))
     }
@@ -188,6 +200,29 @@ impl Verifier {
     /// (either way). Default [`DEFAULT_PROOF_SKEW`].
     pub fn with_proof_skew(self, skew: Duration) -> Verifier {
         self.with(|c| c.proof_skew_ms = duration_ms(skew))
+    }
+
+    /// Sets the bound on clock offset between the verifiers sharing a
+    /// [`NonceStore`] (and the store's own clock). Default
+    /// [`DEFAULT_MAX_CLOCK_OFFSET`](crate::DEFAULT_MAX_CLOCK_OFFSET).
+    /// Each accepted proof's nonce is kept for `2 * skew + 1 ms` plus this
+    /// bound, so no verifier of the fleet whose clock is within the bound
+    /// can accept the proof again. Size a bounded store
+    /// ([`InMemoryNonceStore::with_capacity`](crate::InMemoryNonceStore::with_capacity))
+    /// for the proofs of that long a period.
+    pub fn with_max_clock_offset(self, bound: Duration) -> Verifier {
+        self.with(|c| c.max_clock_offset_ms = duration_ms(bound))
+    }
+
+    /// How long an accepted proof's nonce is recorded, in ms:
+    /// `2 * skew + 1` plus the clock-offset bound.
+    pub fn nonce_ttl_ms(&self) -> u64 {
+        let config = &self.inner.config;
+        config
+            .proof_skew_ms
+            .saturating_mul(2)
+            .saturating_add(1)
+            .saturating_add(config.max_clock_offset_ms)
     }
 
     /// The limits in force.
@@ -354,12 +389,11 @@ impl Verifier {
             return denied(reason.to_owned());
         }
         if let Some(store) = &self.inner.config.nonce_store {
-            // The proof is usable while |ts - now| <= skew: remember its
-            // challenge until then (half-open window, so one ms past).
-            let ttl = ts
-                .saturating_add(skew)
-                .saturating_add(1)
-                .saturating_sub(now_ms);
+            // Any verifier of the fleet may accept the proof while
+            // |ts - its now| <= skew; with clocks up to the bound apart,
+            // that is at most the whole window plus the bound from now
+            // (half-open, so one ms past). See the module docs.
+            let ttl = self.nonce_ttl_ms();
             match store.try_record(&challenge, now_ms, ttl).await {
                 Ok(true) => {}
                 Ok(false) => return denied(REASON_REPLAY.to_owned()),
@@ -533,6 +567,7 @@ impl fmt::Debug for Verifier {
             .field("nonce_store", &config.nonce_store.is_some())
             .field("revocations", &config.revocations)
             .field("proof_skew_ms", &config.proof_skew_ms)
+            .field("max_clock_offset_ms", &config.max_clock_offset_ms)
             .finish()
     }
 }
