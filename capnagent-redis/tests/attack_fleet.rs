@@ -165,7 +165,11 @@ async fn one_proof_is_allowed_once_by_two_servers_5s_apart_on_one_redis() {
         }
         // Alternate which server goes first.
         round += 1;
-        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let order: [usize; 2] = if round.is_multiple_of(2) {
+            [0, 1]
+        } else {
+            [1, 0]
+        };
         for i in order {
             let (verifier, ahead) = &servers[i];
             let now = now_ms() + ahead;

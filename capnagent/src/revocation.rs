@@ -78,6 +78,23 @@ fn duration_ms(d: Duration) -> u64 {
 }
 
 /// A signed snapshot of revoked capability identifiers.
+///
+/// Wire form: base64url without padding of
+/// `{"issued_at_ms":N,"revoked":[ids...],"signature":HEX}`, the reference's
+/// layout. The signature is `HMAC(list_key, 0xFF || "capnagent
+/// revocation-list v1" || 0x00 || body)` with `list_key = HMAC(root_key,
+/// 0xFF || "capnagent revocation-list key v1")` and `body` the same JSON
+/// with `revoked` sorted and deduplicated and `"signature":""`.
+///
+/// This deviates from the reference, which signs `HMAC(root_key, body)`:
+/// that value is also the chain head of a capability whose identifier is
+/// `body`, so anyone who reads a published list could turn it into a
+/// capability and append caveats without a key. With a key used only for
+/// lists and a tagged input, no list signature is a chain value under the
+/// root key and no chain value signs a list (both inputs start with the
+/// byte 0xFF, never found in the UTF-8 of an identifier or a caveat).
+/// Lists signed the reference's way are refused. The 0.7.4 Python package
+/// has no revocation lists, so no token or receipt compatibility is lost.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RevocationList {
     issued_at_ms: u64,
