@@ -4,11 +4,11 @@
 //!   holder-of-key proof accepted by one server is refused by all others.
 //!   One atomic `SET key 1 NX PX ttl` per proof.
 //! - [`RedisRevocationStore`]: a [`RevocationStore`] holding the newest
-//!   signed [`RevocationList`](capnagent::RevocationList) (a Lua script
+//!   signed [`RevocationList`] (a Lua script
 //!   refuses to overwrite a newer list).
 //! - [`spawn_revocation_feed`]: polls any [`RevocationStore`] and installs
 //!   newer lists into a verifier's
-//!   [`RevocationCell`](capnagent::RevocationCell).
+//!   [`RevocationCell`].
 //!
 //! **Fail closed.** Every Redis call has a deadline
 //! ([`RedisConfig::timeout`]); an error or a timeout is a
@@ -20,8 +20,8 @@
 //! and Redis must keep their clocks within a known bound of each other
 //! ([`RedisConfig::max_clock_offset`], and the same bound on each
 //! [`Verifier`](capnagent::Verifier) and
-//! [`RevocationCell`](capnagent::RevocationCell); default
-//! [`DEFAULT_MAX_CLOCK_OFFSET`](capnagent::DEFAULT_MAX_CLOCK_OFFSET)).
+//! [`RevocationCell`]; default
+//! [`DEFAULT_MAX_CLOCK_OFFSET`]).
 //! Nonce records expire on Redis's clock after a TTL that the verifier
 //! sizes to cover the whole acceptance window of a proof plus that bound,
 //! so a server whose clock is behind the one that accepted a proof still
