@@ -223,7 +223,7 @@ impl fmt::Debug for RedisNonceStore {
 
 /// Stores a revocation list unless it is dated more than ARGV[3] ms ahead
 /// of the Redis server's clock (reply `{-1, now}`) or the list held is as
-/// new or newer (reply `{0, held}`); a held list itself dated beyond the
+/// new or newer (reply `{0, held}`, as stored); a held list itself dated beyond the
 /// bound is replaced. Reply `{1, 0}` when stored. Timestamps are compared
 /// as Lua numbers (exact below 2^53 ms, far beyond any real date; larger
 /// values are refused as future-dated).
@@ -239,7 +239,7 @@ local current = redis.call('HGET', KEYS[1], 'issued_at_ms')
 if current then
   local held = tonumber(current)
   if held ~= nil and held >= issued and held <= now + limit then
-    return {0, held}
+    return {0, current}
   end
 end
 redis.call('HSET', KEYS[1], 'issued_at_ms', ARGV[1], 'list', ARGV[2])
@@ -287,9 +287,14 @@ impl RevocationStore for RedisRevocationStore {
                 .arg(list.issued_at_ms())
                 .arg(wire)
                 .arg(self.max_clock_offset_ms);
-            let (status, value): (i64, i64) =
+            let (status, value): (i64, redis::Value) =
                 deadline(self.timeout, invocation.invoke_async(&mut conn)).await?;
             let issued = list.issued_at_ms();
+            let value = match value {
+                redis::Value::Int(n) => n.to_string(),
+                redis::Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                other => format!("{other:?}"),
+            };
             match status {
                 1 => Ok(()),
                 0 => Err(StoreError::Refused(format!(
