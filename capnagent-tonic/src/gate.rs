@@ -118,8 +118,11 @@ pub(crate) enum Verdict {
 }
 
 impl Gate {
-    pub(crate) fn new(verifier: Verifier, auditor: Auditor) -> Gate {
-        Gate {
+    /// Refuses an auditor that signs with the root key (see
+    /// [`Verifier::check_audit_key`]).
+    pub(crate) fn new(verifier: Verifier, auditor: Auditor) -> Result<Gate, Error> {
+        verifier.check_audit_key(&auditor)?;
+        Ok(Gate {
             verifier,
             auditor,
             sink: named!(TracingSink, ReceiptSink),
@@ -128,7 +131,7 @@ impl Gate {
             token: TokenSource::Bearer,
             proof_key: HeaderName::from_static(PROOF_METADATA),
             env: Vec::new(),
-        }
+        })
     }
 
     /// Gates 1–4. `proofs` is false where a proof cannot be checked (the

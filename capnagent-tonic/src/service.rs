@@ -244,8 +244,14 @@ where
     };
     let message =
         frame::single_message(&bytes).map_err(|e| (DenialKind::InvalidArgument, e.to_string()))?;
-    let args = args::decode_args(input, &message, &shared.json_limits())
-        .map_err(|e| (DenialKind::InvalidArgument, e.to_string()))?;
+    let args = args::decode_args(input, &message, &shared.json_limits()).map_err(|e| {
+        let kind = if e.is_too_large() {
+            DenialKind::TooLarge
+        } else {
+            DenialKind::InvalidArgument
+        };
+        (kind, e.to_string())
+    })?;
     Ok((args, bytes))
 }
 
@@ -325,6 +331,7 @@ mod tests {
             Verifier::new(&ROOT).unwrap(),
             Auditor::new(&[9; 32]).unwrap(),
         )
+        .unwrap()
         .file_descriptor_set(&descriptor_set())
         .unwrap()
         .tool_name("/test.v1.Pay/Send", "pay.send")

@@ -17,7 +17,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let root_key = [7u8; 32]; // 32 random bytes in real life: `capnagent keygen`
-//! let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&[9u8; 32])?)
+//! let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&[9u8; 32])?)?
 //!     .caller(Anonymous) // the token is the only credential in this example
 //!     .tool(FixedTool::new("checkout.purchase"));
 //! let app = Router::new()

@@ -228,6 +228,7 @@ async fn two_hundred_concurrent_mixed_requests_one_receipt_each() {
     // A small queue, so that some requests wait for room under load.
     let sink = AuditLogSink::with_capacity(AuditLog::open(&path).unwrap(), 8).unwrap();
     let layer = CapabilityLayer::new(Verifier::new(&ROOT_KEY).unwrap(), auditor())
+        .unwrap()
         .clock(|| Timestamp::from_unix_millis(NOW_MS))
         .sink(sink.clone());
     let server = Server::start(app(layer)).await;
@@ -328,6 +329,7 @@ async fn a_token_minted_by_the_reference_package_is_accepted() {
         Verifier::new(&hex(row["root_key_hex"].as_str().unwrap())).unwrap(),
         Auditor::new(&hex(row["audit_key_hex"].as_str().unwrap())).unwrap(),
     )
+    .unwrap()
     .clock(move || now)
     .tool(FixedTool::new(ctx.tool().to_owned()));
     let app = Router::new()

@@ -600,6 +600,7 @@ async fn an_oversized_body_is_413_before_it_is_read() {
 #[test]
 fn debug_names_the_policy() {
     let layer = CapabilityLayer::new(capnagent::Verifier::new(&ROOT_KEY).unwrap(), auditor())
+        .unwrap()
         .clock(|| Timestamp::from_unix_millis(NOW_MS))
         .mcp(McpPolicy::new());
     assert!(format!("{layer:?}").contains("McpPolicy"));

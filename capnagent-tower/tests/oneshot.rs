@@ -1019,6 +1019,7 @@ fn debug_output_never_shows_keys() {
     let root = [0xAB; 32];
     let audit = [0xCD; 32];
     let layer = CapabilityLayer::new(Verifier::new(&root).unwrap(), Auditor::new(&audit).unwrap())
+        .unwrap()
         .tool(FixedTool::new("t"))
         .env("region", "eu");
     let text = format!("{layer:?}");
@@ -1081,6 +1082,7 @@ async fn conformance_vectors_replay_through_the_layer() {
             Verifier::new(&hex(row["root_key_hex"].as_str().unwrap())).unwrap(),
             Auditor::new(&hex(row["audit_key_hex"].as_str().unwrap())).unwrap(),
         )
+        .unwrap()
         .clock(move || now)
         .tool(FixedTool::new(ctx.tool().to_owned()))
         .sink(move |r: &Receipt| sink.push(r));

@@ -44,6 +44,7 @@ async fn start() -> Server {
         Verifier::new(&ROOT_KEY).unwrap(),
         Auditor::new(&AUDIT_KEY).unwrap(),
     )
+    .unwrap()
     .sink(sink.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}{}", listener.local_addr().unwrap(), mcp::PATH);
