@@ -316,6 +316,83 @@ pub(crate) mod tests {
         .encode_to_vec()
     }
 
+    /// `test.v1.Bulk` with `Send(Batch) returns (Batch)`; `Batch {
+    /// repeated Payment items = 1; repeated int64 zeros = 2; }` (packed),
+    /// plus `Payment` as in [`descriptor_set`]: a schema whose JSON form
+    /// can be many times its wire size.
+    pub(crate) fn bulk_descriptor_set() -> Vec<u8> {
+        use prost::Message as _;
+        let mut set = FileDescriptorSet::decode(descriptor_set().as_slice()).unwrap();
+        let file = &mut set.file[0];
+        let repeated =
+            |name: &str, number, r#type: field_descriptor_proto::Type| FieldDescriptorProto {
+                name: Some(name.into()),
+                number: Some(number),
+                label: Some(field_descriptor_proto::Label::Repeated as i32),
+                r#type: Some(r#type as i32),
+                json_name: Some(name.into()),
+                ..Default::default()
+            };
+        let mut items = repeated("items", 1, field_descriptor_proto::Type::Message);
+        items.type_name = Some(".test.v1.Payment".into());
+        file.message_type.push(DescriptorProto {
+            name: Some("Batch".into()),
+            field: vec![
+                items,
+                repeated("zeros", 2, field_descriptor_proto::Type::Int64),
+            ],
+            ..Default::default()
+        });
+        file.service.push(ServiceDescriptorProto {
+            name: Some("Bulk".into()),
+            method: vec![MethodDescriptorProto {
+                name: Some("Send".into()),
+                input_type: Some(".test.v1.Batch".into()),
+                output_type: Some(".test.v1.Batch".into()),
+                client_streaming: Some(false),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        set.encode_to_vec()
+    }
+
+    /// Issue 17 item 8c: a message whose JSON form expands far beyond its
+    /// size (repeated empty messages print every default field; packed
+    /// zeros print as `0,`) is refused at the bound, and printing stops
+    /// there.
+    #[test]
+    fn the_json_form_of_a_message_is_bounded() {
+        let descriptors = Descriptors::decode(&bulk_descriptor_set()).unwrap();
+        let input = descriptors.method("/test.v1.Bulk/Send").unwrap().input();
+        // 4096 empty `items` (2 bytes each): 8 KiB on the wire.
+        let items: Vec<u8> = [0x0a, 0x00].repeat(4096);
+        // 8192 packed zeros: 8 KiB (+ 3 bytes of header).
+        let mut zeros = vec![0x12, 0x80, 0x40];
+        zeros.extend(std::iter::repeat_n(0u8, 8192));
+        let limits = |max_len| JsonLimits {
+            max_depth: Limits::DEFAULT.max_json_depth,
+            max_len,
+        };
+        for wire in [&items, &zeros] {
+            let full = decode_args(&input, wire, &limits(usize::MAX)).unwrap();
+            let len = json::canonical_string(&full).len();
+            assert!(len > 2 * wire.len(), "{len} vs {}", wire.len());
+            let refused = decode_args(&input, wire, &limits(len / 2)).unwrap_err();
+            assert!(refused.is_too_large(), "{refused}");
+            assert!(
+                refused.to_string().contains("JSON form exceeds"),
+                "{refused}"
+            );
+        }
+        // The items expand about 14 times.
+        let full = decode_args(&input, &items, &limits(usize::MAX)).unwrap();
+        assert!(json::canonical_string(&full).len() > 12 * items.len());
+        // Garbage is still "does not decode", not "too large".
+        let garbage = decode_args(&input, b"\xff\xff\xff", &limits(10)).unwrap_err();
+        assert!(!garbage.is_too_large());
+    }
+
     /// The wire form of `Payment { to, amount, big }`.
     pub(crate) fn payment(to: &str, amount: i64, big: u64) -> Vec<u8> {
         let descriptors = Descriptors::decode(&descriptor_set()).unwrap();
