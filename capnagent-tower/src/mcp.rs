@@ -176,8 +176,9 @@ pub enum McpAccess {
     /// forged or revoked one should learn it at once.
     Open,
     /// Needs a genuine capability: its chain verifies and every gate before
-    /// the caveats passes (revocation, holder key, at least one caveat). The
-    /// caveats are not evaluated.
+    /// the caveats passes (revocation, holder key, at least one caveat). A
+    /// caveat that evaluates to false does not stop the message; one that
+    /// does not parse or cannot be evaluated against it does (fail closed).
     Authenticated,
     /// Judged like a tool call: every caveat must hold, with `tool` =
     /// `mcp:<method>` and `args` = the message's `params` (without `_meta`).

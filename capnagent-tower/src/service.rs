@@ -15,7 +15,10 @@
 //!
 //! Every path signs exactly one receipt and hands it to the sink, including
 //! a request whose future is dropped while its body is read (denied,
-//! "request cancelled before a decision").
+//! "request cancelled before a decision"). A receipt the layer signs itself
+//! names the token's identifier and caveats only when its chain verifies
+//! (see `Subject`); its caller, tool and reason are bounded (see the crate
+//! docs' Audit section).
 //!
 //! On an MCP endpoint ([`crate::mcp`]) the tool is not known from the head:
 //! step 2 reads only the caller, and the message in the body (or the HTTP
