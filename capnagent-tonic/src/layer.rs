@@ -32,7 +32,8 @@ use crate::service::CapabilityService;
 /// extension, no descriptors (every call's args are `null`: add the
 /// service's file descriptor set with
 /// [`file_descriptor_set`](Self::file_descriptor_set)), a 4 MiB message
-/// limit, the system clock, and receipts to
+/// limit, an 8 MiB bound on a message's args JSON, the system clock, and
+/// receipts to
 /// [`TracingSink`](capnagent_tower::TracingSink).
 ///
 /// Cheap to clone: the configuration is shared. `Debug` never shows keys.

@@ -126,7 +126,14 @@
 //!
 //! The [`ReceiptSink`] is called exactly once for every call the layer
 //! sees, missing and forged tokens included, and for a call dropped
-//! before its decision (denied, "cancelled"). The sinks are
+//! before its decision (denied, "cancelled"). A receipt names a token's
+//! identifier and caveats only when its chain verified: a forged or
+//! malformed token is `unverified:sha256:<hex of the token>`, without
+//! caveats, and a caller or tool fact over
+//! [`MAX_RECEIPT_TEXT`](capnagent::MAX_RECEIPT_TEXT) (1 KiB) is refused
+//! with `INVALID_ARGUMENT`. The layer and the interceptor refuse to be
+//! built with an audit key equal to the root key: every receipt would be
+//! a capability. The sinks are
 //! `capnagent-tower`'s: [`AuditLogSink`] writes the core audit log off the
 //! request path, [`TracingSink`] (the default) emits `tracing` events.
 //!
