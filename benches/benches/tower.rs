@@ -41,6 +41,7 @@ fn layer() -> CapabilityLayer {
         Verifier::new(&ROOT_KEY).expect("root key"),
         Auditor::new(&AUDIT_KEY).expect("audit key"),
     )
+    .expect("distinct root and audit keys")
 }
 
 fn request(token: Option<&str>) -> Request<Body> {

@@ -16,7 +16,9 @@ Keys:
     --root-key-file PATH  / --audit-key-file PATH   (file holds hex)
     CAPNAGENT_ROOT_KEY    / CAPNAGENT_AUDIT_KEY     (environment, hex)
   Command-line arguments are visible to other users in the process list:
-  prefer a file or the environment. Generate keys with `capnagent keygen`.
+  prefer a file or the environment. Generate both with `capnagent keygen`.
+  The two must differ (`verify` refuses one key for both): a receipt signed
+  under the root key would be a valid capability.
 
 Exit status:
   0  success (verify: allowed; receipt verify: valid)
@@ -38,7 +40,13 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print 32 random bytes as lowercase hex, for use as a root or audit key.
+    /// Print a new root key and a new audit key (32 random bytes each, hex).
+    ///
+    /// Two lines, an environment file: `CAPNAGENT_ROOT_KEY=<hex>` and
+    /// `CAPNAGENT_AUDIT_KEY=<hex>` (load it with `set -a; . ./keys.env; set +a`,
+    /// or as a systemd `EnvironmentFile`). The keys are drawn separately:
+    /// a receipt signed under the root key would be a valid capability, so
+    /// one key must never serve both roles.
     Keygen,
     /// Mint a capability under the root key and print its token.
     Issue(IssueArgs),

@@ -27,16 +27,47 @@ pub fn run(cli: Cli) -> Result<Status, CliError> {
     }
 }
 
-/// `capnagent keygen`: 32 bytes from the operating system's CSPRNG.
+/// `capnagent keygen`: a root key and an audit key, 32 bytes each, drawn
+/// separately from the operating system's CSPRNG, printed as an
+/// environment file (`CAPNAGENT_ROOT_KEY=<hex>`, `CAPNAGENT_AUDIT_KEY=<hex>`).
+///
+/// Two keys, always: a receipt's signature is HMAC(audit key, ...) and a
+/// capability chain starts with HMAC(root key, identifier), so with one key
+/// for both every receipt would be a valid capability. The note on
+/// standard error says so.
 fn keygen() -> Result<Status, CliError> {
+    let root = random_key()?;
+    let audit = random_key()?;
+    if root == audit {
+        // 2^-256: a broken random source, not bad luck.
+        return Err(CliError::failed(
+            "the operating system returned the same random bytes twice; no keys printed",
+        ));
+    }
+    emit(&format!(
+        "{}={}\n{}={}",
+        keys::ROOT_ENV,
+        keys::hex_encode(&root),
+        keys::AUDIT_ENV,
+        keys::hex_encode(&audit)
+    ))?;
+    note(
+        "two independent keys: the root key mints and verifies capabilities, the audit key \
+         signs receipts; never use one key for both (every receipt would then be a valid \
+         capability), and keep both secret",
+    );
+    Ok(Status::Success)
+}
+
+/// 32 bytes from the operating system's CSPRNG.
+fn random_key() -> Result<[u8; 32], CliError> {
     let mut key = [0u8; 32];
     getrandom::fill(&mut key).map_err(|e| {
         CliError::failed(format!(
             "cannot get random bytes from the operating system: {e}"
         ))
     })?;
-    emit(&keys::hex_encode(&key))?;
-    Ok(Status::Success)
+    Ok(key)
 }
 
 /// `capnagent issue`: mint and print a token.
@@ -115,6 +146,8 @@ fn inspect(args: &InspectArgs) -> Result<Status, CliError> {
 fn verify(args: &VerifyArgs) -> Result<Status, CliError> {
     let verifier = Verifier::new(&keys::root_key(&args.root_key)?).map_err(core)?;
     let auditor = Auditor::new(&keys::audit_key(&args.audit_key)?).map_err(core)?;
+    // A receipt signed under the root key is a capability: refuse to sign.
+    verifier.check_audit_key(&auditor).map_err(core)?;
     let cap = parse_token(&args.token)?;
     let receipt = verifier
         .verify_with_context_json(&cap, &args.context_json, &auditor)
@@ -187,6 +220,12 @@ fn emit(text: &str) -> Result<(), CliError> {
     writeln!(out, "{text}")
         .and_then(|()| out.flush())
         .map_err(|e| CliError::failed(format!("cannot write to standard output: {e}")))
+}
+
+/// Writes `capnagent: <text>` to standard error (advice, not an error). A
+/// failure to write it is ignored: the command's output is already out.
+fn note(text: &str) {
+    let _ = writeln!(io::stderr().lock(), "capnagent: {text}");
 }
 
 /// Escapes control and bidirectional-override characters so that a

@@ -29,18 +29,24 @@ struct Role {
     env_var: &'static str,
 }
 
+/// The environment variable holding the root key.
+pub const ROOT_ENV: &str = "CAPNAGENT_ROOT_KEY";
+
+/// The environment variable holding the audit key.
+pub const AUDIT_ENV: &str = "CAPNAGENT_AUDIT_KEY";
+
 const ROOT: Role = Role {
     name: "root",
     hex_flag: "--root-key-hex",
     file_flag: "--root-key-file",
-    env_var: "CAPNAGENT_ROOT_KEY",
+    env_var: ROOT_ENV,
 };
 
 const AUDIT: Role = Role {
     name: "audit",
     hex_flag: "--audit-key-hex",
     file_flag: "--audit-key-file",
-    env_var: "CAPNAGENT_AUDIT_KEY",
+    env_var: AUDIT_ENV,
 };
 
 /// Resolves the root key bytes. Its length is checked by the core crate.

@@ -111,19 +111,92 @@ fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).expect("valid JSON")
 }
 
-#[test]
-fn keygen_prints_32_random_bytes_as_lowercase_hex() {
-    let first = run(&["keygen"]);
-    assert_eq!(first.code, 0);
-    assert_eq!(first.stdout.len(), 65);
-    let key = first.stdout.trim_end_matches('\n');
-    assert_eq!(key.len(), 64);
-    assert!(
-        key.bytes()
+/// The value of `NAME=<hex>` on its own line of `text`.
+fn env_line<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name}= line in {text:?}"))
+}
+
+fn is_key_hex(key: &str) -> bool {
+    key.len() == 64
+        && key
+            .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[test]
+fn keygen_prints_two_separate_random_keys_and_says_why() {
+    let first = run(&["keygen"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    assert_eq!(first.stdout.lines().count(), 2, "{first:?}");
+    let root = env_line(&first.stdout, "CAPNAGENT_ROOT_KEY");
+    let audit = env_line(&first.stdout, "CAPNAGENT_AUDIT_KEY");
+    assert!(is_key_hex(root) && is_key_hex(audit), "{first:?}");
+    assert_ne!(root, audit, "the two keys are drawn separately");
+    assert!(
+        first.stderr.contains("never use one key for both"),
+        "keygen says why there are two keys: {first:?}"
     );
+    assert!(!first.stderr.contains(root) && !first.stderr.contains(audit));
     let second = ok(run(&["keygen"]));
-    assert_ne!(key, second, "two keys must differ");
+    assert_ne!(
+        root,
+        env_line(&second, "CAPNAGENT_ROOT_KEY"),
+        "keys are random"
+    );
+
+    // The file it prints is what the other commands read.
+    let env = [("CAPNAGENT_ROOT_KEY", root), ("CAPNAGENT_AUDIT_KEY", audit)];
+    let token = ok(run_with(
+        &[
+            "issue",
+            "--id",
+            "a",
+            "--caveat",
+            r#"tool == "checkout.purchase""#,
+        ],
+        &env,
+        None,
+    ));
+    let out = run_with(&["verify", "--context-json", CTX_OK, &token], &env, None);
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+/// Issue 17 item 2: with the audit key equal to the root key, the receipt
+/// `verify` prints is a capability. The CLI refuses to sign with such keys.
+#[test]
+fn verify_refuses_an_audit_key_equal_to_the_root_key() {
+    let token = issue_default();
+    let out = run(&[
+        "verify",
+        "--root-key-hex",
+        ROOT,
+        "--audit-key-hex",
+        ROOT,
+        "--context-json",
+        CTX_TOO_MUCH,
+        &token,
+    ]);
+    assert_refused(&out);
+    assert!(out.stderr.contains("audit key is the root key"), "{out:?}");
+    assert!(!out.stderr.contains(ROOT), "key leaked: {out:?}");
+    // The same key through another source, with trailing zero bytes (HMAC
+    // pads keys with zeros: the same key to it), is refused too.
+    let padded = format!("{ROOT}0000");
+    let out = run_with(
+        &[
+            "verify",
+            "--root-key-hex",
+            ROOT,
+            "--context-json",
+            CTX_OK,
+            &token,
+        ],
+        &[("CAPNAGENT_AUDIT_KEY", padded.as_str())],
+        None,
+    );
+    assert_refused(&out);
 }
 
 #[test]

@@ -22,9 +22,14 @@
 //! Enums are their value names, `bytes` are base64, well-known types use
 //! their proto3 JSON forms, and unknown fields are left out (the generated
 //! handler ignores them too).
+//!
+//! The JSON text is bounded ([`DEFAULT_MAX_ARGS_JSON`], 8 MiB, twice the
+//! layer's default message limit: room for `bytes` fields, whose base64 is
+//! 4/3 of their size); see the crate docs' Args section.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io;
 
 use capnagent::Limits;
 use capnagent::json::{self, JsonLimits, JsonValue};
@@ -32,6 +37,11 @@ use prost_reflect::{
     DescriptorError, DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor,
     SerializeOptions,
 };
+
+/// Default bound on the JSON text of one message's args: 8 MiB (see the
+/// [crate docs](crate#args)); set it with
+/// [`CapabilityLayer::max_args_json`](crate::CapabilityLayer::max_args_json).
+pub const DEFAULT_MAX_ARGS_JSON: usize = 8 * 1024 * 1024;
 
 /// The one JSON encoding of messages into args (see the module docs).
 const ARGS_JSON: SerializeOptions = SerializeOptions::new()
@@ -100,7 +110,8 @@ impl Descriptors {
 
     /// The args the layer will see for a call of `path` with `message`:
     /// the client side of the same encoding. A client-streaming method, or
-    /// a method these descriptors do not know, has args `null`.
+    /// a method these descriptors do not know, has args `null`. The JSON
+    /// text is bounded by [`DEFAULT_MAX_ARGS_JSON`], the layer's default.
     pub fn args_for<M: prost::Message>(
         &self,
         path: &str,
@@ -135,7 +146,9 @@ fn path_of(method: &MethodDescriptor) -> String {
 /// type), print with the [args encoding](crate#args).
 ///
 /// Use it on the client to sign a holder-of-key proof (see
-/// [`client::attach_proof`](crate::client::attach_proof)).
+/// [`client::attach_proof`](crate::client::attach_proof)). The JSON text
+/// is bounded by [`DEFAULT_MAX_ARGS_JSON`], as on a layer with default
+/// settings; a message over it is refused (see the [crate docs](crate#args)).
 pub fn message_to_args<M: prost::Message>(
     message: &M,
     descriptor: &MessageDescriptor,
@@ -146,35 +159,102 @@ pub fn message_to_args<M: prost::Message>(
 fn default_limits() -> JsonLimits {
     JsonLimits {
         max_depth: Limits::DEFAULT.max_json_depth,
-        max_len: usize::MAX,
+        max_len: DEFAULT_MAX_ARGS_JSON,
     }
 }
 
-/// Decodes one protobuf message of type `descriptor` and prints it as args.
+/// Decodes one protobuf message of type `descriptor` and prints it as
+/// args, refusing a JSON text longer than `limits.max_len` (printing stops
+/// there).
 pub(crate) fn decode_args(
     descriptor: &MessageDescriptor,
     bytes: &[u8],
     limits: &JsonLimits,
 ) -> Result<JsonValue, ArgsError> {
     let message = DynamicMessage::decode(descriptor.clone(), bytes)
-        .map_err(|e| ArgsError(format!("request message does not decode: {e}")))?;
-    let mut text = Vec::with_capacity(bytes.len() * 2 + 16);
+        .map_err(|e| ArgsError::invalid(format!("request message does not decode: {e}")))?;
+    let mut text = BoundedWriter {
+        buf: Vec::with_capacity(
+            bytes
+                .len()
+                .saturating_mul(2)
+                .saturating_add(16)
+                .min(limits.max_len),
+        ),
+        max: limits.max_len,
+        over: false,
+    };
     let mut serializer = serde_json::Serializer::new(&mut text);
-    message
-        .serialize_with_options(&mut serializer, &ARGS_JSON)
-        .map_err(|e| ArgsError(format!("request message has no JSON form: {e}")))?;
-    json::parse_bytes(&text, limits)
-        .map_err(|e| ArgsError(format!("request message JSON is refused: {e}")))
+    if let Err(e) = message.serialize_with_options(&mut serializer, &ARGS_JSON) {
+        return Err(if text.over {
+            ArgsError::too_large(format!(
+                "request message's JSON form exceeds the limit of {} bytes",
+                limits.max_len
+            ))
+        } else {
+            ArgsError::invalid(format!("request message has no JSON form: {e}"))
+        });
+    }
+    json::parse_bytes(&text.buf, limits)
+        .map_err(|e| ArgsError::invalid(format!("request message JSON is refused: {e}")))
 }
 
-/// A message could not be turned into args (it does not decode as the
-/// method's input type, or its JSON form is deeper than the limits allow).
+/// A `Vec` that refuses to grow past `max` bytes.
+struct BoundedWriter {
+    buf: Vec<u8>,
+    max: usize,
+    over: bool,
+}
+
+impl io::Write for BoundedWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if data.len() > self.max.saturating_sub(self.buf.len()) {
+            self.over = true;
+            return Err(io::Error::other("args JSON over its limit"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A message could not be turned into args: it does not decode as the
+/// method's input type, its JSON form is deeper than the limits allow, or
+/// longer ([`is_too_large`](Self::is_too_large)).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArgsError(String);
+pub struct ArgsError {
+    message: String,
+    too_large: bool,
+}
+
+impl ArgsError {
+    fn invalid(message: String) -> ArgsError {
+        ArgsError {
+            message,
+            too_large: false,
+        }
+    }
+
+    fn too_large(message: String) -> ArgsError {
+        ArgsError {
+            message,
+            too_large: true,
+        }
+    }
+
+    /// True when the message's JSON form is over its size bound (the layer
+    /// answers `RESOURCE_EXHAUSTED`; other errors are `INVALID_ARGUMENT`).
+    pub fn is_too_large(&self) -> bool {
+        self.too_large
+    }
+}
 
 impl fmt::Display for ArgsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -234,6 +314,83 @@ pub(crate) mod tests {
             }],
         }
         .encode_to_vec()
+    }
+
+    /// `test.v1.Bulk` with `Send(Batch) returns (Batch)`; `Batch {
+    /// repeated Payment items = 1; repeated int64 zeros = 2; }` (packed),
+    /// plus `Payment` as in [`descriptor_set`]: a schema whose JSON form
+    /// can be many times its wire size.
+    pub(crate) fn bulk_descriptor_set() -> Vec<u8> {
+        use prost::Message as _;
+        let mut set = FileDescriptorSet::decode(descriptor_set().as_slice()).unwrap();
+        let file = &mut set.file[0];
+        let repeated =
+            |name: &str, number, r#type: field_descriptor_proto::Type| FieldDescriptorProto {
+                name: Some(name.into()),
+                number: Some(number),
+                label: Some(field_descriptor_proto::Label::Repeated as i32),
+                r#type: Some(r#type as i32),
+                json_name: Some(name.into()),
+                ..Default::default()
+            };
+        let mut items = repeated("items", 1, field_descriptor_proto::Type::Message);
+        items.type_name = Some(".test.v1.Payment".into());
+        file.message_type.push(DescriptorProto {
+            name: Some("Batch".into()),
+            field: vec![
+                items,
+                repeated("zeros", 2, field_descriptor_proto::Type::Int64),
+            ],
+            ..Default::default()
+        });
+        file.service.push(ServiceDescriptorProto {
+            name: Some("Bulk".into()),
+            method: vec![MethodDescriptorProto {
+                name: Some("Send".into()),
+                input_type: Some(".test.v1.Batch".into()),
+                output_type: Some(".test.v1.Batch".into()),
+                client_streaming: Some(false),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        set.encode_to_vec()
+    }
+
+    /// Issue 17 item 8c: a message whose JSON form expands far beyond its
+    /// size (repeated empty messages print every default field; packed
+    /// zeros print as `0,`) is refused at the bound, and printing stops
+    /// there.
+    #[test]
+    fn the_json_form_of_a_message_is_bounded() {
+        let descriptors = Descriptors::decode(&bulk_descriptor_set()).unwrap();
+        let input = descriptors.method("/test.v1.Bulk/Send").unwrap().input();
+        // 4096 empty `items` (2 bytes each): 8 KiB on the wire.
+        let items: Vec<u8> = [0x0a, 0x00].repeat(4096);
+        // 8192 packed zeros: 8 KiB (+ 3 bytes of header).
+        let mut zeros = vec![0x12, 0x80, 0x40];
+        zeros.extend(std::iter::repeat_n(0u8, 8192));
+        let limits = |max_len| JsonLimits {
+            max_depth: Limits::DEFAULT.max_json_depth,
+            max_len,
+        };
+        for wire in [&items, &zeros] {
+            let full = decode_args(&input, wire, &limits(usize::MAX)).unwrap();
+            let len = json::canonical_string(&full).len();
+            assert!(len > 2 * wire.len(), "{len} vs {}", wire.len());
+            let refused = decode_args(&input, wire, &limits(len / 2)).unwrap_err();
+            assert!(refused.is_too_large(), "{refused}");
+            assert!(
+                refused.to_string().contains("JSON form exceeds"),
+                "{refused}"
+            );
+        }
+        // The items expand about 14 times.
+        let full = decode_args(&input, &items, &limits(usize::MAX)).unwrap();
+        assert!(json::canonical_string(&full).len() > 12 * items.len());
+        // Garbage is still "does not decode", not "too large".
+        let garbage = decode_args(&input, b"\xff\xff\xff", &limits(10)).unwrap_err();
+        assert!(!garbage.is_too_large());
     }
 
     /// The wire form of `Payment { to, amount, big }`.

@@ -13,15 +13,21 @@
 //! 6. the verifier: proof, replay, revocation, caveats
 //!    (`PERMISSION_DENIED`).
 //!
-//! Every path signs exactly one receipt and hands it to the sink.
+//! Every path signs exactly one receipt and hands it to the sink. A receipt
+//! names a token by its identifier and caveats only when its chain verified;
+//! any other token is `unverified:sha256:<hex of its text>` (or
+//! `unverified:unreadable` when its metadata is not text), without
+//! caveats: a client without a key chooses nothing that is signed. A caller
+//! or tool fact over [`MAX_RECEIPT_TEXT`] bytes is refused
+//! (`INVALID_ARGUMENT`), and the texts of a denial are cut to that bound.
 
 use std::fmt;
 use std::sync::Arc;
 
 use capnagent::json::JsonValue;
 use capnagent::{
-    Auditor, Capability, Caveat, Context, Error, Outcome, Proof, REASON_HOLDER_KEY_BOUND, Receipt,
-    Timestamp, Verifier,
+    Auditor, Capability, Caveat, Context, Error, MAX_RECEIPT_TEXT, Outcome, Proof,
+    REASON_HOLDER_KEY_BOUND, Receipt, Timestamp, Verifier, bounded_text, unverified_identifier,
 };
 use capnagent_tower::{
     CallerExtension, CallerExtractor, Clock, ExtractError, ExtractErrorKind, ReceiptSink, Record,
@@ -118,8 +124,11 @@ pub(crate) enum Verdict {
 }
 
 impl Gate {
-    pub(crate) fn new(verifier: Verifier, auditor: Auditor) -> Gate {
-        Gate {
+    /// Refuses an auditor that signs with the root key (see
+    /// [`Verifier::check_audit_key`]).
+    pub(crate) fn new(verifier: Verifier, auditor: Auditor) -> Result<Gate, Error> {
+        verifier.check_audit_key(&auditor)?;
+        Ok(Gate {
             verifier,
             auditor,
             sink: named!(TracingSink, ReceiptSink),
@@ -128,7 +137,7 @@ impl Gate {
             token: TokenSource::Bearer,
             proof_key: HeaderName::from_static(PROOF_METADATA),
             env: Vec::new(),
-        }
+        })
     }
 
     /// Gates 1–4. `proofs` is false where a proof cannot be checked (the
@@ -149,8 +158,7 @@ impl Gate {
                 let ctx = facts(now, caller_fact(), tool);
                 return Err(self.deny(
                     DenialKind::MissingToken,
-                    "",
-                    Vec::new(),
+                    Subject::nobody(),
                     &ctx,
                     "missing capability token".to_owned(),
                 ));
@@ -159,8 +167,7 @@ impl Gate {
                 let ctx = facts(now, caller_fact(), tool);
                 return Err(self.deny(
                     DenialKind::MalformedToken,
-                    "",
-                    Vec::new(),
+                    Subject::unreadable(),
                     &ctx,
                     format!("malformed capability token: {why}"),
                 ));
@@ -172,33 +179,42 @@ impl Gate {
                 let ctx = facts(now, caller_fact(), tool);
                 return Err(self.deny(
                     DenialKind::MalformedToken,
-                    "",
-                    Vec::new(),
+                    Subject::unverified(token),
                     &ctx,
                     format!("malformed capability token: {e}"),
                 ));
             }
+        };
+        // The chain, checked once here, decides what receipts may say.
+        let subject = if self.verifier.verify(&cap).is_ok() {
+            Subject::verified(&cap)
+        } else {
+            Subject::unverified(token)
         };
 
         let caller = match caller {
             Ok(caller) => caller,
             Err(error) => {
                 let ctx = facts(now, Arc::from(""), tool);
-                return Err(self.deny_cap(
+                return Err(self.deny(
                     extract_kind(&error),
-                    &cap,
+                    subject,
                     &ctx,
                     error.message().to_owned(),
                 ));
             }
         };
+        if let Some(reason) = over_long(&caller, &tool) {
+            let ctx = facts(now, caller, tool);
+            return Err(self.deny(DenialKind::InvalidArgument, subject, &ctx, reason));
+        }
 
         // Refuse a forged token before reading any message.
-        if self.verifier.verify(&cap).is_err() {
+        if !subject.verified {
             let ctx = facts(now, caller, tool);
-            return Err(self.deny_cap(
+            return Err(self.deny(
                 DenialKind::InvalidChain,
-                &cap,
+                subject,
                 &ctx,
                 Error::InvalidChain.to_string(),
             ));
@@ -327,6 +343,8 @@ impl Gate {
         drop(denial.record);
     }
 
+    /// Denies with `cap` named only if its chain verifies (an admitted
+    /// call's always does: [`Gate::admit`] refuses any other).
     fn deny_cap(
         &self,
         kind: DenialKind,
@@ -334,23 +352,33 @@ impl Gate {
         ctx: &Context,
         reason: String,
     ) -> Denial {
-        self.deny(kind, cap.identifier(), cap.caveats().to_vec(), ctx, reason)
+        let subject = if self.verifier.verify(cap).is_ok() {
+            Subject::verified(cap)
+        } else {
+            Subject::unverified(&cap.serialize())
+        };
+        self.deny(kind, subject, ctx, reason)
     }
 
     /// Signs a denial the verifier did not make itself, and records it.
-    fn deny(
-        &self,
-        kind: DenialKind,
-        identifier: &str,
-        caveats: Vec<Caveat>,
-        ctx: &Context,
-        reason: String,
-    ) -> Denial {
-        let receipt =
-            Arc::new(
-                self.auditor
-                    .sign(identifier, caveats, ctx, Outcome::Denied { reason }),
-            );
+    /// Its caller, tool and reason are cut to [`MAX_RECEIPT_TEXT`] bytes.
+    fn deny(&self, kind: DenialKind, subject: Subject, ctx: &Context, reason: String) -> Denial {
+        let reason = match bounded_text(&reason) {
+            std::borrow::Cow::Borrowed(_) => reason,
+            std::borrow::Cow::Owned(cut) => cut,
+        };
+        let ctx = Context::builder()
+            .timestamp(ctx.now())
+            .caller(bounded_text(ctx.caller()).as_ref())
+            .tool(bounded_text(ctx.tool()).as_ref())
+            .args_json(ctx.call_args().clone())
+            .build();
+        let receipt = Arc::new(self.auditor.sign(
+            subject.identifier,
+            subject.caveats,
+            &ctx,
+            Outcome::Denied { reason },
+        ));
         Denial {
             record: self.sink.value.record(&receipt),
             status: status::denial(kind, &receipt),
@@ -374,6 +402,64 @@ impl fmt::Debug for Gate {
                 &self.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
             )
             .finish()
+    }
+}
+
+/// The capability a receipt the gate signs itself names: see the module
+/// docs.
+struct Subject {
+    identifier: Arc<str>,
+    caveats: Vec<Caveat>,
+    verified: bool,
+}
+
+impl Subject {
+    fn nobody() -> Subject {
+        Subject {
+            identifier: Arc::from(""),
+            caveats: Vec::new(),
+            verified: false,
+        }
+    }
+
+    fn unreadable() -> Subject {
+        Subject {
+            identifier: Arc::from("unverified:unreadable"),
+            ..Subject::nobody()
+        }
+    }
+
+    fn unverified(token: &str) -> Subject {
+        Subject {
+            identifier: unverified_identifier(token).into(),
+            ..Subject::nobody()
+        }
+    }
+
+    fn verified(cap: &Capability) -> Subject {
+        Subject {
+            identifier: cap.identifier().into(),
+            caveats: cap.caveats().to_vec(),
+            verified: true,
+        }
+    }
+}
+
+/// Why the caller or tool fact is refused as too long, if it is (the tool
+/// of an unnamed method is its path, which the client chooses).
+fn over_long(caller: &str, tool: &str) -> Option<String> {
+    if caller.len() > MAX_RECEIPT_TEXT {
+        Some(format!(
+            "the caller fact is {} bytes, over the limit of {MAX_RECEIPT_TEXT}",
+            caller.len()
+        ))
+    } else if tool.len() > MAX_RECEIPT_TEXT {
+        Some(format!(
+            "the tool fact is {} bytes, over the limit of {MAX_RECEIPT_TEXT}",
+            tool.len()
+        ))
+    } else {
+        None
     }
 }
 

@@ -51,7 +51,7 @@ use crate::gate::{Gate, Verdict, named};
 ///     Verifier::new(&[7; 32])?,
 ///     Auditor::new(&[9; 32])?,
 ///     "logs.upload",
-/// )
+/// )?
 /// .caller(Anonymous);
 /// // ToolServiceServer::with_interceptor(service, interceptor)
 /// # let _ = interceptor;
@@ -67,11 +67,20 @@ pub struct CapabilityInterceptor {
 impl CapabilityInterceptor {
     /// Judges every call as `tool`, with capabilities minted under
     /// `verifier`'s root key, and signs receipts with `auditor`.
-    pub fn new(verifier: Verifier, auditor: Auditor, tool: impl Into<String>) -> Self {
-        CapabilityInterceptor {
-            gate: Arc::new(Gate::new(verifier, auditor)),
+    ///
+    /// Refuses an auditor whose key is the root key
+    /// ([`KeyError::AuditKeyIsRootKey`](capnagent::KeyError::AuditKeyIsRootKey)):
+    /// every receipt in a denial would then be a capability (see
+    /// [`Verifier::check_audit_key`]). Checked here, once, never per call.
+    pub fn new(
+        verifier: Verifier,
+        auditor: Auditor,
+        tool: impl Into<String>,
+    ) -> Result<Self, capnagent::Error> {
+        Ok(CapabilityInterceptor {
+            gate: Arc::new(Gate::new(verifier, auditor)?),
             tool: Arc::from(tool.into()),
-        }
+        })
     }
 
     fn edit(mut self, f: impl FnOnce(&mut Gate)) -> Self {

@@ -32,7 +32,8 @@ use crate::service::CapabilityService;
 /// extension, no descriptors (every call's args are `null`: add the
 /// service's file descriptor set with
 /// [`file_descriptor_set`](Self::file_descriptor_set)), a 4 MiB message
-/// limit, the system clock, and receipts to
+/// limit, an 8 MiB bound on a message's args JSON, the system clock, and
+/// receipts to
 /// [`TracingSink`](capnagent_tower::TracingSink).
 ///
 /// Cheap to clone: the configuration is shared. `Debug` never shows keys.
@@ -50,6 +51,7 @@ pub(crate) struct Shared {
     pub(crate) descriptors: Descriptors,
     pub(crate) tools: HashMap<Box<str>, Box<str>>,
     pub(crate) message_limit: usize,
+    pub(crate) max_args_json: usize,
 }
 
 impl CapabilityLayer {
@@ -57,17 +59,27 @@ impl CapabilityLayer {
     /// 5-byte frame header): 4 MiB, tonic's own default decoding limit.
     pub const DEFAULT_MESSAGE_LIMIT: usize = 4 * 1024 * 1024;
 
+    /// Default bound on the JSON text of a message's args:
+    /// [`DEFAULT_MAX_ARGS_JSON`](crate::DEFAULT_MAX_ARGS_JSON), 8 MiB.
+    pub const DEFAULT_MAX_ARGS_JSON: usize = crate::args::DEFAULT_MAX_ARGS_JSON;
+
     /// A layer that checks capabilities minted under `verifier`'s root key
     /// and signs receipts with `auditor`.
-    pub fn new(verifier: Verifier, auditor: Auditor) -> CapabilityLayer {
-        CapabilityLayer {
+    ///
+    /// Refuses an auditor whose key is the root key
+    /// ([`KeyError::AuditKeyIsRootKey`](capnagent::KeyError::AuditKeyIsRootKey)):
+    /// every receipt in a denial's metadata would then be a capability (see
+    /// [`Verifier::check_audit_key`]). Checked here, once, never per call.
+    pub fn new(verifier: Verifier, auditor: Auditor) -> Result<CapabilityLayer, capnagent::Error> {
+        Ok(CapabilityLayer {
             shared: Arc::new(Shared {
-                gate: Gate::new(verifier, auditor),
+                gate: Gate::new(verifier, auditor)?,
                 descriptors: Descriptors::new(),
                 tools: HashMap::new(),
                 message_limit: Self::DEFAULT_MESSAGE_LIMIT,
+                max_args_json: Self::DEFAULT_MAX_ARGS_JSON,
             }),
-        }
+        })
     }
 
     fn edit(mut self, f: impl FnOnce(&mut Shared)) -> Self {
@@ -145,6 +157,18 @@ impl CapabilityLayer {
         self.edit(|s| s.message_limit = bytes)
     }
 
+    /// Sets the longest JSON text a decoded request message may print as
+    /// args; a message whose JSON form is longer is refused with
+    /// `RESOURCE_EXHAUSTED` (printing stops at the bound). Default
+    /// [`DEFAULT_MAX_ARGS_JSON`](Self::DEFAULT_MAX_ARGS_JSON). A message's
+    /// JSON can be many times its wire size (repeated empty messages print
+    /// every default field; see the [crate docs](crate#args)).
+    /// A client that signs holder-of-key proofs with
+    /// [`message_to_args`](crate::message_to_args) uses the default bound.
+    pub fn max_args_json(self, bytes: usize) -> Self {
+        self.edit(|s| s.max_args_json = bytes)
+    }
+
     /// Adds a static `env.<key>` fact for caveats such as
     /// `env.region == "eu-west-1"`.
     pub fn env(self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -179,13 +203,12 @@ impl Shared {
         }
     }
 
-    /// Limits for the args JSON: the verifier's nesting depth. Its length
-    /// is bounded by the message limit already (the JSON of a message is
-    /// at most a few times its size).
+    /// Limits for the args JSON: the verifier's nesting depth, and the
+    /// layer's bound on its length.
     pub(crate) fn json_limits(&self) -> JsonLimits {
         JsonLimits {
             max_depth: self.gate.verifier.limits().max_json_depth,
-            max_len: usize::MAX,
+            max_len: self.max_args_json,
         }
     }
 }
@@ -211,6 +234,7 @@ impl fmt::Debug for Shared {
             .field("descriptors", &self.descriptors)
             .field("tools", &self.tools)
             .field("message_limit", &self.message_limit)
+            .field("max_args_json", &self.max_args_json)
             .finish()
     }
 }

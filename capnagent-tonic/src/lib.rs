@@ -16,7 +16,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let root_key = [7u8; 32]; // 32 random bytes in real life: `capnagent keygen`
-//! let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&[9u8; 32])?)
+//! let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&[9u8; 32])?)?
 //!     // The service's descriptors, embedded by its build script: unary
 //!     // requests are decoded into `arg.*` facts.
 //!     .file_descriptor_set(FILE_DESCRIPTOR_SET)?
@@ -72,6 +72,15 @@
 //! `bytes` base64, unknown fields dropped. The handler then receives the
 //! very bytes that were checked.
 //!
+//! The JSON text has its own bound, [`CapabilityLayer::max_args_json`]
+//! ([`DEFAULT_MAX_ARGS_JSON`], 8 MiB): a message's JSON form can be many
+//! times its wire size (each element of a repeated empty message is 2
+//! bytes on the wire and prints every field at its default; a packed zero
+//! is 1 byte that prints as `0,`). Printing stops at the bound and the call
+//! is refused with `RESOURCE_EXHAUSTED`. The decoded message is held in
+//! memory while it prints: bounded by the message limit times the
+//! in-memory size of one decoded element (tens of bytes).
+//!
 //! **Streaming calls** (client streaming and bidi) are not buffered: their
 //! args are `null`, so any `arg.*` caveat denies them ("unknown
 //! identifier"), fail closed. Give streaming tools tokens whose caveats
@@ -97,7 +106,7 @@
 //! | token missing, malformed or forged; proof missing or malformed | `UNAUTHENTICATED` |
 //! | a caveat (or revocation, a bad or replayed proof) denies | `PERMISSION_DENIED` |
 //! | the message does not decode, is compressed, or is not one frame | `INVALID_ARGUMENT` |
-//! | the message is over the limit | `RESOURCE_EXHAUSTED` |
+//! | the message, or its JSON form, is over its limit | `RESOURCE_EXHAUSTED` |
 //! | server wiring (no authenticated caller) | `INTERNAL` |
 //!
 //! The status message is the reason. Every denial carries its signed
@@ -117,7 +126,14 @@
 //!
 //! The [`ReceiptSink`] is called exactly once for every call the layer
 //! sees, missing and forged tokens included, and for a call dropped
-//! before its decision (denied, "cancelled"). The sinks are
+//! before its decision (denied, "cancelled"). A receipt names a token's
+//! identifier and caveats only when its chain verified: a forged or
+//! malformed token is `unverified:sha256:<hex of the token>`, without
+//! caveats, and a caller or tool fact over
+//! [`MAX_RECEIPT_TEXT`](capnagent::MAX_RECEIPT_TEXT) (1 KiB) is refused
+//! with `INVALID_ARGUMENT`. The layer and the interceptor refuse to be
+//! built with an audit key equal to the root key: every receipt would be
+//! a capability. The sinks are
 //! `capnagent-tower`'s: [`AuditLogSink`] writes the core audit log off the
 //! request path, [`TracingSink`] (the default) emits `tracing` events.
 //!
@@ -138,7 +154,7 @@ mod service;
 mod status;
 mod verified;
 
-pub use args::{ArgsError, Descriptors, message_to_args};
+pub use args::{ArgsError, DEFAULT_MAX_ARGS_JSON, Descriptors, message_to_args};
 pub use gate::PROOF_METADATA;
 pub use interceptor::CapabilityInterceptor;
 pub use layer::CapabilityLayer;

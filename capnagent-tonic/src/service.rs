@@ -244,8 +244,14 @@ where
     };
     let message =
         frame::single_message(&bytes).map_err(|e| (DenialKind::InvalidArgument, e.to_string()))?;
-    let args = args::decode_args(input, &message, &shared.json_limits())
-        .map_err(|e| (DenialKind::InvalidArgument, e.to_string()))?;
+    let args = args::decode_args(input, &message, &shared.json_limits()).map_err(|e| {
+        let kind = if e.is_too_large() {
+            DenialKind::TooLarge
+        } else {
+            DenialKind::InvalidArgument
+        };
+        (kind, e.to_string())
+    })?;
     Ok((args, bytes))
 }
 
@@ -325,6 +331,7 @@ mod tests {
             Verifier::new(&ROOT).unwrap(),
             Auditor::new(&[9; 32]).unwrap(),
         )
+        .unwrap()
         .file_descriptor_set(&descriptor_set())
         .unwrap()
         .tool_name("/test.v1.Pay/Send", "pay.send")
@@ -466,6 +473,111 @@ mod tests {
             "{}",
             status.message()
         );
+    }
+
+    /// Issue 17 item 8c: over a real tower stack, a message whose JSON
+    /// form is over the bound is `RESOURCE_EXHAUSTED`, never handled.
+    #[tokio::test]
+    async fn a_message_whose_json_expands_past_the_bound_is_refused() {
+        let seen: Seen = Arc::default();
+        let receipts: Receipts = Arc::default();
+        let sink = {
+            let receipts = Arc::clone(&receipts);
+            move |receipt: &Receipt| receipts.lock().unwrap().push(receipt.clone())
+        };
+        let layer = CapabilityLayer::new(
+            Verifier::new(&ROOT).unwrap(),
+            Auditor::new(&[9; 32]).unwrap(),
+        )
+        .unwrap()
+        .file_descriptor_set(&crate::args::tests::bulk_descriptor_set())
+        .unwrap()
+        .caller(Anonymous)
+        .clock(|| Timestamp::from_unix_millis(NOW_MS))
+        .max_args_json(64 * 1024)
+        .sink(sink);
+        let inner = {
+            let seen = Arc::clone(&seen);
+            tower::service_fn(move |request: Request<TonicBody>| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    let body = request.into_body().collect().await.unwrap().to_bytes();
+                    seen.lock().unwrap().push((true, body));
+                    Ok::<_, Infallible>(Response::new(TonicBody::empty()))
+                }
+            })
+        };
+        let svc = layer.layer(inner);
+        let token = token(&[r#"tool == "/test.v1.Bulk/Send""#]);
+        // 8 KiB on the wire, about 120 KiB of JSON.
+        let big = frame::encode(&[0x0a, 0x00].repeat(4096)).unwrap();
+        let response = svc
+            .clone()
+            .oneshot(call("/test.v1.Bulk/Send", Some(&token), big))
+            .await
+            .unwrap();
+        let status = Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(
+            status.code(),
+            Code::ResourceExhausted,
+            "{}",
+            status.message()
+        );
+        assert!(seen.lock().unwrap().is_empty());
+        // A small batch passes.
+        let small = frame::encode(&[0x0a, 0x00].repeat(16)).unwrap();
+        let response = svc
+            .oneshot(call("/test.v1.Bulk/Send", Some(&token), small))
+            .await
+            .unwrap();
+        assert_eq!(code(&response), None);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        assert_eq!(receipts.lock().unwrap().len(), 2);
+    }
+
+    /// Issue 17 item 2: the layer and the interceptor refuse an audit key
+    /// that is the root key (a receipt would be a capability).
+    #[test]
+    fn an_audit_key_equal_to_the_root_key_is_refused() {
+        let same = || (Verifier::new(&ROOT).unwrap(), Auditor::new(&ROOT).unwrap());
+        let (verifier, auditor) = same();
+        let error = CapabilityLayer::new(verifier, auditor).unwrap_err();
+        assert_eq!(error.code(), "key.audit_is_root");
+        let (verifier, auditor) = same();
+        let error = crate::CapabilityInterceptor::new(verifier, auditor, "t").unwrap_err();
+        assert_eq!(error.code(), "key.audit_is_root");
+    }
+
+    /// Issue 17 item 7: a forged or malformed token's receipt carries a
+    /// hash of the token, never its identifier or caveats.
+    #[tokio::test]
+    async fn a_forged_token_receipt_names_only_its_hash() {
+        let (svc, seen, receipts) = service(1024);
+        let issuer = Issuer::from_key(&[8; 32]).unwrap();
+        let mut builder = issuer.issue("admin (approved by security team)");
+        for _ in 0..50 {
+            builder
+                .caveat(&format!("caller == \"{}\"", "x".repeat(1000)))
+                .unwrap();
+        }
+        let forged = builder.build().unwrap().serialize();
+        let body = frame::encode(&payment("bob", 1, 1)).unwrap();
+        for token in [forged.as_str(), "not-a-token"] {
+            let response = svc
+                .clone()
+                .oneshot(call("/test.v1.Pay/Send", Some(token), body.clone()))
+                .await
+                .unwrap();
+            assert_eq!(code(&response), Some(Code::Unauthenticated));
+            let receipt = receipts.lock().unwrap().pop().unwrap();
+            assert_eq!(
+                receipt.capability_identifier(),
+                capnagent::unverified_identifier(token)
+            );
+            assert!(receipt.caveats().is_empty());
+            assert!(receipt.to_json().len() < 1024);
+        }
+        assert!(seen.lock().unwrap().is_empty());
     }
 
     /// A body that never yields: the client stalls mid-message.

@@ -5,8 +5,8 @@
 //! | --- | --- |
 //! | token missing, malformed or forged (chain does not verify); holder-of-key proof missing or malformed; a holder-bound token at the interceptor | `UNAUTHENTICATED` |
 //! | the verifier denied the call (a caveat, revocation, a proof that does not verify or was replayed) | `PERMISSION_DENIED` |
-//! | the request message does not decode (or is compressed), or a caller fact is unreadable | `INVALID_ARGUMENT` |
-//! | the request message is over the layer's limit | `RESOURCE_EXHAUSTED` |
+//! | the request message does not decode (or is compressed), or a caller fact is unreadable, or the caller or tool fact is over 1 KiB | `INVALID_ARGUMENT` |
+//! | the request message, or its args JSON, is over the layer's limit | `RESOURCE_EXHAUSTED` |
 //! | server wiring (no authenticated caller) | `INTERNAL`, naming the fix |
 //!
 //! The status message is the denial reason; the signed receipt JSON is in

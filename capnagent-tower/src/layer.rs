@@ -106,8 +106,26 @@ impl CapabilityLayer {
 
     /// A layer that checks capabilities minted under `verifier`'s root key
     /// and signs receipts with `auditor`.
-    pub fn new(verifier: Verifier, auditor: Auditor) -> CapabilityLayer {
-        CapabilityLayer {
+    ///
+    /// Refuses an auditor whose key is the root key
+    /// ([`KeyError::AuditKeyIsRootKey`](capnagent::KeyError::AuditKeyIsRootKey)):
+    /// every receipt in a denial would then be a capability (see
+    /// [`Verifier::check_audit_key`]). This is the only time the keys are
+    /// compared; no request pays for it.
+    ///
+    /// ```
+    /// use capnagent::{Auditor, Verifier};
+    /// use capnagent_tower::CapabilityLayer;
+    ///
+    /// let same = CapabilityLayer::new(Verifier::new(&[7; 32])?, Auditor::new(&[7; 32])?);
+    /// assert_eq!(same.unwrap_err().code(), "key.audit_is_root");
+    /// let layer = CapabilityLayer::new(Verifier::new(&[7; 32])?, Auditor::new(&[9; 32])?)?;
+    /// # let _ = layer;
+    /// # Ok::<(), capnagent::Error>(())
+    /// ```
+    pub fn new(verifier: Verifier, auditor: Auditor) -> Result<CapabilityLayer, capnagent::Error> {
+        verifier.check_audit_key(&auditor)?;
+        Ok(CapabilityLayer {
             shared: Arc::new(Shared {
                 verifier,
                 auditor,
@@ -124,7 +142,7 @@ impl CapabilityLayer {
                 proof_header: HeaderName::from_static(Self::DEFAULT_PROOF_HEADER),
                 mcp: None,
             }),
-        }
+        })
     }
 
     fn edit(mut self, f: impl FnOnce(&mut Shared)) -> Self {

@@ -17,7 +17,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let root_key = [7u8; 32]; // 32 random bytes in real life: `capnagent keygen`
-//! let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&[9u8; 32])?)
+//! let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&[9u8; 32])?)?
 //!     .caller(Anonymous) // the token is the only credential in this example
 //!     .tool(FixedTool::new("checkout.purchase"));
 //! let app = Router::new()
@@ -119,7 +119,8 @@
 //!
 //! | cause | status |
 //! | --- | --- |
-//! | missing, malformed or forged token | 401, `WWW-Authenticate: Bearer error="invalid_token"` |
+//! | missing token | 401, `WWW-Authenticate: Bearer` (no error code, RFC 6750 §3.1) |
+//! | malformed or forged token | 401, `WWW-Authenticate: Bearer error="invalid_token"` |
 //! | a caveat does not hold | 403, `WWW-Authenticate: Bearer error="insufficient_scope"` |
 //! | args required, body not JSON | 400 |
 //! | body over the limit | 413 |
@@ -144,6 +145,24 @@
 //! core [`AuditLog`](capnagent::AuditLog) from a dedicated thread; when its
 //! queue is full, requests wait for room (nothing is dropped).
 //! [`TracingSink`] (the default) emits `tracing` events.
+//!
+//! Receipts are signed with the audit key, so the layer refuses to be built
+//! with an audit key that is its root key
+//! ([`CapabilityLayer::new`]): a receipt would then be a valid capability.
+//!
+//! What a client can put in a signed receipt is bounded, and a client
+//! without a key chooses none of it:
+//!
+//! | field | written |
+//! | --- | --- |
+//! | identifier, caveats | the token's, only when its chain verified under the root key (so at most the verifier's `max_token_len`, 256 KiB by default, which only a token holder can use); for any other token `unverified:sha256:<hex of the token text>` (82 bytes; `unverified:unreadable` for a token header that is not text) and no caveats; `""` without a token |
+//! | caller, tool | at most [`MAX_RECEIPT_TEXT`](capnagent::MAX_RECEIPT_TEXT) (1 KiB) each: a request whose caller or tool fact is longer is refused (400; in MCP mode `-32602`) and its receipt keeps the first 1 KiB |
+//! | outcome reason | a reason the layer writes: at most 1 KiB (cut, marked `…[N bytes]`); a verifier's reason: a verified caveat or identifier plus about 40 bytes |
+//! | args hash, timestamp, signature | fixed size |
+//!
+//! So a receipt of a request without a verified token is under 4 KiB of
+//! JSON (the 1 KiB texts can grow up to six times when escaped), and one of
+//! a verified token under twice its token's length plus 4 KiB.
 //!
 //! ## Bodies
 //!

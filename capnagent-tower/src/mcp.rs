@@ -16,7 +16,7 @@
 //! # async fn mcp_server() {}
 //! # fn main() -> Result<(), capnagent::Error> {
 //! # let (root_key, audit_key) = ([7u8; 32], [9u8; 32]);
-//! let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&audit_key)?)
+//! let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&audit_key)?)?
 //!     .caller(Anonymous) // the capability is the only credential
 //!     .mcp(McpPolicy::new());
 //! // With rmcp: `.route_service("/mcp", StreamableHttpService::new(...))`.
@@ -30,19 +30,35 @@
 //! | message | default | facts of the receipt |
 //! | --- | --- | --- |
 //! | `tools/call` | **judged**: every caveat must hold | `tool` = `params.name`, `args` = `params.arguments` (number text kept; absent = `{}`) |
-//! | `resources/read`, `resources/subscribe`, `resources/unsubscribe` | **judged** | `tool` = `mcp:<method>`, `args` = `params` without `_meta` |
-//! | `initialize`, `notifications/*` sent by clients, `ping`, `server/discover`, `tools/list`, `resources/list`, `resources/templates/list`, `prompts/list`, `prompts/get`, `completion/complete`, `logging/setLevel`, `subscriptions/listen`, `tasks/*` | **authenticated**: a genuine capability | `tool` = `mcp:<method>`, `args` = `params` without `_meta` |
-//! | a client's JSON-RPC response to a server request | authenticated | `tool` = `mcp:response` |
+//! | `resources/read`, `resources/subscribe`, `resources/unsubscribe` | **judged** (they read or watch a named resource) | `tool` = `mcp:<method>`, `args` = `params` without `_meta` |
+//! | `prompts/get`, `completion/complete`, `logging/setLevel`, `tasks/update` | **judged** (their params are arguments to server code: a prompt template, a completion handler, the session's logging, a running task) | `tool` = `mcp:<method>`, `args` = `params` without `_meta` |
+//! | any request carrying `params.inputResponses` (a `tools/call`, `prompts/get` or `resources/read` retried with the client's answers, MCP 2026-07-28 multi round-trip requests; a `tasks/update`) | **denied**: the answers reach the tool after its arguments were judged ([`McpPolicy::input_responses`] can judge them as args instead) | `tool` = `mcp:<method>` |
+//! | a client's JSON-RPC response to a server request (an elicitation, sampling or roots answer, which reaches the tool that asked) | **judged** | `tool` = `mcp:response`, `args` = its `result` (or `error`) |
+//! | `initialize`, `notifications/*` sent by clients, `ping`, `server/discover`, `subscriptions/listen`, `tools/list`, `resources/list`, `resources/templates/list`, `prompts/list`, `tasks/get`, `tasks/list`, `tasks/result`, `tasks/cancel` | **authenticated**: a genuine capability (protocol bookkeeping, listings, a task id) | `tool` = `mcp:<method>`, `args` = `params` without `_meta` |
 //! | `GET` (the server-to-client stream), `DELETE` (end of session) | authenticated | `tool` = `mcp:GET`, `mcp:DELETE` |
 //! | any other method | **denied** (fail closed: a future method could run a tool) | `tool` = `mcp:<method>` |
 //! | a batch (JSON array), a body that is not one JSON-RPC message | denied, 400 | `tool` = `""` |
 //! | another HTTP method | denied, 405 | `tool` = `mcp:<METHOD>` |
 //!
+//! The rule behind the table: a message passes on a genuine capability
+//! alone only when nothing in it reaches server code as an argument.
+//! Everything that hands the server arguments (or answers that a running
+//! tool acts on) is judged against the caveats, so a capability for
+//! `bank_wire` does not also fill a prompt template, run a completion
+//! handler, or answer a tool's "which account?" question. `requestState`
+//! (the opaque state a server echoes through a retry) is not judged: the
+//! server made it and must authenticate it itself, as the specification
+//! requires.
+//!
 //! *Authenticated* means the token's chain verifies and every gate before
 //! the caveats passes (revocation, holder key, at least one caveat); the
-//! caveats themselves describe tool calls and are not evaluated, so a
-//! capability for one tool can still initialize the session and list the
-//! tools. *Open* ([`McpAccess::Open`]) lets a message through without a
+//! caveats themselves describe tool calls, so a caveat that evaluates to
+//! false does not stop the message, and a capability for one tool can
+//! still initialize the session and list the tools. A caveat that does not
+//! parse, or cannot be evaluated against the message (an unknown
+//! identifier, a type mismatch), does stop it (fail closed): write
+//! `tool == ...` as a token's first caveat, so that every other message
+//! stops at a comparison that is simply false. *Open* ([`McpAccess::Open`]) lets a message through without a
 //! token; no message is open by default, because the MCP authorization
 //! specification expects a credential on every request and `initialize`
 //! creates server-side state (a session). Change any of this with
@@ -77,7 +93,7 @@
 //! | cause | HTTP | answer |
 //! | --- | --- | --- |
 //! | a caveat denies a `tools/call` | **200** | a `CallToolResult` with `isError: true`, the reason as text, the signed receipt in `_meta["capnagent/receipt"]` |
-//! | missing token | 401, `WWW-Authenticate: Bearer` | JSON-RPC error [`DENIED_ERROR_CODE`] |
+//! | missing token | 401, `WWW-Authenticate: Bearer` (no error code, RFC 6750 §3.1) | JSON-RPC error [`DENIED_ERROR_CODE`] |
 //! | malformed, forged, revoked token; holder key without proof | 401, `Bearer error="invalid_token"` | JSON-RPC error [`DENIED_ERROR_CODE`] |
 //! | a caveat denies another judged message | 403, `Bearer error="insufficient_scope"` | JSON-RPC error [`DENIED_ERROR_CODE`] |
 //! | method denied by the policy | 403 | JSON-RPC error `-32601` |
@@ -160,8 +176,9 @@ pub enum McpAccess {
     /// forged or revoked one should learn it at once.
     Open,
     /// Needs a genuine capability: its chain verifies and every gate before
-    /// the caveats passes (revocation, holder key, at least one caveat). The
-    /// caveats are not evaluated.
+    /// the caveats passes (revocation, holder key, at least one caveat). A
+    /// caveat that evaluates to false does not stop the message; one that
+    /// does not parse or cannot be evaluated against it does (fail closed).
     Authenticated,
     /// Judged like a tool call: every caveat must hold, with `tool` =
     /// `mcp:<method>` and `args` = the message's `params` (without `_meta`).
@@ -189,6 +206,7 @@ pub struct McpPolicy {
     methods: HashMap<Box<str>, McpAccess>,
     unknown: McpAccess,
     responses: McpAccess,
+    input_responses: McpAccess,
     get: McpAccess,
     delete: McpAccess,
     resource_metadata: Option<Arc<str>>,
@@ -203,32 +221,39 @@ const AUTHENTICATED_METHODS: &[&str] = &[
     "notifications/cancelled",
     "notifications/progress",
     "notifications/roots/list_changed",
-    "logging/setLevel",
     // 2026-07-28
     "server/discover",
     "subscriptions/listen",
-    // listings and completions
+    // listings
     "tools/list",
     "resources/list",
     "resources/templates/list",
     "prompts/list",
-    "prompts/get",
-    "completion/complete",
-    // tasks (2025-11-25, and the SEP-2663 extension)
+    // tasks (2025-11-25, and the SEP-2663 extension): a task id only
     "tasks/get",
     "tasks/list",
     "tasks/result",
     "tasks/cancel",
-    "tasks/update",
 ];
 
 /// Methods judged against the caveats by default (besides `tools/call`):
-/// they read or watch a named resource.
+/// they read or watch a named resource, or hand arguments to server code
+/// (a prompt template, a completion handler, a running task, the
+/// session's logging).
 const JUDGED_METHODS: &[&str] = &[
     "resources/read",
     "resources/subscribe",
     "resources/unsubscribe",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "tasks/update",
 ];
+
+/// The `params` member of a retried request (MCP 2026-07-28 multi
+/// round-trip requests) or a task update that carries the client's answers
+/// to the server's questions, which reach the tool.
+pub const INPUT_RESPONSES: &str = "inputResponses";
 
 impl Default for McpPolicy {
     fn default() -> Self {
@@ -251,7 +276,8 @@ impl McpPolicy {
         McpPolicy {
             methods,
             unknown: McpAccess::Denied,
-            responses: McpAccess::Authenticated,
+            responses: McpAccess::Judged,
+            input_responses: McpAccess::Denied,
             get: McpAccess::Authenticated,
             delete: McpAccess::Authenticated,
             resource_metadata: None,
@@ -275,11 +301,34 @@ impl McpPolicy {
     }
 
     /// Sets what a client's JSON-RPC response to a server request (an
-    /// elicitation, sampling or roots answer) needs. Default
-    /// [`McpAccess::Authenticated`]. [`McpAccess::Judged`] judges it with
-    /// `tool` = `mcp:response` and `args` = `null`.
+    /// elicitation, sampling or roots answer, which reaches the tool that
+    /// asked) needs. Default [`McpAccess::Judged`]: `tool` =
+    /// `mcp:response`, `args` = its `result` (or its `error`), so only a
+    /// capability with caveats for `tool == "mcp:response"` lets answers
+    /// through (for example `tool == "mcp:response" AND arg.action ==
+    /// "decline"`). [`McpAccess::Authenticated`] lets any genuine
+    /// capability answer, unjudged.
     pub fn client_responses(mut self, access: McpAccess) -> McpPolicy {
         self.responses = access;
+        self
+    }
+
+    /// Sets what a request carrying `params.inputResponses` needs: a
+    /// `tools/call`, `prompts/get` or `resources/read` retried with the
+    /// client's answers to the server's questions (MCP 2026-07-28 multi
+    /// round-trip requests), or a `tasks/update`. Those answers reach the
+    /// tool after the capability judged its arguments. Default
+    /// [`McpAccess::Denied`]: refused, whatever the method.
+    ///
+    /// [`McpAccess::Judged`] judges the request with the answers in its
+    /// args: a `tools/call`'s args are its `arguments` plus an
+    /// `inputResponses` member (a call whose `arguments` already have one is
+    /// refused), other methods' args are their `params` (without `_meta`)
+    /// as always; so `arg.inputResponses.confirm.action == "accept"`
+    /// reads an answer. [`McpAccess::Authenticated`] (or `Open`) lets the
+    /// answers through unjudged, the method's own access deciding.
+    pub fn input_responses(mut self, access: McpAccess) -> McpPolicy {
+        self.input_responses = access;
         self
     }
 
@@ -588,12 +637,31 @@ impl McpHead {
                 &reply,
             ));
         }
+        let answers = params.and_then(|p| p.get(INPUT_RESPONSES));
+        if answers.is_some() && self.policy.input_responses == McpAccess::Denied {
+            return Err(reject(
+                DenialKind::MethodDenied,
+                format!(
+                    "MCP: `{method}` carries `params.{INPUT_RESPONSES}` (answers that reach the \
+                     tool after the call was judged); not allowed on this server"
+                ),
+                &tool,
+                &reply,
+            ));
+        }
+        // Answers judged as args make the whole request judged.
+        let judge_answers = answers.is_some() && self.policy.input_responses == McpAccess::Judged;
         if method != "tools/call" {
             if let Err(reason) = check_headers(&parts.headers, Some(method), params) {
                 return Err(reject(DenialKind::HeaderMismatch, reason, &tool, &reply));
             }
+            let access = match self.policy.access(method) {
+                McpAccess::Denied => McpAccess::Denied,
+                _ if judge_answers => McpAccess::Judged,
+                access => access,
+            };
             return Ok(McpCall {
-                access: self.policy.access(method),
+                access,
                 label: format!("`{method}`"),
                 tool,
                 args: params.map_or(JsonValue::Null, without_meta),
@@ -634,9 +702,9 @@ impl McpHead {
         if let Err(reason) = check_headers(&parts.headers, Some(method), params) {
             return Err(reject(DenialKind::HeaderMismatch, reason, name, &reply));
         }
-        let args = match params.and_then(|p| p.get("arguments")) {
-            None | Some(JsonValue::Null) => JsonValue::Object(JsonObject::new()),
-            Some(args @ JsonValue::Object(_)) => args.clone(),
+        let mut args = match params.and_then(|p| p.get("arguments")) {
+            None | Some(JsonValue::Null) => JsonObject::new(),
+            Some(JsonValue::Object(args)) => args.clone(),
             Some(other) => {
                 return Err(reject(
                     DenialKind::InvalidParams,
@@ -649,11 +717,25 @@ impl McpHead {
                 ));
             }
         };
+        if judge_answers && let Some(answers) = answers {
+            if args.get(INPUT_RESPONSES).is_some() {
+                return Err(reject(
+                    DenialKind::InvalidParams,
+                    format!(
+                        "MCP: `params.arguments` has a member `{INPUT_RESPONSES}`, which the \
+                         answers judged with them would shadow"
+                    ),
+                    name,
+                    &reply,
+                ));
+            }
+            args.insert(INPUT_RESPONSES.to_owned(), answers.clone());
+        }
         Ok(McpCall {
             access,
             label: format!("`{method}`"),
             tool: name.clone(),
-            args,
+            args: JsonValue::Object(args),
             reply,
         })
     }
@@ -683,11 +765,17 @@ impl McpHead {
                 reply,
             });
         }
+        // What reaches the server: the answer, or the error.
+        let args = message
+            .get("result")
+            .or_else(|| message.get("error"))
+            .cloned()
+            .unwrap_or(JsonValue::Null);
         Ok(McpCall {
             access: self.policy.responses,
             label: "a client's JSON-RPC response".to_owned(),
             tool,
-            args: JsonValue::Null,
+            args,
             reply,
         })
     }
@@ -855,7 +943,7 @@ pub(crate) fn denial<B: From<Bytes>>(
     body.push_str("}}}");
 
     let mut response = respond(kind.status(), body, false);
-    if let Some(challenge) = challenge(kind, reply) {
+    if let Some(challenge) = crate::response::challenge(kind, reply.resource_metadata.as_deref()) {
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, challenge);
@@ -894,29 +982,6 @@ fn tool_error(reply: &McpReply, kind: DenialKind, reason: &str, receipt_json: &s
     body
 }
 
-/// The `WWW-Authenticate` challenge: RFC 6750, no error code when no token
-/// was sent, and the MCP `resource_metadata` pointer when configured.
-fn challenge(kind: DenialKind, reply: &McpReply) -> Option<HeaderValue> {
-    let error = kind.bearer_error()?;
-    let mut value = String::from("Bearer");
-    if kind != DenialKind::MissingToken {
-        value.push_str(" error=\"");
-        value.push_str(error);
-        value.push('"');
-    }
-    if let Some(uri) = &reply.resource_metadata {
-        value.push_str(if kind == DenialKind::MissingToken {
-            " "
-        } else {
-            ", "
-        });
-        value.push_str("resource_metadata=\"");
-        value.push_str(uri);
-        value.push('"');
-    }
-    HeaderValue::from_str(&value).ok()
-}
-
 fn write_id(out: &mut String, id: Option<&JsonValue>) {
     match id {
         Some(JsonValue::String(s)) => write_escaped_str(out, s),
@@ -950,9 +1015,23 @@ fn respond<B: From<Bytes>>(status: StatusCode, json: String, sse: bool) -> Respo
 /// `caveat failed: ...`, `caveat parse error in ...` and `caveat eval error
 /// in ...`; no other gate's reason starts with `caveat `.
 pub(crate) fn denied_at_caveat_gate(reason: &str) -> bool {
-    reason.starts_with("caveat failed: ")
+    caveat_evaluated_false(reason)
         || reason.starts_with("caveat parse error in ")
         || reason.starts_with("caveat eval error in ")
+}
+
+/// Whether a verifier's denial is a caveat that parsed and evaluated to
+/// false: the only denial a message that needs a genuine capability
+/// ([`McpAccess::Authenticated`]) passes with.
+///
+/// A caveat that does not parse or cannot be evaluated never counts: a
+/// predicate that is not a predicate may be something else in disguise
+/// (the holder-key step of a chain, `__hok:` and a key, reads as a caveat
+/// that does not parse when a bound token is presented without its holder
+/// key), and failing closed costs a genuine token nothing that ordering
+/// its caveats cannot fix (`tool == ...` first).
+pub(crate) fn caveat_evaluated_false(reason: &str) -> bool {
+    reason.starts_with("caveat failed: ")
 }
 
 #[cfg(test)]
@@ -1002,6 +1081,16 @@ mod tests {
         assert_eq!(policy.access("initialize"), McpAccess::Authenticated);
         assert_eq!(policy.access("resources/read"), McpAccess::Judged);
         assert_eq!(policy.access("sampling/createMessage"), McpAccess::Denied);
+        for judged in [
+            "prompts/get",
+            "completion/complete",
+            "logging/setLevel",
+            "tasks/update",
+        ] {
+            assert_eq!(policy.access(judged), McpAccess::Judged, "{judged}");
+        }
+        assert_eq!(policy.responses, McpAccess::Judged);
+        assert_eq!(policy.input_responses, McpAccess::Denied);
         assert!(!policy.opens_any_message());
         let policy = policy
             .method("tools/call", McpAccess::Open)
@@ -1111,17 +1200,69 @@ mod tests {
         assert_eq!(call.args, JsonValue::Null);
         let call = read(
             post().body(()).unwrap(),
-            r#"{"jsonrpc":"2.0","id":3,"result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":3,"result":{"action":"accept","content":{"to":"x"}}}"#,
         )
         .unwrap();
         assert_eq!(call.tool, "mcp:response");
-        assert_eq!(call.access, McpAccess::Authenticated);
+        assert_eq!(call.access, McpAccess::Judged);
+        assert_eq!(
+            capnagent::json::canonical_string(&call.args),
+            r#"{"action":"accept","content":{"to":"x"}}"#
+        );
         let call = read(
             post().body(()).unwrap(),
             r#"{"jsonrpc":"2.0","id":3,"method":"x/unknown"}"#,
         )
         .unwrap();
         assert_eq!(call.access, McpAccess::Denied);
+    }
+
+    /// Issue 17 item 8d: answers that reach a running tool after the call
+    /// was judged (`inputResponses`) are refused by default, and judged as
+    /// args when the policy says so.
+    #[test]
+    fn input_responses_are_refused_or_judged_as_args() {
+        let retry = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"deploy","arguments":{"env":"staging"},"inputResponses":{"which":{"action":"accept","content":{"env":"prod"}}},"requestState":"opaque"}}"#;
+        let task = r#"{"jsonrpc":"2.0","id":3,"method":"tasks/get","params":{"taskId":"t1","inputResponses":{"q":{"action":"accept"}}}}"#;
+        for body in [retry, task] {
+            let refused = read(post().body(()).unwrap(), body).unwrap_err();
+            assert_eq!(refused.kind, DenialKind::MethodDenied, "{body}");
+            assert!(
+                refused.reason.contains("inputResponses"),
+                "{}",
+                refused.reason
+            );
+        }
+
+        let judged = |body: &str| {
+            let (head, parts) = head(
+                post().body(()).unwrap(),
+                McpPolicy::new().input_responses(McpAccess::Judged),
+            );
+            let bytes = Bytes::from(body.to_owned());
+            head.read(&parts, BufferedBody::new(&bytes, JsonLimits::default()))
+        };
+        let call = judged(retry).unwrap();
+        assert_eq!(
+            (call.tool.as_str(), call.access),
+            ("deploy", McpAccess::Judged)
+        );
+        assert_eq!(
+            capnagent::json::canonical_string(&call.args),
+            r#"{"env":"staging","inputResponses":{"which":{"action":"accept","content":{"env":"prod"}}}}"#
+        );
+        // An authenticated-only method carrying answers is judged.
+        let call = judged(task).unwrap();
+        assert_eq!(call.access, McpAccess::Judged);
+        // An argument of that name would be shadowed: refused.
+        let clash = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"deploy","arguments":{"inputResponses":{}},"inputResponses":{}}}"#;
+        assert_eq!(judged(clash).unwrap_err().kind, DenialKind::InvalidParams);
+        // Without answers, nothing changes.
+        let plain = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"deploy","arguments":{"env":"staging"}}}"#;
+        assert_eq!(
+            capnagent::json::canonical_string(&read(post().body(()).unwrap(), plain).unwrap().args),
+            r#"{"env":"staging"}"#
+        );
     }
 
     #[test]
@@ -1238,6 +1379,13 @@ mod tests {
 
     #[test]
     fn caveat_gate_reasons() {
+        assert!(caveat_evaluated_false("caveat failed: tool == \"x\""));
+        assert!(!caveat_evaluated_false(
+            "caveat parse error in \"__hok:\": unexpected input"
+        ));
+        assert!(!caveat_evaluated_false(
+            "caveat eval error in \"arg.x < 1\": unknown identifier: arg.x"
+        ));
         assert!(denied_at_caveat_gate("caveat failed: tool == \"x\""));
         assert!(denied_at_caveat_gate(
             "caveat eval error in \"arg.x < 1\": unknown identifier: arg.x"

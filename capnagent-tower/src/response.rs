@@ -4,7 +4,8 @@
 //!
 //! | cause | status | `WWW-Authenticate` |
 //! | --- | --- | --- |
-//! | token missing, malformed, or forged (chain does not verify) | 401 | `Bearer error="invalid_token"` |
+//! | no token | 401 | `Bearer` (RFC 6750 §3.1: no error code) |
+//! | token malformed, or forged (chain does not verify) | 401 | `Bearer error="invalid_token"` |
 //! | holder-bound token without a (well-formed) proof header | 401 | `Bearer error="invalid_token"` |
 //! | a caveat (or another gate) denied the call | 403 | `Bearer error="insufficient_scope"` |
 //! | args required but the body is not JSON, or another bad fact | 400 | — |
@@ -16,8 +17,10 @@
 //! echoed.
 //!
 //! On an MCP endpoint ([`CapabilityLayer::mcp`](crate::CapabilityLayer::mcp))
-//! the same causes keep their status and challenge, but the body is a
-//! JSON-RPC answer; see [`crate::mcp`] for its table.
+//! the same causes keep their status and challenge (rendered here, by
+//! [`challenge`], with the MCP `resource_metadata` pointer when one is
+//! configured), but the body is a JSON-RPC answer; see [`crate::mcp`] for
+//! its table.
 
 use bytes::Bytes;
 use capnagent::Receipt;
@@ -108,13 +111,33 @@ impl DenialKind {
             _ => None,
         }
     }
+}
 
-    fn challenge(self) -> Option<&'static str> {
-        match self.bearer_error()? {
-            "insufficient_scope" => Some("Bearer error=\"insufficient_scope\""),
-            _ => Some("Bearer error=\"invalid_token\""),
-        }
+/// The `WWW-Authenticate` challenge of a denial, for HTTP and MCP alike:
+/// `Bearer` alone when no token was sent (RFC 6750 section 3.1: a request
+/// without authentication information gets no error code), `Bearer
+/// error="invalid_token"` or `Bearer error="insufficient_scope"` otherwise,
+/// and `resource_metadata="<uri>"` (RFC 9728, for MCP clients) when given.
+/// `None` for denials that are not about the token.
+pub(crate) fn challenge(kind: DenialKind, resource_metadata: Option<&str>) -> Option<HeaderValue> {
+    let error = kind.bearer_error()?;
+    let mut params = Vec::with_capacity(2);
+    let error_param;
+    if kind != DenialKind::MissingToken {
+        error_param = format!("error=\"{error}\"");
+        params.push(error_param.as_str());
     }
+    let metadata_param;
+    if let Some(uri) = resource_metadata {
+        metadata_param = format!("resource_metadata=\"{uri}\"");
+        params.push(metadata_param.as_str());
+    }
+    let value = if params.is_empty() {
+        "Bearer".to_owned()
+    } else {
+        format!("Bearer {}", params.join(", "))
+    };
+    HeaderValue::from_str(&value).ok()
 }
 
 /// How a denial is answered: the shape of the endpoint the layer guards.
@@ -166,11 +189,8 @@ fn problem<B: From<Bytes>>(kind: DenialKind, receipt: &Receipt) -> Response<B> {
         HeaderValue::from_static("application/problem+json"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(challenge) = kind.challenge() {
-        headers.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(challenge),
-        );
+    if let Some(challenge) = challenge(kind, None) {
+        headers.insert(header::WWW_AUTHENTICATE, challenge);
     }
     response
 }
@@ -198,15 +218,32 @@ mod tests {
             denial::<Bytes>(DenialKind::MissingToken, &receipt, &Reply::Problem)
                 .map(|b| String::from_utf8(b.to_vec()).unwrap());
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            response.headers()[header::WWW_AUTHENTICATE],
-            "Bearer error=\"invalid_token\""
-        );
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
         let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
         assert_eq!(body["status"], 401);
         assert_eq!(body["title"], "Unauthorized");
         assert_eq!(body["detail"], "missing \"capability\" token");
         assert_eq!(body["receipt"]["outcome"]["kind"], "denied");
         auditor.verify(&body["receipt"].to_string()).unwrap();
+    }
+
+    #[test]
+    fn challenges_follow_rfc_6750() {
+        let text = |kind, uri| challenge(kind, uri).map(|v| v.to_str().unwrap().to_owned());
+        let uri = Some("https://x.test/.well-known/oauth-protected-resource");
+        assert_eq!(text(DenialKind::MissingToken, None).unwrap(), "Bearer");
+        assert_eq!(
+            text(DenialKind::MissingToken, uri).unwrap(),
+            "Bearer resource_metadata=\"https://x.test/.well-known/oauth-protected-resource\""
+        );
+        assert_eq!(
+            text(DenialKind::InvalidChain, uri).unwrap(),
+            "Bearer error=\"invalid_token\", resource_metadata=\"https://x.test/.well-known/oauth-protected-resource\""
+        );
+        assert_eq!(
+            text(DenialKind::InsufficientScope, None).unwrap(),
+            "Bearer error=\"insufficient_scope\""
+        );
+        assert_eq!(text(DenialKind::BadRequest, uri), None);
     }
 }

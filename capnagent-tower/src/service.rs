@@ -15,7 +15,10 @@
 //!
 //! Every path signs exactly one receipt and hands it to the sink, including
 //! a request whose future is dropped while its body is read (denied,
-//! "request cancelled before a decision").
+//! "request cancelled before a decision"). A receipt the layer signs itself
+//! names the token's identifier and caveats only when its chain verifies
+//! (see `Subject`); its caller, tool and reason are bounded (see the crate
+//! docs' Audit section).
 //!
 //! On an MCP endpoint ([`crate::mcp`]) the tool is not known from the head:
 //! step 2 reads only the caller, and the message in the body (or the HTTP
@@ -29,8 +32,8 @@ use bytes::Bytes;
 use capnagent::Args;
 use capnagent::json::JsonValue;
 use capnagent::{
-    BoxFuture, Capability, Context, Error, Outcome, Proof, REASON_HOLDER_KEY_BOUND, Receipt,
-    Timestamp,
+    BoxFuture, Capability, Caveat, Context, Error, Outcome, Proof, REASON_HOLDER_KEY_BOUND,
+    Receipt, Timestamp, bounded_text, unverified_identifier,
 };
 use http::request::Parts;
 use http::{Request, Response, header};
@@ -286,7 +289,8 @@ impl Facts {
 pub(crate) enum Check {
     /// Every caveat holds.
     Caveats,
-    /// The capability is genuine: a denial at the caveat gate still passes
+    /// The capability is genuine: a caveat that evaluates to false still
+    /// passes, a caveat that does not parse or cannot be evaluated does not
     /// (an MCP message that is not a tool call, see [`McpAccess`]).
     Genuine,
 }
@@ -356,7 +360,12 @@ impl Shared {
                         cap: Arc::new(cap),
                         uncached: Some(Box::<str>::from(token)),
                     })
-                    .map_err(|e| format!("malformed capability token: {e}")),
+                    .map_err(|e| {
+                        (
+                            format!("malformed capability token: {e}"),
+                            Subject::unverified(token),
+                        )
+                    }),
             },
             Ok(None) => {
                 let passes =
@@ -365,7 +374,7 @@ impl Shared {
                     let reason = "missing capability token".to_owned();
                     return Head::Deny(self.deny(
                         DenialKind::MissingToken,
-                        None,
+                        Subject::nobody(),
                         &early(&caller),
                         reason,
                         &reply,
@@ -373,23 +382,22 @@ impl Shared {
                 }
                 Ok(Token::Absent)
             }
-            Err(why) => Err(format!("malformed capability token: {why}")),
+            Err(why) => Err((
+                format!("malformed capability token: {why}"),
+                Subject::unreadable(),
+            )),
         };
         let mut token = match token {
             Ok(token) => token,
-            Err(reason) => {
+            Err((reason, subject)) => {
                 return Head::Deny(self.deny(
                     DenialKind::MalformedToken,
-                    None,
+                    subject,
                     &early(&caller),
                     reason,
                     &reply,
                 ));
             }
-        };
-        let cap = match &token {
-            Token::Present { cap, .. } => Some(Arc::clone(cap)),
-            Token::Absent => None,
         };
 
         let (facts, caller) = match (facts, caller) {
@@ -399,7 +407,7 @@ impl Shared {
                 let reason = error.message().to_owned();
                 return Head::Deny(self.deny(
                     extract_kind(&error),
-                    cap.as_deref(),
+                    self.token_subject(&token),
                     &ctx,
                     reason,
                     &reply,
@@ -410,13 +418,23 @@ impl Shared {
                 let reason = error.message().to_owned();
                 return Head::Deny(self.deny(
                     extract_kind(&error),
-                    cap.as_deref(),
+                    self.token_subject(&token),
                     &ctx,
                     reason,
                     &reply,
                 ));
             }
         };
+        if let Some(reason) = over_long(&caller, &facts.early_tool()) {
+            let ctx = context(now, caller, facts.early_tool());
+            return Head::Deny(self.deny(
+                DenialKind::BadRequest,
+                self.token_subject(&token),
+                &ctx,
+                reason,
+                &reply,
+            ));
+        }
 
         if facts.reads_body()
             && let Token::Present { cap, uncached } = &mut token
@@ -427,7 +445,7 @@ impl Shared {
                 let ctx = context(now, caller, facts.early_tool());
                 return Head::Deny(self.deny(
                     DenialKind::InvalidChain,
-                    Some(cap.as_ref()),
+                    Subject::unverified(&text),
                     &ctx,
                     Error::InvalidChain.to_string(),
                     &reply,
@@ -467,7 +485,7 @@ impl Shared {
                 let ctx = context(now, caller, tool);
                 return Decision::Deny(self.deny(
                     extract_kind(&error),
-                    token.capability(),
+                    self.token_subject(&token),
                     &ctx,
                     error.message().to_owned(),
                     &Reply::Problem,
@@ -495,15 +513,25 @@ impl Shared {
                 let reply = Reply::Mcp(Box::new(reject.reply));
                 return Decision::Deny(self.deny(
                     reject.kind,
-                    token.capability(),
+                    self.token_subject(&token),
                     &ctx,
                     reject.reason,
                     &reply,
                 ));
             }
         };
-        let ctx = self.full_context(now, caller, call.tool, call.args);
         let reply = Reply::Mcp(Box::new(call.reply));
+        if let Some(reason) = over_long(&caller, &call.tool) {
+            let ctx = context(now, caller, call.tool.into());
+            return Decision::Deny(self.deny(
+                DenialKind::InvalidParams,
+                self.token_subject(&token),
+                &ctx,
+                reason,
+                &reply,
+            ));
+        }
+        let ctx = self.full_context(now, caller, call.tool, call.args);
         let check = match (call.access, &token) {
             (McpAccess::Open, Token::Absent) => {
                 // Nothing to verify: record that the message passed.
@@ -518,7 +546,7 @@ impl Shared {
                 let reason = "missing capability token".to_owned();
                 return Decision::Deny(self.deny(
                     DenialKind::MissingToken,
-                    None,
+                    Subject::nobody(),
                     &ctx,
                     reason,
                     &reply,
@@ -528,7 +556,7 @@ impl Shared {
                 let reason = format!("MCP: {} is not allowed on this server", call.label);
                 return Decision::Deny(self.deny(
                     DenialKind::MethodDenied,
-                    token.capability(),
+                    self.token_subject(&token),
                     &ctx,
                     reason,
                     &reply,
@@ -574,7 +602,7 @@ impl Shared {
                 let reason = "missing capability token".to_owned();
                 return Decision::Deny(self.deny(
                     DenialKind::MissingToken,
-                    None,
+                    Subject::nobody(),
                     &ctx,
                     reason,
                     &reply,
@@ -595,7 +623,7 @@ impl Shared {
             return match proof {
                 Err(why) => Decision::Deny(self.deny(
                     DenialKind::InvalidProof,
-                    Some(&cap),
+                    self.subject_of(&cap, uncached.as_deref()),
                     &ctx,
                     format!("malformed holder-of-key proof: {why}"),
                     &reply,
@@ -640,11 +668,12 @@ impl Shared {
                 if let Some(token) = uncached {
                     self.tokens.insert(token, Arc::clone(&cap));
                 }
-                let at_caveats = receipt
-                    .outcome()
-                    .reason()
-                    .is_some_and(mcp::denied_at_caveat_gate);
-                let receipt = if check == Check::Genuine && at_caveats {
+                let reason = receipt.outcome().reason();
+                let at_caveats = reason.is_some_and(mcp::denied_at_caveat_gate);
+                // Only a caveat that parsed and evaluated to false shows a
+                // genuine capability; a parse or eval error never does.
+                let genuine = reason.is_some_and(mcp::caveat_evaluated_false);
+                let receipt = if check == Check::Genuine && genuine {
                     // Genuine, which is all this message needs: the decision
                     // the layer makes (and records) is "allowed".
                     self.auditor.sign(
@@ -681,14 +710,14 @@ impl Shared {
             }
             Err(Error::InvalidChain) => Decision::Deny(self.deny(
                 DenialKind::InvalidChain,
-                Some(&cap),
+                Subject::unverified_cap(&cap, uncached.as_deref()),
                 ctx,
                 Error::InvalidChain.to_string(),
                 reply,
             )),
             Err(other) => Decision::Deny(self.deny(
                 DenialKind::Misconfigured,
-                Some(&cap),
+                self.subject_of(&cap, uncached.as_deref()),
                 ctx,
                 other.to_string(),
                 reply,
@@ -706,24 +735,30 @@ impl Shared {
     ) -> Denied<R> {
         let ctx = context(pending.now, pending.caller, pending.facts.early_tool());
         let reply = pending.facts.reply();
-        self.deny(kind, pending.token.capability(), &ctx, reason, &reply)
+        let subject = self.token_subject(&pending.token);
+        self.deny(kind, subject, &ctx, reason, &reply)
     }
 
     /// Records a request dropped before its body was read: denied, no
     /// response to build.
     pub(crate) fn cancel(&self, pending: Pending) {
         let ctx = context(pending.now, pending.caller, pending.facts.early_tool());
-        self.cancel_with(pending.token.capability(), &ctx);
+        self.record_cancelled(self.token_subject(&pending.token), &ctx);
     }
 
     /// Records a request dropped before a decision was made.
     pub(crate) fn cancel_with(&self, cap: Option<&Capability>, ctx: &Context) {
-        let (identifier, caveats) = cap.map_or(("", Vec::new()), |cap| {
-            (cap.identifier(), cap.caveats().to_vec())
-        });
+        let subject = match cap {
+            Some(cap) => self.subject_of(cap, None),
+            None => Subject::nobody(),
+        };
+        self.record_cancelled(subject, &bounded(ctx));
+    }
+
+    fn record_cancelled(&self, subject: Subject, ctx: &Context) {
         let receipt = Arc::new(self.auditor.sign(
-            identifier,
-            caveats,
+            subject.identifier,
+            subject.caveats,
             ctx,
             Outcome::Denied {
                 reason: REASON_CANCELLED.to_owned(),
@@ -735,22 +770,28 @@ impl Shared {
 
     /// Signs a denial the verifier did not make itself, records it and
     /// builds the response.
+    ///
+    /// Everything it writes is bounded (see [`Subject`]): the subject, the
+    /// caller and tool of `ctx` and the reason are cut to
+    /// [`MAX_RECEIPT_TEXT`](capnagent::MAX_RECEIPT_TEXT) bytes each.
     fn deny<R: From<Bytes>>(
         &self,
         kind: DenialKind,
-        cap: Option<&Capability>,
+        subject: Subject,
         ctx: &Context,
         reason: String,
         reply: &Reply,
     ) -> Denied<R> {
-        let (identifier, caveats) = cap.map_or(("", Vec::new()), |cap| {
-            (cap.identifier(), cap.caveats().to_vec())
-        });
-        let receipt =
-            Arc::new(
-                self.auditor
-                    .sign(identifier, caveats, ctx, Outcome::Denied { reason }),
-            );
+        let reason = match bounded_text(&reason) {
+            std::borrow::Cow::Borrowed(_) => reason,
+            std::borrow::Cow::Owned(cut) => cut,
+        };
+        let receipt = Arc::new(self.auditor.sign(
+            subject.identifier,
+            subject.caveats,
+            &bounded(ctx),
+            Outcome::Denied { reason },
+        ));
         let record = self.sink.value.record(&receipt);
         Denied {
             record,
@@ -759,12 +800,99 @@ impl Shared {
     }
 }
 
-impl Token {
-    fn capability(&self) -> Option<&Capability> {
-        match self {
-            Token::Present { cap, .. } => Some(cap),
-            Token::Absent => None,
+impl Shared {
+    /// What a receipt may say about the token a request presented.
+    fn token_subject(&self, token: &Token) -> Subject {
+        match token {
+            Token::Present { cap, uncached } => self.subject_of(cap, uncached.as_deref()),
+            Token::Absent => Subject::nobody(),
         }
+    }
+
+    /// `cap`'s identifier and caveats when its chain verifies under the
+    /// root key (remembered: cheap for a token seen before); otherwise only
+    /// a hash of the token (`text`, as sent, when known).
+    fn subject_of(&self, cap: &Capability, text: Option<&str>) -> Subject {
+        if self.verifier.verify(cap).is_ok() {
+            Subject {
+                identifier: cap.identifier().into(),
+                caveats: cap.caveats().to_vec(),
+            }
+        } else {
+            Subject::unverified_cap(cap, text)
+        }
+    }
+}
+
+/// The capability a receipt the layer signs itself names.
+///
+/// Only a token whose chain verified under the root key is named by its
+/// identifier and caveats: those of any other token are the client's own
+/// claims, made without a key. A token that did not verify (forged, does
+/// not parse, too long) is named `unverified:sha256:<hex of its text>`
+/// ([`unverified_identifier`]), one that could not be read (a non-ASCII or
+/// repeated header) `unverified:unreadable`, and no token at all `""`;
+/// none of them carries caveats.
+pub(crate) struct Subject {
+    identifier: Arc<str>,
+    caveats: Vec<Caveat>,
+}
+
+/// The identifier of a receipt about a token header that could not be
+/// read as text.
+pub(crate) const UNREADABLE_IDENTIFIER: &str = "unverified:unreadable";
+
+impl Subject {
+    fn nobody() -> Subject {
+        Subject {
+            identifier: Arc::from(""),
+            caveats: Vec::new(),
+        }
+    }
+
+    fn unreadable() -> Subject {
+        Subject {
+            identifier: Arc::from(UNREADABLE_IDENTIFIER),
+            caveats: Vec::new(),
+        }
+    }
+
+    /// A token (its text as sent) that did not verify.
+    fn unverified(text: &str) -> Subject {
+        Subject {
+            identifier: unverified_identifier(text).into(),
+            caveats: Vec::new(),
+        }
+    }
+
+    /// A decoded token that did not verify: the text as sent when known,
+    /// else its serialized form.
+    fn unverified_cap(cap: &Capability, text: Option<&str>) -> Subject {
+        match text {
+            Some(text) => Subject::unverified(text),
+            None => Subject::unverified(&cap.serialize()),
+        }
+    }
+}
+
+/// Why the caller or tool fact is refused as too long, if it is: longer
+/// than [`MAX_RECEIPT_TEXT`](capnagent::MAX_RECEIPT_TEXT), it would make
+/// every receipt of the request that long (the facts come from the
+/// request).
+fn over_long(caller: &str, tool: &str) -> Option<String> {
+    let max = capnagent::MAX_RECEIPT_TEXT;
+    if caller.len() > max {
+        Some(format!(
+            "the caller fact is {} bytes, over the limit of {max}",
+            caller.len()
+        ))
+    } else if tool.len() > max {
+        Some(format!(
+            "the tool fact is {} bytes, over the limit of {max}",
+            tool.len()
+        ))
+    } else {
+        None
     }
 }
 
@@ -777,6 +905,26 @@ fn context(now: Timestamp, caller: Arc<str>, tool: Arc<str>) -> Context {
         .tool(tool)
         .args_json(JsonValue::Null)
         .build()
+}
+
+/// `ctx`, with its caller and tool cut to
+/// [`MAX_RECEIPT_TEXT`](capnagent::MAX_RECEIPT_TEXT) bytes for a receipt
+/// (the same context when both fit, which is the usual case).
+fn bounded(ctx: &Context) -> std::borrow::Cow<'_, Context> {
+    let (caller, tool) = (ctx.caller(), ctx.tool());
+    let max = capnagent::MAX_RECEIPT_TEXT;
+    if caller.len() <= max && tool.len() <= max {
+        return std::borrow::Cow::Borrowed(ctx);
+    }
+    let mut builder = Context::builder()
+        .timestamp(ctx.now())
+        .caller(bounded_text(caller).as_ref())
+        .tool(bounded_text(tool).as_ref())
+        .args_json(ctx.call_args().clone());
+    for (key, value) in ctx.env() {
+        builder = builder.env(key, value);
+    }
+    std::borrow::Cow::Owned(builder.build())
 }
 
 fn extract_kind(error: &ExtractError) -> DenialKind {

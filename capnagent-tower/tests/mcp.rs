@@ -219,7 +219,6 @@ async fn other_messages_need_a_genuine_capability_but_not_its_caveats() {
         r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#,
         r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#,
-        r#"{"jsonrpc":"2.0","id":3,"result":{"action":"accept"}}"#,
         r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#,
     ];
     for message in messages {
@@ -249,7 +248,6 @@ async fn other_messages_need_a_genuine_capability_but_not_its_caveats() {
             "mcp:notifications/initialized",
             "mcp:tools/list",
             "mcp:ping",
-            "mcp:response",
             "mcp:notifications/cancelled"
         ]
     );
@@ -257,6 +255,16 @@ async fn other_messages_need_a_genuine_capability_but_not_its_caveats() {
     // Without a token, none of them passes.
     let response = send(&app, request(None, messages[2])).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // A client's answer to a server request reaches the tool that asked:
+    // judged by default (args = its result), authenticated on request.
+    let answer = r#"{"jsonrpc":"2.0","id":3,"result":{"action":"accept"}}"#;
+    let response = send(&app, request(Some(&token), answer)).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let (open, _) = self::app(McpPolicy::new().client_responses(McpAccess::Authenticated));
+    let response = send(&open, request(Some(&token), answer)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json_body(&response)["seen"], answer);
 }
 
 #[tokio::test]
@@ -600,6 +608,7 @@ async fn an_oversized_body_is_413_before_it_is_read() {
 #[test]
 fn debug_names_the_policy() {
     let layer = CapabilityLayer::new(capnagent::Verifier::new(&ROOT_KEY).unwrap(), auditor())
+        .unwrap()
         .clock(|| Timestamp::from_unix_millis(NOW_MS))
         .mcp(McpPolicy::new());
     assert!(format!("{layer:?}").contains("McpPolicy"));

@@ -372,6 +372,12 @@ impl Auditor {
         })
     }
 
+    /// The keyed MAC, for the verifier's key comparison
+    /// ([`Verifier::check_audit_key`](crate::Verifier::check_audit_key)).
+    pub(crate) fn keyed_mac(&self) -> &KeyedMac {
+        &self.key
+    }
+
     /// Signs a receipt for a decision about `ctx`.
     ///
     /// The verifier calls this for every decision it makes; call it
@@ -488,6 +494,62 @@ impl fmt::Debug for Auditor {
             .field("key", &format_args!(".."))
             .finish()
     }
+}
+
+/// Longest text a layer copies from a request into a receipt it signs
+/// itself (the caller, the tool, a denial reason that quotes the request),
+/// in bytes before JSON escaping: 1 KiB. See [`bounded_text`].
+pub const MAX_RECEIPT_TEXT: usize = 1024;
+
+/// The prefix of [`unverified_identifier`]'s identifiers.
+pub const UNVERIFIED_IDENTIFIER_PREFIX: &str = "unverified:sha256:";
+
+/// The identifier a receipt gives a token that did not verify (a forged
+/// chain, a token that does not parse or is too long):
+/// `unverified:sha256:<lowercase hex SHA-256 of the token text>`, 82 bytes
+/// whatever the token.
+///
+/// Such a token's identifier and caveats are the client's own claims, made
+/// without any key: a receipt signed with them would be an audit record of
+/// the client's choosing ("admin (approved by security team)", 180 KB of
+/// caveats). The hash still lets an operator who holds a token find its
+/// receipts.
+///
+/// ```
+/// let id = capnagent::unverified_identifier("not-a-token");
+/// assert!(id.starts_with(capnagent::UNVERIFIED_IDENTIFIER_PREFIX));
+/// assert_eq!(id.len(), 82);
+/// ```
+pub fn unverified_identifier(token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    let mut out = String::with_capacity(UNVERIFIED_IDENTIFIER_PREFIX.len() + 64);
+    out.push_str(UNVERIFIED_IDENTIFIER_PREFIX);
+    out.push_str(&crypto::hex_encode(&digest));
+    out
+}
+
+/// `text`, or for text over [`MAX_RECEIPT_TEXT`] bytes its start (cut on a
+/// character boundary) followed by `…[N bytes]`, N being the full length:
+/// at most `MAX_RECEIPT_TEXT + 24` bytes.
+///
+/// ```
+/// let long = "a".repeat(5000);
+/// let cut = capnagent::bounded_text(&long);
+/// assert!(cut.len() <= capnagent::MAX_RECEIPT_TEXT + 24);
+/// assert!(cut.ends_with("…[5000 bytes]"));
+/// assert_eq!(capnagent::bounded_text("agent:planner"), "agent:planner");
+/// ```
+pub fn bounded_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_RECEIPT_TEXT {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = MAX_RECEIPT_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let head = text.get(..end).unwrap_or_default();
+    std::borrow::Cow::Owned(format!("{head}…[{} bytes]", text.len()))
 }
 
 /// When an [`AuditLog::append`] is durable.

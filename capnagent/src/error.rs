@@ -72,6 +72,16 @@ pub enum KeyError {
         /// The minimum length.
         min: usize,
     },
+    /// The audit key is the root key (or a key HMAC treats as the same):
+    /// a receipt's signature, HMAC(audit key, "v" || version || JSON), is
+    /// then the head of a valid capability chain whose identifier is that
+    /// input, so every receipt a server hands out becomes a token anyone
+    /// can attenuate and present. Use two independent random keys.
+    #[error(
+        "the audit key is the root key: every receipt would be a valid capability; \
+         use two independent random keys (`capnagent keygen` makes both)"
+    )]
+    AuditKeyIsRootKey,
 }
 
 impl KeyError {
@@ -79,6 +89,7 @@ impl KeyError {
     pub fn code(&self) -> &'static str {
         match self {
             KeyError::TooShort { .. } => "key.too_short",
+            KeyError::AuditKeyIsRootKey => "key.audit_is_root",
         }
     }
 }

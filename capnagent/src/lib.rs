@@ -75,6 +75,9 @@ pub use audit::{
     AuditLog, AuditLogError, AuditLogIter, Auditor, ContextSummary, Durability, MIN_AUDIT_KEY_LEN,
     Outcome, RECEIPT_SCHEMA_VERSION, Receipt,
 };
+pub use audit::{
+    MAX_RECEIPT_TEXT, UNVERIFIED_IDENTIFIER_PREFIX, bounded_text, unverified_identifier,
+};
 pub use capability::{Capability, Caveat};
 pub use context::{Args, Context, ContextBuilder};
 pub use dsl::{EvalError, Predicate};

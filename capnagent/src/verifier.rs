@@ -225,6 +225,40 @@ impl Verifier {
             .saturating_add(config.max_clock_offset_ms)
     }
 
+    /// Refuses an `auditor` that signs with this verifier's root key.
+    ///
+    /// A receipt's signature is HMAC(audit key, `"v"` || version || JSON)
+    /// and a chain starts with HMAC(root key, identifier): with one key for
+    /// both, every receipt is the head of a genuine chain (identifier =
+    /// that input), which anyone can attenuate with a caveat and present.
+    /// Anything that both verifies and signs receipts (the HTTP, MCP and
+    /// gRPC layers, the CLI) calls this once, when it is built.
+    ///
+    /// The keys are compared as HMAC keys, in constant time: both MAC one
+    /// fixed probe and the tags are compared with `subtle`. So keys that
+    /// HMAC treats as one (equal bytes, trailing zero bytes, a long key and
+    /// its SHA-256) are refused too, and no key byte is compared directly.
+    ///
+    /// ```
+    /// use capnagent::{Auditor, Verifier};
+    ///
+    /// let verifier = Verifier::new(&[7; 32])?;
+    /// assert!(verifier.check_audit_key(&Auditor::new(&[9; 32])?).is_ok());
+    /// let same = verifier.check_audit_key(&Auditor::new(&[7; 32])?);
+    /// assert_eq!(same.unwrap_err().code(), "key.audit_is_root");
+    /// # Ok::<(), capnagent::Error>(())
+    /// ```
+    pub fn check_audit_key(&self, auditor: &Auditor) -> Result<(), Error> {
+        const PROBE: &[u8] = b"capnagent: is the audit key the root key?";
+        let root = self.inner.root.tag(PROBE);
+        let audit = auditor.keyed_mac().tag(PROBE);
+        if crate::crypto::tags_equal(&root, &audit) {
+            Err(crate::error::KeyError::AuditKeyIsRootKey.into())
+        } else {
+            Ok(())
+        }
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.inner.config.limits

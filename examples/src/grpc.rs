@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use capnagent::json::JsonValue;
 use capnagent::{Auditor, Capability, HolderKey, Timestamp, Verifier};
-use capnagent_tonic::prost_reflect::DescriptorError;
 use capnagent_tonic::{
     AuthenticatedCaller, CapabilityLayer, Descriptors, RECEIPT_METADATA, Verified, client,
 };
@@ -200,12 +199,13 @@ pub fn authenticate(mut request: Request<()>) -> Result<Request<()>, Status> {
 }
 
 /// The capability layer for this service: its descriptors (so `arg.*`
-/// caveats see the request messages) and friendly tool names.
+/// caveats see the request messages) and friendly tool names. Fails when
+/// the audit key is the root key, or the descriptors do not decode.
 pub fn capability_layer(
     verifier: Verifier,
     auditor: Auditor,
-) -> Result<CapabilityLayer, DescriptorError> {
-    Ok(CapabilityLayer::new(verifier, auditor)
+) -> Result<CapabilityLayer, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(CapabilityLayer::new(verifier, auditor)?
         .file_descriptor_set(pb::FILE_DESCRIPTOR_SET)?
         .tool_name(PURCHASE, PURCHASE_TOOL)
         .tool_name(WIRE, WIRE_TOOL)

@@ -274,6 +274,7 @@ mod tests {
             Verifier::new(&[1; 32]).unwrap(),
             Auditor::new(&[2; 32]).unwrap(),
         )
+        .unwrap()
     }
 
     fn token(caveats: &[&str]) -> String {

@@ -77,6 +77,7 @@ async fn start_server(config: &RedisConfig) -> String {
         Verifier::new(&ROOT_KEY).unwrap(),
         Auditor::new(&[9; 32]).unwrap(),
     )
+    .unwrap()
     .tool(FixedTool::new("bank.wire"))
     .nonce_store(Arc::new(nonces))
     .revocations(cell);

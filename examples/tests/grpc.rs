@@ -542,6 +542,7 @@ async fn the_interceptor_judges_a_fixed_tool_with_null_args() {
     let (sink, receipts) = collecting();
     let interceptor =
         CapabilityInterceptor::new(Verifier::new(&ROOT).unwrap(), auditor(), "tools.payments")
+            .unwrap()
             .caller(Anonymous)
             .sink(sink);
     let mut tools = start_plain(Server::builder().add_service(

@@ -44,6 +44,7 @@ async fn start() -> Server {
         Verifier::new(&ROOT_KEY).unwrap(),
         Auditor::new(&AUDIT_KEY).unwrap(),
     )
+    .unwrap()
     .sink(sink.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}{}", listener.local_addr().unwrap(), mcp::PATH);
@@ -318,7 +319,12 @@ async fn a_forged_token_is_refused_at_connect_as_invalid() {
     );
     let receipts = server.receipts().await;
     assert_eq!(receipts.len(), 1);
-    assert_eq!(receipts[0].capability_identifier(), "mcp-agent-1");
+    // The forged identifier and caveats are not signed: a hash names it.
+    assert_eq!(
+        receipts[0].capability_identifier(),
+        capnagent::unverified_identifier(&forged)
+    );
+    assert!(receipts[0].caveats().is_empty());
     assert!(!receipts[0].is_allowed());
 }
 

@@ -68,6 +68,7 @@ pub fn layer() -> (CapabilityLayer, Receipts) {
     let receipts = Receipts::default();
     let sink = receipts.clone();
     let layer = CapabilityLayer::new(Verifier::new(&ROOT_KEY).unwrap(), auditor())
+        .unwrap()
         .clock(|| Timestamp::from_unix_millis(NOW_MS))
         .sink(move |receipt: &Receipt| sink.push(receipt));
     (layer, receipts)

@@ -77,7 +77,7 @@ async fn run() -> Result<(), BoxError> {
         .tempdir()?;
     let body_file = dir.path().join("body.json");
     std::fs::write(&body_file, load::BODY)?;
-    let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&audit_key)?);
+    let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&audit_key)?)?;
     let (layer, audit) = match sink_kind.as_str() {
         "audit" => {
             let sink = AuditLogSink::new(AuditLog::open(dir.path().join("audit.ndjson"))?)?;

@@ -93,7 +93,7 @@ async fn run(options: Options) -> Result<(), BoxError> {
         }
     };
     let sink = AuditLogSink::new(AuditLog::open(&log_path)?)?;
-    let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&audit_key)?)
+    let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&audit_key)?)?
         .sink(sink.clone());
 
     let now_secs = SystemTime::now()

@@ -93,7 +93,8 @@ async fn start(port: u16) -> Result<Demo, BoxError> {
     let log_path = dir.path().join("audit.ndjson");
     let sink = AuditLogSink::new(AuditLog::open(&log_path)?)?;
     let auditor = Auditor::new(&audit_key)?;
-    let layer = CapabilityLayer::new(Verifier::new(&root_key)?, auditor.clone()).sink(sink.clone());
+    let layer =
+        CapabilityLayer::new(Verifier::new(&root_key)?, auditor.clone())?.sink(sink.clone());
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
