@@ -49,6 +49,7 @@ async fn a_capability_forged_from_a_published_list_gets_401_over_http() {
         Verifier::new(&ROOT_KEY).unwrap(),
         Auditor::new(&[9; 32]).unwrap(),
     )
+    .unwrap()
     .tool(FixedTool::new("bank.wire"))
     .revocations(cell);
     let app = Router::new()
