@@ -148,8 +148,9 @@ pub use verified::Verified;
 
 /// The sinks, clock and caller extractors shared with `capnagent-tower`.
 pub use capnagent_tower::{
-    Anonymous, AuditLogSink, AuthenticatedCaller, CallerExtension, CallerExtractor, Clock,
-    ExtractError, ReceiptSink, Record, SystemClock, TokenSource, TracingSink, TrustedHeader,
+    Anonymous, AuditLogSink, AuditLogSinkBuilder, AuditLogStats, AuthenticatedCaller,
+    CallerExtension, CallerExtractor, Clock, ExtractError, ReceiptSink, Record, SinkError,
+    SystemClock, TokenSource, TracingSink, TrustedHeader,
 };
 
 /// The `prost-reflect` this crate decodes messages with (its
