@@ -165,7 +165,7 @@ impl Interceptor for CapabilityInterceptor {
 /// The outcome of an allowed call's record, waiting for it if it must (see
 /// "Receipts" on [`CapabilityInterceptor`]).
 fn wait_for(record: Record) -> Result<(), SinkError> {
-    if let Some(outcome) = record.now() {
+    if let Some(outcome) = record.peek() {
         return outcome;
     }
     match Handle::try_current() {

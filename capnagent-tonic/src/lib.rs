@@ -118,8 +118,12 @@
 //! The [`ReceiptSink`] is called exactly once for every call the layer
 //! sees, missing and forged tokens included, and for a call dropped
 //! before its decision (denied, "cancelled"). The sinks are
-//! `capnagent-tower`'s: [`AuditLogSink`] writes the core audit log off the
-//! request path, [`TracingSink`] (the default) emits `tracing` events.
+//! `capnagent-tower`'s: [`AuditLogSink`] writes the core audit log, each
+//! allowed call's receipt before the call runs (or off the request path
+//! when built [`fail_open`](AuditLogSinkBuilder::fail_open)),
+//! [`TracingSink`] (the default) emits `tracing` events. An allowed call
+//! whose receipt the sink cannot record is refused with `UNAVAILABLE`
+//! ([`SinkError`]), by the layer and the interceptor alike.
 //!
 //! ## Scope
 //!

@@ -166,7 +166,7 @@ impl Record {
     /// The outcome if it is known without waiting: `Some(Ok(()))` when
     /// done, `Some(Err(..))` when failed, `None` when it must be awaited.
     /// Does not poll the future.
-    pub fn now(&self) -> Option<Result<(), SinkError>> {
+    pub fn peek(&self) -> Option<Result<(), SinkError>> {
         match &self.0 {
             State::Done => Some(Ok(())),
             State::Failed(e) => Some(Err(e.clone())),
@@ -217,8 +217,8 @@ impl Drop for Record {
             Err(_) => {
                 let spawned = std::thread::Builder::new()
                     .name("capnagent-record".into())
-                    .spawn(
-                        move || match tokio::runtime::Builder::new_current_thread()
+                    .spawn(move || {
+                        match tokio::runtime::Builder::new_current_thread()
                             .enable_all()
                             .build()
                         {
@@ -228,8 +228,8 @@ impl Drop for Record {
                                 error = %e,
                                 "could not finish recording a receipt: no runtime"
                             ),
-                        },
-                    );
+                        }
+                    });
                 if let Err(e) = spawned {
                     tracing::error!(
                         target: "capnagent::sink",
@@ -901,7 +901,7 @@ mod tests {
         sink.record(&receipt(1)).await.unwrap();
         sink.close().await.unwrap();
         let record = sink.record(&receipt(2));
-        assert!(matches!(record.now(), Some(Err(_))));
+        assert!(matches!(record.peek(), Some(Err(_))));
         assert_eq!(record.await.unwrap_err().reason(), WRITER_GONE);
         sink.record(&denied(3)).await.unwrap();
         assert!(sink.flush().await.is_err());

@@ -255,8 +255,8 @@ async fn service_resumes_when_receipts_can_be_recorded_again() {
     let good = token(CAVEATS);
 
     for _ in 0..3 {
-        let detail = assert_refused(call(&server, "/tools/checkout.purchase", Some(&good)).await)
-            .await;
+        let detail =
+            assert_refused(call(&server, "/tools/checkout.purchase", Some(&good)).await).await;
         assert_eq!(detail, "audit log unavailable: disk detached");
     }
     assert_eq!(calls.get(), 0);

@@ -87,10 +87,11 @@ fn token(caveats: &[&str]) -> String {
 
 /// `Purchase` through the layer, receipts to `sink`.
 async fn through_layer(sink: impl ReceiptSink, tools: &Counting) -> ToolServiceClient<Channel> {
-    let layer = grpc::capability_layer(Verifier::new(&ROOT).unwrap(), Auditor::new(&AUDIT).unwrap())
-        .unwrap()
-        .caller(Anonymous)
-        .sink(sink);
+    let layer =
+        grpc::capability_layer(Verifier::new(&ROOT).unwrap(), Auditor::new(&AUDIT).unwrap())
+            .unwrap()
+            .caller(Anonymous)
+            .sink(sink);
     let (incoming, url) = listen().await;
     let router = Server::builder()
         .layer(layer)
@@ -169,7 +170,10 @@ async fn the_layer_refuses_with_unavailable_when_the_disk_is_full() {
     let mut client = through_layer(sink.clone(), &tools).await;
     // With an `arg.*` caveat the layer reads the message first; without one
     // it decides from the head.
-    for caveats in [&["arg.amount <= 5000"][..], &[r#"tool == "checkout.purchase""#]] {
+    for caveats in [
+        &["arg.amount <= 5000"][..],
+        &[r#"tool == "checkout.purchase""#],
+    ] {
         let good = token(caveats);
         for _ in 0..2 {
             let status = assert_unavailable(purchase(&mut client, Some(&good), 1200).await);
