@@ -82,7 +82,7 @@
 //! | a caveat denies another judged message | 403, `Bearer error="insufficient_scope"` | JSON-RPC error [`DENIED_ERROR_CODE`] |
 //! | method denied by the policy | 403 | JSON-RPC error `-32601` |
 //! | not JSON / not one message / bad params / header mismatch | 400 | JSON-RPC error `-32700` / `-32600` / `-32602` / `-32020` |
-//! | allowed, but the sink could not record the receipt ([`crate::sink`]) | 503, `Retry-After: 1` | JSON-RPC error [`AUDIT_UNAVAILABLE_ERROR_CODE`], no receipt |
+//! | allowed, but the sink could not record the receipt ([`ReceiptSink`](crate::ReceiptSink)) | 503, `Retry-After: 1` | JSON-RPC error [`AUDIT_UNAVAILABLE_ERROR_CODE`], no receipt |
 //!
 //! Every JSON-RPC error carries the request's `id` (or `null` when it could
 //! not be read), the reason as `message`, and `data: {"code", "receipt"}`;

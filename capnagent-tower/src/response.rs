@@ -10,7 +10,7 @@
 //! | args required but the body is not JSON, or another bad fact | 400 | — |
 //! | body over the layer's limit | 413 | — |
 //! | server wiring (no authenticated caller, no tool configured) | 500 | — |
-//! | an allowed call whose receipt the sink could not record ([`crate::sink`]) | 503, `Retry-After: 1` | — |
+//! | an allowed call whose receipt the sink could not record ([`ReceiptSink`](crate::ReceiptSink)) | 503, `Retry-After: 1` | — |
 //!
 //! The body carries `type`, `title`, `status`, `detail` (the denial
 //! reason), a stable `code`, and the signed `receipt`. The token is never

@@ -18,7 +18,7 @@
 //! "request cancelled before a decision"). An allowed request reaches the
 //! inner service only once the sink's [`Record`] resolved to `Ok`; when
 //! the sink reports that the receipt cannot be recorded, the request is
-//! refused with 503 (see [`crate::sink`]). A denial is sent once its
+//! refused with 503 (see [`ReceiptSink`](crate::ReceiptSink)). A denial is sent once its
 //! `Record` resolved, whatever the outcome.
 //!
 //! On an MCP endpoint ([`crate::mcp`]) the tool is not known from the head:
