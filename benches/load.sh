@@ -11,7 +11,10 @@
 # share of CPU time the hypervisor took during the runs.
 #
 # Usage: benches/load.sh [SECONDS_PER_RUN] [CONNECTIONS]
-#   env: ROUNDS (default 2), WRK_THREADS (default 1), SINK (audit|tracing|none, default audit),
+#   env: ROUNDS (default 2), WRK_THREADS (default 1),
+#        SINK (audit|audit-fail-open|tracing|none, default audit: the audit
+#        log written ahead of each allowed call; audit-fail-open queues the
+#        receipt and lets the call go on),
 #        WORKERS (the server's tokio worker threads, default one per CPU),
 #        PROFILE (the cargo profile to build with, default bench: the
 #        workspace's production settings, fat LTO and one codegen unit;

@@ -14,6 +14,8 @@ use tower_service::Service;
 
 use capnagent_tower::Record;
 
+use crate::status;
+
 /// What a decision leads to: the request for the inner service, or the
 /// denial's status.
 pub(crate) type Next = Result<Request<TonicBody>, Status>;
@@ -116,12 +118,20 @@ where
             match this.kind.as_mut().project() {
                 KindProj::Inner { future } => return future.poll(cx),
                 KindProj::Decided { record, next } => {
-                    ready!(Pin::new(record).poll(cx));
+                    let recorded = ready!(Pin::new(record).poll(cx));
                     match next.take() {
-                        Some((Some(mut inner), Ok(request))) => {
-                            let future = inner.call(request);
-                            this.kind.set(Kind::Inner { future });
-                        }
+                        Some((Some(mut inner), Ok(request))) => match recorded {
+                            Ok(()) => {
+                                let future = inner.call(request);
+                                this.kind.set(Kind::Inner { future });
+                            }
+                            // No receipt, no call (fail closed).
+                            Err(error) => {
+                                return Poll::Ready(Ok(status::unavailable(&error).into_http()));
+                            }
+                        },
+                        // A denial is a refusal whatever became of its
+                        // receipt (the sink reports its own failures).
                         Some((_, Err(status))) => return Poll::Ready(Ok(status.into_http())),
                         // An allowed call always carries its inner service;
                         // polled again after completion: nothing to give.

@@ -14,12 +14,14 @@ use std::sync::Arc;
 
 use capnagent::json::JsonValue;
 use capnagent::{Auditor, RevocationCell, Verifier};
-use capnagent_tower::{CallerExtractor, Clock, ReceiptSink, TokenSource};
+use capnagent_tower::{CallerExtractor, Clock, ReceiptSink, Record, SinkError, TokenSource};
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 use crate::gate::{Gate, Verdict, named};
+use crate::status;
 
 /// A [`tonic::service::Interceptor`] that checks every call against its
 /// capability, as one fixed tool with args `null`.
@@ -36,11 +38,22 @@ use crate::gate::{Gate, Verdict, named};
 /// and its request message, so it can name one tool per method, check
 /// `arg.*` caveats on unary calls, and check holder-of-key proofs.
 ///
-/// **Receipts.** Exactly one per call, to the sink. An interceptor cannot
-/// wait: when the sink asks the call to wait for queue space
-/// ([`AuditLogSink`](capnagent_tower::AuditLogSink) with a full queue), the
-/// receipt is still written, in the background, but the call is not held
-/// back (no backpressure).
+/// **Receipts.** Exactly one per call, to the sink, and an allowed call
+/// goes on only once the sink has recorded its receipt: when the sink
+/// reports that it cannot ([`SinkError`]), the call is refused with
+/// `UNAVAILABLE`, as the layer does. An interceptor is synchronous, so when
+/// the sink asks an allowed call to wait (a write-ahead
+/// [`AuditLogSink`](capnagent_tower::AuditLogSink), a full queue) it
+/// blocks its thread until the receipt is recorded, with
+/// [`tokio::task::block_in_place`] so the runtime's other tasks move to
+/// another thread. That needs tokio's multi-thread runtime (tonic's
+/// default); on any other, such a call is refused with `UNAVAILABLE`
+/// (fail closed) and its receipt still recorded in the background. The
+/// layer waits without blocking: prefer it under load, or give the
+/// interceptor a sink that does not wait (a
+/// [`fail_open`](capnagent_tower::AuditLogSinkBuilder::fail_open) audit
+/// log). A denial never waits: its receipt is recorded in the background
+/// (no backpressure).
 ///
 /// ```
 /// use capnagent::{Auditor, Verifier};
@@ -141,9 +154,8 @@ impl Interceptor for CapabilityInterceptor {
         };
         match verdict {
             Verdict::Allow { record, verified } => {
-                // Dropping a record that must wait finishes it in the
-                // background.
-                drop(record);
+                // No receipt, no call (fail closed).
+                wait_for(record).map_err(|error| status::unavailable(&error))?;
                 parts.extensions.insert(verified);
                 Ok(Request::from_parts(
                     MetadataMap::from_headers(parts.headers),
@@ -156,6 +168,24 @@ impl Interceptor for CapabilityInterceptor {
                 Err(denial.status)
             }
         }
+    }
+}
+
+/// The outcome of an allowed call's record, waiting for it if it must (see
+/// "Receipts" on [`CapabilityInterceptor`]).
+fn wait_for(record: Record) -> Result<(), SinkError> {
+    if let Some(outcome) = record.peek() {
+        return outcome;
+    }
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| handle.block_on(record))
+        }
+        // Dropping the record finishes it in the background.
+        _ => Err(SinkError::new(
+            "audit log unavailable: the interceptor cannot wait for the receipt \
+             to be written outside a multi-thread tokio runtime",
+        )),
     }
 }
 

@@ -133,9 +133,13 @@
 //! [`MAX_RECEIPT_TEXT`](capnagent::MAX_RECEIPT_TEXT) (1 KiB) is refused
 //! with `INVALID_ARGUMENT`. The layer and the interceptor refuse to be
 //! built with an audit key equal to the root key: every receipt would be
-//! a capability. The sinks are
-//! `capnagent-tower`'s: [`AuditLogSink`] writes the core audit log off the
-//! request path, [`TracingSink`] (the default) emits `tracing` events.
+//! a capability. The sinks are `capnagent-tower`'s: [`AuditLogSink`]
+//! writes the core audit log, each allowed call's receipt before the call
+//! runs (or off the request path when built
+//! [`fail_open`](AuditLogSinkBuilder::fail_open)), [`TracingSink`] (the
+//! default) emits `tracing` events. An allowed call whose receipt the sink
+//! cannot record is refused with `UNAVAILABLE` ([`SinkError`]), by the
+//! layer and the interceptor alike.
 //!
 //! ## Scope
 //!
@@ -164,8 +168,9 @@ pub use verified::Verified;
 
 /// The sinks, clock and caller extractors shared with `capnagent-tower`.
 pub use capnagent_tower::{
-    Anonymous, AuditLogSink, AuthenticatedCaller, CallerExtension, CallerExtractor, Clock,
-    ExtractError, ReceiptSink, Record, SystemClock, TokenSource, TracingSink, TrustedHeader,
+    Anonymous, AuditLogSink, AuditLogSinkBuilder, AuditLogStats, AuthenticatedCaller,
+    CallerExtension, CallerExtractor, Clock, ExtractError, ReceiptSink, Record, SinkError,
+    SystemClock, TokenSource, TracingSink, TrustedHeader,
 };
 
 /// The `prost-reflect` this crate decodes messages with (its

@@ -8,12 +8,15 @@
 //! | the request message does not decode (or is compressed), or a caller fact is unreadable, or the caller or tool fact is over 1 KiB | `INVALID_ARGUMENT` |
 //! | the request message, or its args JSON, is over the layer's limit | `RESOURCE_EXHAUSTED` |
 //! | server wiring (no authenticated caller) | `INTERNAL`, naming the fix |
+//! | an allowed call whose receipt the sink could not record (see [`AuditLogSink`](crate::AuditLogSink)) | `UNAVAILABLE` |
 //!
 //! The status message is the denial reason; the signed receipt JSON is in
 //! the binary metadata [`RECEIPT_METADATA`] (`capnagent-receipt-bin`).
-//! The token is never echoed.
+//! The token is never echoed. `UNAVAILABLE` carries the sink's reason and
+//! no receipt: its receipt says "allowed" and was not recorded.
 
 use capnagent::Receipt;
+use capnagent_tower::SinkError;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
@@ -59,6 +62,12 @@ impl DenialKind {
             DenialKind::Misconfigured => Code::Internal,
         }
     }
+}
+
+/// The refusal of an allowed call whose receipt the sink could not record
+/// (fail closed): `UNAVAILABLE`, which gRPC clients may retry.
+pub(crate) fn unavailable(error: &SinkError) -> Status {
+    Status::unavailable(error.reason())
 }
 
 /// The status for a denial whose signed receipt is `receipt`.

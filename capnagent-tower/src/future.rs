@@ -18,15 +18,17 @@ use tower_service::Service;
 use crate::BoxError;
 use crate::extract::BufferedBody;
 use crate::layer::Shared;
-use crate::response::{DenialKind, Reply};
+use crate::response::{self, DenialKind, Reply};
 use crate::service::{Buffering, Check, Decision, Next, Proving, too_large};
 use crate::sink::Record;
 
 pin_project! {
     /// Response future for [`CapabilityService`](crate::CapabilityService).
     ///
-    /// Resolves to the inner service's response for an allowed request, or
-    /// to a denial response; the inner error type is kept unchanged.
+    /// Resolves to the inner service's response for an allowed request whose
+    /// receipt was recorded, to a 503 for an allowed request whose receipt
+    /// could not be, or to a denial response; the inner error type is kept
+    /// unchanged.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<B>>,
@@ -78,7 +80,7 @@ pin_project! {
             future: S::Future,
         },
         // Decided: wait for the receipt to be recorded, then call the inner
-        // service or answer with the denial.
+        // service (or refuse, if it could not be) or answer with the denial.
         Decided {
             record: Record,
             next: Option<Next<S, Request<B>, S::Response>>,
@@ -205,12 +207,24 @@ where
             match this.kind.as_mut().project() {
                 KindProj::Inner { future } => return future.poll(cx),
                 KindProj::Decided { record, next } => {
-                    ready!(Pin::new(record).poll(cx));
+                    let recorded = ready!(Pin::new(record).poll(cx));
                     match next.take().expect("future polled after completion") {
-                        Next::Call { mut inner, request } => {
-                            let future = inner.call(request);
-                            this.kind.set(Kind::Inner { future });
-                        }
+                        Next::Call {
+                            mut inner,
+                            request,
+                            reply,
+                        } => match recorded {
+                            Ok(()) => {
+                                let future = inner.call(request);
+                                this.kind.set(Kind::Inner { future });
+                            }
+                            // No receipt, no call (fail closed).
+                            Err(error) => {
+                                return Poll::Ready(Ok(response::unavailable(&error, &reply)));
+                            }
+                        },
+                        // A denial is a refusal whatever became of its
+                        // receipt (the sink reports its own failures).
                         Next::Deny(response) => return Poll::Ready(Ok(response)),
                     }
                 }
@@ -226,7 +240,11 @@ where
                         Ok(bytes) => {
                             let view = BufferedBody::new(&bytes, shared.json_limits());
                             match shared.decide(pending, &mut parts, view) {
-                                Decision::Allow { record, verified } => {
+                                Decision::Allow {
+                                    record,
+                                    verified,
+                                    reply,
+                                } => {
                                     if let Some(verified) = verified {
                                         parts.extensions.insert(verified);
                                     }
@@ -238,7 +256,12 @@ where
                                         this.kind.set(Kind::Inner { future });
                                         continue;
                                     }
-                                    (record, Next::Call { inner, request })
+                                    let next = Next::Call {
+                                        inner,
+                                        request,
+                                        reply,
+                                    };
+                                    (record, next)
                                 }
                                 Decision::Deny(denied) => {
                                     (denied.record, Next::Deny(denied.response))
@@ -293,12 +316,21 @@ where
                     } = state.take().expect("future polled after completion");
                     let decision = shared.conclude(verdict, cap, uncached, &ctx, check, &reply);
                     let (record, next) = match decision {
-                        Decision::Allow { record, verified } => {
+                        Decision::Allow {
+                            record,
+                            verified,
+                            reply,
+                        } => {
                             if let Some(verified) = verified {
                                 parts.extensions.insert(verified);
                             }
                             let request = Request::from_parts(parts, body);
-                            (record, Next::Call { inner, request })
+                            let next = Next::Call {
+                                inner,
+                                request,
+                                reply,
+                            };
+                            (record, next)
                         }
                         Decision::Deny(denied) => (denied.record, Next::Deny(denied.response)),
                         // `conclude` never asks for another proof.

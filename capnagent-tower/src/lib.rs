@@ -141,10 +141,16 @@
 //! ## Audit
 //!
 //! The [`ReceiptSink`] is called exactly once for every request the layer
-//! sees, missing and forged tokens included. [`AuditLogSink`] writes the
-//! core [`AuditLog`](capnagent::AuditLog) from a dedicated thread; when its
-//! queue is full, requests wait for room (nothing is dropped).
-//! [`TracingSink`] (the default) emits `tracing` events.
+//! sees, missing and forged tokens included. An allowed request reaches
+//! the inner service only once the sink has recorded its receipt; when the
+//! sink reports that it cannot ([`SinkError`]), the request is refused with
+//! 503 (fail closed). [`AuditLogSink`] writes the core
+//! [`AuditLog`](capnagent::AuditLog) from a dedicated thread, each allowed
+//! call's receipt before the call runs (write-ahead, group-committed), or
+//! off the request path with
+//! [`fail_open`](AuditLogSinkBuilder::fail_open); when its queue is full,
+//! requests wait for room (nothing is dropped). [`TracingSink`] (the
+//! default) emits `tracing` events.
 //!
 //! Receipts are signed with the audit key, so the layer refuses to be built
 //! with an audit key that is its root key
@@ -210,7 +216,9 @@ pub use extract::{PathArgs, PathParam};
 pub use layer::{CapabilityLayer, RouteOverride};
 pub use mcp::{McpAccess, McpPolicy};
 pub use service::CapabilityService;
-pub use sink::{AuditLogSink, AuditLogStats, ReceiptSink, Record, TracingSink};
+pub use sink::{
+    AuditLogSink, AuditLogSinkBuilder, AuditLogStats, ReceiptSink, Record, SinkError, TracingSink,
+};
 #[cfg(feature = "axum")]
 pub use verified::MissingVerified;
 pub use verified::Verified;

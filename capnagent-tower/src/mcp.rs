@@ -98,6 +98,7 @@
 //! | a caveat denies another judged message | 403, `Bearer error="insufficient_scope"` | JSON-RPC error [`DENIED_ERROR_CODE`] |
 //! | method denied by the policy | 403 | JSON-RPC error `-32601` |
 //! | not JSON / not one message / bad params / header mismatch | 400 | JSON-RPC error `-32700` / `-32600` / `-32602` / `-32020` |
+//! | allowed, but the sink could not record the receipt ([`ReceiptSink`](crate::ReceiptSink)) | 503, `Retry-After: 1` | JSON-RPC error [`AUDIT_UNAVAILABLE_ERROR_CODE`], no receipt |
 //!
 //! Every JSON-RPC error carries the request's `id` (or `null` when it could
 //! not be read), the reason as `message`, and `data: {"code", "receipt"}`;
@@ -149,6 +150,11 @@ pub const TOOL_PREFIX: &str = "mcp:";
 /// insufficient): in the range JSON-RPC reserves for implementation-defined
 /// server errors, and used by neither MCP nor its SDKs.
 pub const DENIED_ERROR_CODE: i64 = -32003;
+
+/// The JSON-RPC error code of a message that was allowed but refused
+/// because its receipt could not be recorded (fail closed; HTTP 503, `data`
+/// `{"code": "audit_unavailable"}`, no receipt).
+pub const AUDIT_UNAVAILABLE_ERROR_CODE: i64 = -32004;
 
 /// The `_meta` key of a denied tool result that carries the signed receipt.
 pub const RECEIPT_META_KEY: &str = "capnagent/receipt";
@@ -954,6 +960,23 @@ pub(crate) fn denial<B: From<Bytes>>(
             .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
     }
     response
+}
+
+/// The answer to an allowed message whose receipt could not be recorded:
+/// a JSON-RPC error with HTTP 503 (the caller's `Retry-After` is added by
+/// the shared renderer).
+pub(crate) fn unavailable<B: From<Bytes>>(reason: &str, reply: &McpReply) -> Response<B> {
+    let mut body = String::with_capacity(128 + reason.len());
+    body.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+    write_id(&mut body, reply.id.as_ref());
+    body.push_str(",\"error\":{\"code\":");
+    body.push_str(&AUDIT_UNAVAILABLE_ERROR_CODE.to_string());
+    body.push_str(",\"message\":");
+    write_escaped_str(&mut body, reason);
+    body.push_str(",\"data\":{\"code\":\"");
+    body.push_str(crate::response::AUDIT_UNAVAILABLE_CODE);
+    body.push_str("\"}}}");
+    respond(StatusCode::SERVICE_UNAVAILABLE, body, false)
 }
 
 /// A `CallToolResult` with `isError: true`: the denial as the model sees it.

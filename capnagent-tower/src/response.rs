@@ -11,10 +11,13 @@
 //! | args required but the body is not JSON, or another bad fact | 400 | — |
 //! | body over the layer's limit | 413 | — |
 //! | server wiring (no authenticated caller, no tool configured) | 500 | — |
+//! | an allowed call whose receipt the sink could not record ([`ReceiptSink`](crate::ReceiptSink)) | 503, `Retry-After: 1` | — |
 //!
 //! The body carries `type`, `title`, `status`, `detail` (the denial
 //! reason), a stable `code`, and the signed `receipt`. The token is never
-//! echoed.
+//! echoed. A 503 carries code `audit_unavailable`, the sink's reason as
+//! `detail`, and no receipt: its receipt says "allowed" and was not
+//! recorded, so it is not handed out as if the call had run.
 //!
 //! On an MCP endpoint ([`CapabilityLayer::mcp`](crate::CapabilityLayer::mcp))
 //! the same causes keep their status and challenge (rendered here, by
@@ -26,6 +29,8 @@ use bytes::Bytes;
 use capnagent::Receipt;
 use capnagent::json::write_escaped_str;
 use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::sink::SinkError;
 
 /// Why a request was denied, at the granularity of the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +167,41 @@ pub(crate) fn denial<B: From<Bytes>>(
     }
 }
 
+/// Stable `code` of the refusal of an allowed call whose receipt could not
+/// be recorded.
+pub(crate) const AUDIT_UNAVAILABLE_CODE: &str = "audit_unavailable";
+
+/// The refusal of an allowed call whose receipt the sink could not record
+/// (fail closed): 503, in the shape `reply` asks for, with the sink's
+/// reason and without the unrecorded receipt.
+pub(crate) fn unavailable<B: From<Bytes>>(error: &SinkError, reply: &Reply) -> Response<B> {
+    let mut response = match reply {
+        Reply::Problem => {
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            let mut body = String::with_capacity(128 + error.reason().len());
+            body.push_str("{\"type\":\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503,\"code\":\"");
+            body.push_str(AUDIT_UNAVAILABLE_CODE);
+            body.push_str("\",\"detail\":");
+            write_escaped_str(&mut body, error.reason());
+            body.push('}');
+            let mut response = Response::new(B::from(Bytes::from(body)));
+            *response.status_mut() = status;
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Reply::Mcp(reply) => crate::mcp::unavailable(error.reason(), reply),
+    };
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 /// An RFC 9457 `application/problem+json` denial.
 fn problem<B: From<Bytes>>(kind: DenialKind, receipt: &Receipt) -> Response<B> {
     let status = kind.status();
@@ -201,6 +241,20 @@ mod tests {
 
     use super::*;
     use capnagent::{Auditor, Context, Outcome};
+
+    #[test]
+    fn an_unrecorded_call_is_a_503_without_a_receipt() {
+        let error = SinkError::new("audit log unavailable: \"disk\" full");
+        let response: Response<String> = unavailable::<Bytes>(&error, &Reply::Problem)
+            .map(|b| String::from_utf8(b.to_vec()).unwrap());
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
+        assert_eq!(body["status"], 503);
+        assert_eq!(body["code"], "audit_unavailable");
+        assert_eq!(body["detail"], "audit log unavailable: \"disk\" full");
+        assert!(body.get("receipt").is_none());
+    }
 
     #[test]
     fn problem_body_is_json_with_the_receipt() {

@@ -18,7 +18,11 @@
 //! "request cancelled before a decision"). A receipt the layer signs itself
 //! names the token's identifier and caveats only when its chain verifies
 //! (see `Subject`); its caller, tool and reason are bounded (see the crate
-//! docs' Audit section).
+//! docs' Audit section). An allowed request reaches the inner service only
+//! once the sink's [`Record`] resolved to `Ok`; when the sink reports that
+//! the receipt cannot be recorded, the request is refused with 503 (see
+//! [`ReceiptSink`](crate::ReceiptSink)). A denial is sent once its `Record`
+//! resolved, whatever the outcome.
 //!
 //! On an MCP endpoint ([`crate::mcp`]) the tool is not known from the head:
 //! step 2 reads only the caller, and the message in the body (or the HTTP
@@ -129,7 +133,11 @@ where
             let empty = Bytes::new();
             let body_view = BufferedBody::new(&empty, self.shared.json_limits());
             return match self.shared.decide(pending, &mut parts, body_view) {
-                Decision::Allow { record, verified } => {
+                Decision::Allow {
+                    record,
+                    verified,
+                    reply,
+                } => {
                     if let Some(verified) = verified {
                         parts.extensions.insert(verified);
                     }
@@ -137,8 +145,15 @@ where
                     if record.is_done() {
                         ResponseFuture::inner(self.inner.call(request))
                     } else {
+                        // Write-ahead: the inner service is called only once
+                        // the receipt is recorded.
                         let inner = take_ready(&mut self.inner);
-                        ResponseFuture::decided(record, Next::Call { inner, request })
+                        let next = Next::Call {
+                            inner,
+                            request,
+                            reply,
+                        };
+                        ResponseFuture::decided(record, next)
                     }
                 }
                 Decision::Deny(denied) => {
@@ -203,8 +218,13 @@ pub(crate) fn too_large(limit: usize) -> String {
 
 /// What to do once the receipt is recorded.
 pub(crate) enum Next<S, Req, Resp> {
-    /// Call the (ready) inner service.
-    Call { inner: S, request: Req },
+    /// Call the (ready) inner service; if the receipt could not be
+    /// recorded, refuse in `reply`'s shape instead.
+    Call {
+        inner: S,
+        request: Req,
+        reply: Reply,
+    },
     /// Answer with a denial.
     Deny(Resp),
 }
@@ -310,6 +330,8 @@ pub(crate) enum Decision<R> {
         record: Record,
         /// `None` for an MCP message let through without a token.
         verified: Option<Verified>,
+        /// How to refuse the call if its receipt cannot be recorded.
+        reply: Reply,
     },
     Deny(Denied<R>),
     /// A holder-of-key proof is being checked (asynchronously).
@@ -540,6 +562,7 @@ impl Shared {
                 return Decision::Allow {
                     record,
                     verified: None,
+                    reply,
                 };
             }
             (_, Token::Absent) => {
@@ -691,6 +714,7 @@ impl Shared {
                     return Decision::Allow {
                         record,
                         verified: Some(Verified::new(receipt, cap)),
+                        reply: reply.clone(),
                     };
                 }
                 let kind = if receipt.outcome().reason() == Some(REASON_HOLDER_KEY_BOUND) {

@@ -1,7 +1,16 @@
 //! Where receipts go: the [`ReceiptSink`] trait, called exactly once for
 //! every request the layer sees (allowed, denied, missing or forged token),
 //! and its built-ins [`AuditLogSink`] (the core [`AuditLog`] file, written
-//! off the request path) and [`TracingSink`] (`tracing` events).
+//! ahead of every allowed call by default) and [`TracingSink`] (`tracing`
+//! events).
+//!
+//! A sink answers each receipt with a [`Record`], a future that resolves
+//! to `Ok(())` once the receipt is taken, or to a [`SinkError`] when it
+//! cannot be. The layers (HTTP, MCP, gRPC) call the inner service for an
+//! allowed request only after its `Record` resolved to `Ok`; on an error
+//! they refuse the call instead (HTTP 503, an MCP JSON-RPC error with HTTP
+//! 503, gRPC `UNAVAILABLE`), with the error's reason. A denial is sent
+//! whatever its `Record` resolves to: it is a refusal already.
 
 use std::fmt;
 use std::future::Future;
@@ -15,17 +24,23 @@ use std::time::Duration;
 use capnagent::{AuditLog, Receipt};
 use tokio::sync::{mpsc, oneshot};
 
-type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+type BoxFuture = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'static>>;
 
 /// Receives the signed receipt of every decision the layer makes.
 ///
 /// [`record`](Self::record) is called once per request, before the inner
 /// service is called (for an allowed request) or the denial is sent; a
 /// request dropped while its body was being read (server shutdown, an
-/// outer timeout) is recorded as denied when it is dropped. It
-/// returns a [`Record`]: [`Record::done`] when the receipt was taken
-/// without waiting, or [`Record::wait`] with a future the request awaits
-/// first (backpressure). Closures `Fn(&Receipt)` are sinks too.
+/// outer timeout) is recorded as denied when it is dropped. It returns a
+/// [`Record`]: [`Record::done`] when the receipt was taken without waiting,
+/// [`Record::failed`] when it cannot be taken, or [`Record::wait`] with a
+/// future the request awaits first (a write-ahead log, backpressure).
+///
+/// **Fail closed.** An allowed request whose `Record` resolves to a
+/// [`SinkError`] never reaches the inner service: the layer answers with
+/// "service unavailable" and the error's reason. Closures `Fn(&Receipt)`
+/// are sinks too (they always take the receipt); a pair `(a, b)` gives
+/// every receipt to both and fails if either fails.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a receipt sink",
     note = "use `AuditLogSink`, `TracingSink`, a pair `(a, b)` of sinks, or a closure `|receipt: &capnagent::Receipt| {{ ... }}`"
@@ -45,71 +60,155 @@ where
     }
 }
 
-/// Both sinks get every receipt.
+/// Both sinks get every receipt; the record fails if either fails (both
+/// are always driven to the end).
 impl<A, B> ReceiptSink for (A, B)
 where
     A: ReceiptSink,
     B: ReceiptSink,
 {
     fn record(&self, receipt: &Arc<Receipt>) -> Record {
-        let mut first = self.0.record(receipt);
-        let mut second = self.1.record(receipt);
-        match (first.0.take(), second.0.take()) {
-            (None, None) => Record::done(),
-            (Some(a), None) | (None, Some(a)) => Record(Some(a)),
-            (Some(a), Some(b)) => Record::wait(async move {
-                a.await;
-                b.await;
+        let first = self.0.record(receipt);
+        let second = self.1.record(receipt);
+        match (first.into_state(), second.into_state()) {
+            (State::Done, State::Done) => Record::done(),
+            (State::Failed(e), State::Done) | (State::Done, State::Failed(e)) => Record::failed(e),
+            (State::Failed(e), State::Failed(_)) => Record::failed(e),
+            (State::Wait(a), State::Done) | (State::Done, State::Wait(a)) => Record(State::Wait(a)),
+            (State::Wait(a), State::Failed(e)) | (State::Failed(e), State::Wait(a)) => {
+                Record::wait(async move {
+                    // The other sink still gets its chance to record.
+                    let _ = a.await;
+                    Err(e)
+                })
+            }
+            (State::Wait(a), State::Wait(b)) => Record::wait(async move {
+                let first = a.await;
+                let second = b.await;
+                first.and(second)
             }),
         }
     }
 }
 
-/// What a [`ReceiptSink`] returns: done already, or a future to await
-/// before the request goes on.
+/// Why a sink could not take a receipt: the call it belongs to is refused
+/// (when it was allowed), and the reason is what the client is told.
+///
+/// The reason should say what failed without secrets (no keys, no tokens;
+/// a receipt holds neither).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkError {
+    reason: Arc<str>,
+}
+
+impl SinkError {
+    /// An error with this reason.
+    pub fn new(reason: impl Into<String>) -> SinkError {
+        SinkError {
+            reason: Arc::from(reason.into()),
+        }
+    }
+
+    /// The reason, as the refused client sees it.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for SinkError {}
+
+/// What a [`ReceiptSink`] returns: a future that resolves to `Ok(())` once
+/// the receipt is taken, or to the [`SinkError`] that keeps it from being
+/// taken.
 ///
 /// A `Record` dropped before it completes (the client went away while its
-/// request waited for queue space) is not lost: its future is moved onto
-/// the current tokio runtime, or a helper thread when there is none, and
-/// runs to completion there.
+/// request waited) is not lost: its future is moved onto the current tokio
+/// runtime, or a helper thread when there is none, and runs to completion
+/// there.
 #[must_use = "a Record must be awaited or dropped (dropping detaches it)"]
-pub struct Record(Option<BoxFuture>);
+pub struct Record(State);
+
+enum State {
+    Done,
+    Failed(SinkError),
+    Wait(BoxFuture),
+}
 
 impl Record {
     /// The receipt was taken; nothing to wait for.
     pub fn done() -> Record {
-        Record(None)
+        Record(State::Done)
     }
 
-    /// The request waits for `future` before it goes on.
-    pub fn wait(future: impl Future<Output = ()> + Send + 'static) -> Record {
-        Record(Some(Box::pin(future)))
+    /// The receipt cannot be taken: an allowed call is refused with
+    /// `error`'s reason.
+    pub fn failed(error: SinkError) -> Record {
+        Record(State::Failed(error))
     }
 
-    /// True when there is nothing left to wait for.
+    /// The request waits for `future` before it goes on; an allowed call
+    /// goes on only if it resolves to `Ok(())`.
+    pub fn wait(future: impl Future<Output = Result<(), SinkError>> + Send + 'static) -> Record {
+        Record(State::Wait(Box::pin(future)))
+    }
+
+    /// True when the receipt was taken and there is nothing to wait for.
     pub fn is_done(&self) -> bool {
-        self.0.is_none()
+        matches!(self.0, State::Done)
+    }
+
+    /// The outcome if it is known without waiting: `Some(Ok(()))` when
+    /// done, `Some(Err(..))` when failed, `None` when it must be awaited.
+    /// Does not poll the future.
+    pub fn peek(&self) -> Option<Result<(), SinkError>> {
+        match &self.0 {
+            State::Done => Some(Ok(())),
+            State::Failed(e) => Some(Err(e.clone())),
+            State::Wait(_) => None,
+        }
+    }
+
+    fn into_state(mut self) -> State {
+        // Leaves `Done` behind, so that dropping `self` detaches nothing.
+        std::mem::replace(&mut self.0, State::Done)
     }
 }
 
 impl Future for Record {
-    type Output = ();
+    type Output = Result<(), SinkError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(future) = self.0.as_mut() {
-            if future.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            self.0 = None;
-        }
-        Poll::Ready(())
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = match &mut self.0 {
+            State::Done => Ok(()),
+            State::Failed(e) => Err(e.clone()),
+            State::Wait(future) => match future.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(result) => result,
+            },
+        };
+        // Polled again after completion, it repeats the outcome.
+        self.0 = match &result {
+            Ok(()) => State::Done,
+            Err(e) => State::Failed(e.clone()),
+        };
+        Poll::Ready(result)
     }
 }
 
 impl Drop for Record {
     fn drop(&mut self) {
-        let Some(future) = self.0.take() else {
+        let State::Wait(future) = std::mem::replace(&mut self.0, State::Done) else {
             return;
+        };
+        // The sink reports its own failures; the outcome has no one to go to.
+        let future = async move {
+            let _ = future.await;
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
@@ -118,16 +217,19 @@ impl Drop for Record {
             Err(_) => {
                 let spawned = std::thread::Builder::new()
                     .name("capnagent-record".into())
-                    .spawn(
-                        move || match tokio::runtime::Builder::new_current_thread().build() {
+                    .spawn(move || {
+                        match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
                             Ok(runtime) => runtime.block_on(future),
                             Err(e) => tracing::error!(
                                 target: "capnagent::sink",
                                 error = %e,
                                 "could not finish recording a receipt: no runtime"
                             ),
-                        },
-                    );
+                        }
+                    });
                 if let Err(e) = spawned {
                     tracing::error!(
                         target: "capnagent::sink",
@@ -142,9 +244,12 @@ impl Drop for Record {
 
 impl fmt::Debug for Record {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Record")
-            .field("done", &self.is_done())
-            .finish()
+        let state = match &self.0 {
+            State::Done => "done",
+            State::Failed(_) => "failed",
+            State::Wait(_) => "waiting",
+        };
+        f.debug_struct("Record").field("state", &state).finish()
     }
 }
 
@@ -156,7 +261,9 @@ impl fmt::Debug for Record {
 /// identifier, caller, tool, args hash, reason and the full receipt JSON.
 ///
 /// The default sink. Tokens are never logged (a receipt does not contain
-/// one).
+/// one). It never fails: whether the event reaches a file is the
+/// subscriber's business, so use [`AuditLogSink`] when a call must not run
+/// without its record.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TracingSink;
 
@@ -195,36 +302,81 @@ fn emit(receipt: &Receipt) {
 // ---------------------------------------------------------------------------
 // audit log
 
-/// Feeds the core [`AuditLog`] without doing disk I/O on the request path.
+/// Feeds the core [`AuditLog`] from a dedicated writer thread, and by
+/// default writes each allowed call's receipt **before** the call runs.
 ///
-/// Receipts go into a bounded queue (default 4096) that one dedicated
-/// writer thread drains into the file, one line per receipt. While
-/// receipts keep coming the writer polls the queue every 5 ms instead of
+/// ## Write-ahead, fail closed (the default)
+///
+/// An allowed call reaches its handler only after its receipt is in the
+/// file: the request hands the receipt to the writer thread and waits for
+/// the writer's answer. The writer takes everything that queued up while
+/// it was busy and writes it with one `write` (group commit), so under
+/// load many calls share one write; with
+/// [`Durability::Sync`](capnagent::Durability::Sync) that is one `fsync`
+/// per group, and a receipt then survives power loss before its call runs.
+/// With the default [`Durability::Flush`](capnagent::Durability::Flush) a
+/// receipt is handed to the operating system before its call runs: it
+/// survives a crash of this process, not of the machine.
+///
+/// When the receipt cannot be written (the write fails: a full disk, an
+/// I/O error; the writer thread is gone: it panicked, or
+/// [`close`](Self::close) stopped it), the call is **refused**: HTTP 503
+/// (on an MCP endpoint a JSON-RPC error, HTTP 503), gRPC `UNAVAILABLE`,
+/// with the reason, and counted in [`AuditLogStats::refused`]. Each write
+/// is tried afresh, so service resumes as soon as writes succeed again. A
+/// write that fails part-way may leave some of its group's lines in the
+/// file although their calls were refused: the log may hold a receipt for
+/// a call that did not run, never a call without its receipt.
+///
+/// **Denials** are written too, but never wait for the write: a denial is
+/// a refusal already, and making it wait would only let a failing disk
+/// slow down the answers to attackers. A denial waits only for queue space
+/// (below); its response does not depend on the write's outcome. A failed
+/// denial write is reported at `ERROR` with the receipt JSON and counted
+/// in [`AuditLogStats::failed`], as every failed write is.
+///
+/// A write that never returns (a hung network file system) holds the calls
+/// waiting on it; bound them with a timeout layer outside this one (for
+/// example `tower::timeout`): a call dropped while it waits never runs.
+///
+/// ## Fail open
+///
+/// [`AuditLogSinkBuilder::fail_open`] keeps calls running when the log
+/// cannot be written, for deployments that prefer availability to a
+/// complete record: receipts are queued and the call goes on at once (no
+/// write on the request path), and a receipt whose write fails survives
+/// only as an `ERROR` event (target `capnagent::sink`) with its JSON. While
+/// receipts keep coming, that writer polls the queue every 5 ms instead of
 /// being woken for each one, so queuing a receipt costs a request no more
-/// than a channel send, and the writer wakes a few hundred times a second
-/// at most; an idle writer parks. [`flush`](Self::flush) waits for the
-/// file, whatever the poll.
+/// than a channel send.
 ///
-/// **When the queue is full**, the request waits for space before it goes
-/// on (backpressure): an allowed call is not handed to its handler, and a
-/// denial is not sent, until its receipt is queued. Nothing is ever dropped
-/// to make room. [`AuditLogStats::waited`] counts the requests that had to
-/// wait, so a disk that cannot keep up shows up as a metric before it shows
-/// up as latency. A write that fails is reported at `ERROR` (target
-/// `capnagent::sink`) with the full receipt JSON, so the record survives in
-/// the logs, and counted in [`AuditLogStats::failed`].
+/// ## Queue
 ///
-/// Call [`flush`](Self::flush) before reading the file or exiting: it
-/// returns once every receipt queued before it is written.
+/// Either way, receipts go through a bounded queue (default 4096). **When
+/// the queue is full**, the request waits for space before it goes on
+/// (backpressure): nothing is dropped to make room.
+/// [`AuditLogStats::waited`] counts the requests that had to wait, so a
+/// disk that cannot keep up shows up as a metric before it shows up as
+/// latency.
+///
+/// Call [`flush`](Self::flush) before reading the file, or
+/// [`close`](Self::close) before exiting: both return once every receipt
+/// queued before them is written.
 ///
 /// ```no_run
 /// use capnagent::AuditLog;
 /// use capnagent_tower::AuditLogSink;
 ///
 /// # async fn demo() -> std::io::Result<()> {
+/// // Write-ahead: no call runs unless its receipt is in the file.
 /// let sink = AuditLogSink::new(AuditLog::open("audit.ndjson")?)?;
+/// // Or keep serving when the log cannot be written:
+/// let available = AuditLogSink::builder(AuditLog::open("audit-2.ndjson")?)
+///     .fail_open()
+///     .build()?;
 /// // ... CapabilityLayer::new(verifier, auditor).sink(sink.clone()) ...
-/// sink.flush().await?;
+/// sink.close().await?;
+/// # drop(available);
 /// # Ok(())
 /// # }
 /// ```
@@ -233,11 +385,17 @@ pub struct AuditLogSink {
     tx: mpsc::Sender<Msg>,
     stats: Arc<Counters>,
     capacity: usize,
+    fail_open: bool,
 }
 
+/// The writer's answer to a write-ahead receipt.
+type Ack = oneshot::Sender<Result<(), SinkError>>;
+
 enum Msg {
-    Receipt(Arc<Receipt>),
+    /// A receipt, with where to say whether it was written (write-ahead).
+    Receipt(Arc<Receipt>, Option<Ack>),
     Flush(oneshot::Sender<()>),
+    Close(oneshot::Sender<()>),
 }
 
 #[derive(Default)]
@@ -245,6 +403,7 @@ struct Counters {
     written: AtomicU64,
     failed: AtomicU64,
     waited: AtomicU64,
+    refused: AtomicU64,
 }
 
 /// Counters of an [`AuditLogSink`], read with [`AuditLogSink::stats`].
@@ -253,42 +412,105 @@ struct Counters {
 pub struct AuditLogStats {
     /// Receipts written to the file.
     pub written: u64,
-    /// Receipts whose write failed (each reported at `ERROR` with its JSON).
+    /// Receipts that could not be written (each reported at `ERROR` with
+    /// its JSON): failed writes, and receipts that found the writer gone.
     pub failed: u64,
     /// Requests that found the queue full and waited for space.
     pub waited: u64,
+    /// Allowed calls refused because their receipt could not be written
+    /// (write-ahead mode only; each is also counted in `failed`).
+    pub refused: u64,
     /// Receipts queued and not yet written.
     pub queued: usize,
+}
+
+/// Configures an [`AuditLogSink`]; from [`AuditLogSink::builder`].
+#[derive(Debug)]
+#[must_use = "call `build` to start the writer"]
+pub struct AuditLogSinkBuilder {
+    log: Arc<AuditLog>,
+    capacity: usize,
+    fail_open: bool,
+}
+
+impl AuditLogSinkBuilder {
+    /// The queue length, in receipts (at least 1; default
+    /// [`AuditLogSink::DEFAULT_CAPACITY`]).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Calls go on without waiting for their receipt to be written, and
+    /// keep running when the log cannot be written (receipts that fail
+    /// survive only as `ERROR` events). See [`AuditLogSink`].
+    pub fn fail_open(mut self) -> Self {
+        self.fail_open = true;
+        self
+    }
+
+    /// Calls run only once their receipt is written, and are refused when
+    /// it cannot be (the default). See [`AuditLogSink`].
+    pub fn write_ahead(mut self) -> Self {
+        self.fail_open = false;
+        self
+    }
+
+    /// Starts the writer thread.
+    pub fn build(self) -> io::Result<AuditLogSink> {
+        let AuditLogSinkBuilder {
+            log,
+            capacity,
+            fail_open,
+        } = self;
+        let (tx, rx) = mpsc::channel(capacity);
+        let stats = Arc::new(Counters::default());
+        let writer_stats = Arc::clone(&stats);
+        std::thread::Builder::new()
+            .name("capnagent-audit".into())
+            .spawn(move || write_loop(&log, rx, &writer_stats, fail_open))?;
+        Ok(AuditLogSink {
+            tx,
+            stats,
+            capacity,
+            fail_open,
+        })
+    }
 }
 
 impl AuditLogSink {
     /// Default queue length.
     pub const DEFAULT_CAPACITY: usize = 4096;
 
-    /// Starts the writer thread for `log`, with the default queue length.
+    /// Starts a write-ahead writer thread for `log`, with the default
+    /// queue length.
     pub fn new(log: impl Into<Arc<AuditLog>>) -> io::Result<AuditLogSink> {
-        AuditLogSink::with_capacity(log, Self::DEFAULT_CAPACITY)
+        AuditLogSink::builder(log).build()
     }
 
-    /// Starts the writer thread for `log`, with a queue of `capacity`
-    /// receipts (at least 1).
+    /// Starts a write-ahead writer thread for `log`, with a queue of
+    /// `capacity` receipts (at least 1).
     pub fn with_capacity(
         log: impl Into<Arc<AuditLog>>,
         capacity: usize,
     ) -> io::Result<AuditLogSink> {
-        let capacity = capacity.max(1);
-        let log = log.into();
-        let (tx, rx) = mpsc::channel(capacity);
-        let stats = Arc::new(Counters::default());
-        let writer_stats = Arc::clone(&stats);
-        std::thread::Builder::new()
-            .name("capnagent-audit".into())
-            .spawn(move || write_loop(&log, rx, &writer_stats))?;
-        Ok(AuditLogSink {
-            tx,
-            stats,
-            capacity,
-        })
+        AuditLogSink::builder(log).capacity(capacity).build()
+    }
+
+    /// Configures a sink for `log`: write-ahead unless told
+    /// [`fail_open`](AuditLogSinkBuilder::fail_open).
+    pub fn builder(log: impl Into<Arc<AuditLog>>) -> AuditLogSinkBuilder {
+        AuditLogSinkBuilder {
+            log: log.into(),
+            capacity: Self::DEFAULT_CAPACITY,
+            fail_open: false,
+        }
+    }
+
+    /// True when calls do not wait for their receipts (see
+    /// [`AuditLogSinkBuilder::fail_open`]).
+    pub fn is_fail_open(&self) -> bool {
+        self.fail_open
     }
 
     /// Waits until every receipt queued before this call is written (not
@@ -298,9 +520,21 @@ impl AuditLogSink {
         self.tx
             .send(Msg::Flush(done))
             .await
-            .map_err(|_| io::Error::other("audit writer thread has stopped"))?;
-        wait.await
-            .map_err(|_| io::Error::other("audit writer thread has stopped"))
+            .map_err(|_| io::Error::other(WRITER_GONE))?;
+        wait.await.map_err(|_| io::Error::other(WRITER_GONE))
+    }
+
+    /// Writes every receipt queued before this call, then stops the writer
+    /// thread (for every clone of this sink). Receipts that come later are
+    /// not written: in write-ahead mode their calls are refused. Call it
+    /// when the server has stopped taking requests.
+    pub async fn close(&self) -> io::Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Msg::Close(done))
+            .await
+            .map_err(|_| io::Error::other(WRITER_GONE))?;
+        wait.await.map_err(|_| io::Error::other(WRITER_GONE))
     }
 
     /// The counters so far.
@@ -309,14 +543,47 @@ impl AuditLogSink {
             written: self.stats.written.load(Ordering::Relaxed),
             failed: self.stats.failed.load(Ordering::Relaxed),
             waited: self.stats.waited.load(Ordering::Relaxed),
+            refused: self.stats.refused.load(Ordering::Relaxed),
             queued: self.capacity.saturating_sub(self.tx.capacity()),
         }
     }
 }
 
+/// What a refused call and `flush` are told when the writer thread is gone.
+const WRITER_GONE: &str = "audit log unavailable: the audit writer thread has stopped";
+
 impl ReceiptSink for AuditLogSink {
     fn record(&self, receipt: &Arc<Receipt>) -> Record {
-        match self.tx.try_send(Msg::Receipt(Arc::clone(receipt))) {
+        if self.fail_open || !receipt.is_allowed() {
+            return self.enqueue(receipt);
+        }
+        let (ack, answer) = oneshot::channel();
+        let stats = Arc::clone(&self.stats);
+        let msg = Msg::Receipt(Arc::clone(receipt), Some(ack));
+        match self.tx.try_send(msg) {
+            Ok(()) => Record::wait(async move { written(answer.await, &stats) }),
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                self.stats.waited.fetch_add(1, Ordering::Relaxed);
+                let tx = self.tx.clone();
+                Record::wait(async move {
+                    if let Err(mpsc::error::SendError(msg)) = tx.send(msg).await {
+                        return Err(refuse_gone(msg, &stats));
+                    }
+                    written(answer.await, &stats)
+                })
+            }
+            Err(mpsc::error::TrySendError::Closed(msg)) => {
+                Record::failed(refuse_gone(msg, &self.stats))
+            }
+        }
+    }
+}
+
+impl AuditLogSink {
+    /// Queues a receipt without waiting for its write (a denial, or any
+    /// receipt when failing open): waits only for queue space.
+    fn enqueue(&self, receipt: &Arc<Receipt>) -> Record {
+        match self.tx.try_send(Msg::Receipt(Arc::clone(receipt), None)) {
             Ok(()) => Record::done(),
             Err(mpsc::error::TrySendError::Full(msg)) => {
                 self.stats.waited.fetch_add(1, Ordering::Relaxed);
@@ -326,6 +593,7 @@ impl ReceiptSink for AuditLogSink {
                     if let Err(mpsc::error::SendError(msg)) = tx.send(msg).await {
                         writer_gone(msg, &stats);
                     }
+                    Ok(())
                 })
             }
             Err(mpsc::error::TrySendError::Closed(msg)) => {
@@ -336,10 +604,33 @@ impl ReceiptSink for AuditLogSink {
     }
 }
 
-/// The writer thread is gone (it only stops when every sender is dropped,
-/// or if it panicked): never lose the record silently.
+/// The writer's answer to a write-ahead receipt; a writer that went away
+/// without answering (it panicked) did not write it.
+fn written(
+    answer: Result<Result<(), SinkError>, oneshot::error::RecvError>,
+    stats: &Counters,
+) -> Result<(), SinkError> {
+    let result = answer.unwrap_or_else(|_| {
+        stats.failed.fetch_add(1, Ordering::Relaxed);
+        Err(SinkError::new(WRITER_GONE))
+    });
+    if result.is_err() {
+        stats.refused.fetch_add(1, Ordering::Relaxed);
+    }
+    result
+}
+
+/// A write-ahead receipt found the writer gone: the call is refused.
+fn refuse_gone(msg: Msg, stats: &Counters) -> SinkError {
+    writer_gone(msg, stats);
+    stats.refused.fetch_add(1, Ordering::Relaxed);
+    SinkError::new(WRITER_GONE)
+}
+
+/// The writer thread is gone (it stops when closed or when every sender is
+/// dropped, or if it panicked): never lose the record silently.
 fn writer_gone(msg: Msg, stats: &Counters) {
-    if let Msg::Receipt(receipt) = msg {
+    if let Msg::Receipt(receipt, _) = msg {
         stats.failed.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             target: "capnagent::sink",
@@ -349,95 +640,164 @@ fn writer_gone(msg: Msg, stats: &Counters) {
     }
 }
 
-/// How long the writer naps between polls while receipts keep coming.
+/// How long the fail-open writer naps between polls while receipts keep
+/// coming.
 const POLL: Duration = Duration::from_millis(5);
-/// Empty polls in a row before the writer parks until the next receipt.
+/// Empty polls in a row before the fail-open writer parks until the next
+/// receipt.
 const IDLE_POLLS: u32 = 3;
 
 /// Most receipts written with one `write`.
 const MAX_BATCH: usize = 256;
 
-fn write_loop(log: &AuditLog, mut rx: mpsc::Receiver<Msg>, stats: &Counters) {
-    // Park until something arrives (one wake-up), then keep draining by
-    // polling while traffic lasts: under load, a request queuing a receipt
-    // never pays for waking this thread, and whatever queued up meanwhile
-    // goes to the file in one write.
-    let mut batch: Vec<Msg> = Vec::new();
-    while let Some(msg) = rx.blocking_recv() {
-        batch.push(msg);
-        let mut idle = 0;
-        while idle < IDLE_POLLS {
-            let mut disconnected = false;
-            while batch.len() < MAX_BATCH {
+/// What the writer thread keeps between batches.
+struct Writer<'a> {
+    log: &'a AuditLog,
+    stats: &'a Counters,
+    batch: Vec<Msg>,
+    /// Who asked for the writer to stop, answered once it has.
+    closers: Vec<oneshot::Sender<()>>,
+}
+
+fn write_loop(log: &AuditLog, mut rx: mpsc::Receiver<Msg>, stats: &Counters, nap: bool) {
+    let mut writer = Writer {
+        log,
+        stats,
+        batch: Vec::new(),
+        closers: Vec::new(),
+    };
+    if nap {
+        writer.run_polling(&mut rx);
+    } else {
+        writer.run_group_commit(&mut rx);
+    }
+    for closer in writer.closers.drain(..) {
+        let _ = closer.send(());
+    }
+}
+
+impl Writer<'_> {
+    /// Write-ahead: requests wait for their write, so the writer never
+    /// naps. It blocks for the first receipt, then takes whatever else
+    /// queued up meanwhile (up to [`MAX_BATCH`]) into the same write: group
+    /// commit, the batch growing with the load.
+    fn run_group_commit(&mut self, rx: &mut mpsc::Receiver<Msg>) {
+        while let Some(msg) = rx.blocking_recv() {
+            self.batch.push(msg);
+            while self.batch.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(msg) => batch.push(msg),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        disconnected = true;
-                        break;
+                    Ok(msg) => self.batch.push(msg),
+                    Err(_) => break,
+                }
+            }
+            self.write_batch(rx);
+        }
+    }
+
+    /// Fail open: park until something arrives (one wake-up), then keep
+    /// draining by polling while traffic lasts: under load, a request
+    /// queuing a receipt never pays for waking this thread, and whatever
+    /// queued up meanwhile goes to the file in one write.
+    fn run_polling(&mut self, rx: &mut mpsc::Receiver<Msg>) {
+        while let Some(msg) = rx.blocking_recv() {
+            self.batch.push(msg);
+            let mut idle = 0;
+            while idle < IDLE_POLLS {
+                let mut disconnected = false;
+                while self.batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(msg) => self.batch.push(msg),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            disconnected = true;
+                            break;
+                        }
+                    }
+                }
+                if self.batch.is_empty() {
+                    idle += 1;
+                    std::thread::sleep(POLL);
+                } else {
+                    self.write_batch(rx);
+                    idle = 0;
+                }
+                if disconnected {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes the batch's receipts in order, acknowledging each flush once
+    /// everything queued before it is written; a close stops the queue
+    /// (what is already in it is still written).
+    fn write_batch(&mut self, rx: &mut mpsc::Receiver<Msg>) {
+        let mut receipts: Vec<(Arc<Receipt>, Option<Ack>)> = Vec::with_capacity(self.batch.len());
+        let batch = std::mem::take(&mut self.batch);
+        for msg in batch {
+            match msg {
+                Msg::Receipt(receipt, ack) => receipts.push((receipt, ack)),
+                Msg::Flush(done) => {
+                    self.write_receipts(&mut receipts);
+                    let _ = done.send(());
+                }
+                Msg::Close(done) => {
+                    self.write_receipts(&mut receipts);
+                    rx.close();
+                    self.closers.push(done);
+                }
+            }
+        }
+        self.write_receipts(&mut receipts);
+    }
+
+    fn write_receipts(&mut self, receipts: &mut Vec<(Arc<Receipt>, Option<Ack>)>) {
+        if receipts.is_empty() {
+            return;
+        }
+        let log = self.log;
+        match log.append_all(receipts.iter().map(|(r, _)| &**r)) {
+            Ok(written) => {
+                self.stats
+                    .written
+                    .fetch_add(written as u64, Ordering::Relaxed);
+                for (_, ack) in receipts.drain(..) {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Ok(()));
                     }
                 }
             }
-            if batch.is_empty() {
-                idle += 1;
-                std::thread::sleep(POLL);
-            } else {
-                write_batch(log, &mut batch, stats);
-                idle = 0;
-            }
-            if disconnected {
-                return;
-            }
-        }
-    }
-}
-
-/// Writes the queued receipts in order, acknowledging each flush once
-/// everything queued before it is written.
-fn write_batch(log: &AuditLog, batch: &mut Vec<Msg>, stats: &Counters) {
-    let mut receipts: Vec<Arc<Receipt>> = Vec::with_capacity(batch.len());
-    for msg in batch.drain(..) {
-        match msg {
-            Msg::Receipt(receipt) => receipts.push(receipt),
-            Msg::Flush(done) => {
-                write_receipts(log, &mut receipts, stats);
-                let _ = done.send(());
+            Err(e) => {
+                self.stats
+                    .failed
+                    .fetch_add(receipts.len() as u64, Ordering::Relaxed);
+                // Neither the path nor anything else about the server goes
+                // to the client: the kind of failure is enough to act on.
+                let error = SinkError::new(format!(
+                    "audit log unavailable: the receipt could not be written ({e})"
+                ));
+                for (receipt, ack) in receipts.drain(..) {
+                    tracing::error!(
+                        target: "capnagent::sink",
+                        error = %e,
+                        path = %log.path().display(),
+                        receipt = %receipt.to_json(),
+                        "could not write a receipt to the audit log"
+                    );
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Err(error.clone()));
+                    }
+                }
             }
         }
     }
-    write_receipts(log, &mut receipts, stats);
-}
-
-fn write_receipts(log: &AuditLog, receipts: &mut Vec<Arc<Receipt>>, stats: &Counters) {
-    if receipts.is_empty() {
-        return;
-    }
-    match log.append_all(receipts.iter().map(|r| &**r)) {
-        Ok(written) => {
-            stats.written.fetch_add(written as u64, Ordering::Relaxed);
-        }
-        Err(e) => {
-            stats
-                .failed
-                .fetch_add(receipts.len() as u64, Ordering::Relaxed);
-            for receipt in receipts.iter() {
-                tracing::error!(
-                    target: "capnagent::sink",
-                    error = %e,
-                    path = %log.path().display(),
-                    receipt = %receipt.to_json(),
-                    "could not write a receipt to the audit log"
-                );
-            }
-        }
-    }
-    receipts.clear();
 }
 
 impl fmt::Debug for AuditLogSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuditLogSink")
             .field("capacity", &self.capacity)
+            .field("fail_open", &self.fail_open)
             .field("stats", &self.stats())
             .finish()
     }
@@ -462,7 +822,7 @@ mod tests {
         let path = dir.path().join("audit.ndjson");
         let sink = AuditLogSink::with_capacity(AuditLog::open(&path).unwrap(), 1).unwrap();
         for n in 0..200 {
-            sink.record(&receipt(n)).await;
+            sink.record(&receipt(n)).await.unwrap();
         }
         sink.flush().await.unwrap();
         let stats = sink.stats();
@@ -493,6 +853,106 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         sink.flush().await.unwrap();
         assert_eq!(sink.stats().written, 50);
+    }
+
+    fn denied(n: u64) -> Arc<Receipt> {
+        let auditor = Auditor::new(&[9; 32]).unwrap();
+        let ctx = Ctx::builder().now_millis(n).tool("t").build();
+        let outcome = Outcome::Denied {
+            reason: "no".into(),
+        };
+        Arc::new(auditor.sign("cap", Vec::new(), &ctx, outcome))
+    }
+
+    #[tokio::test]
+    async fn write_ahead_waits_for_the_write_and_reports_a_full_disk() {
+        let sink = AuditLogSink::new(AuditLog::open("/dev/full").unwrap()).unwrap();
+        let error = sink.record(&receipt(1)).await.unwrap_err();
+        assert!(
+            error.reason().starts_with("audit log unavailable"),
+            "{error}"
+        );
+        assert!(!error.reason().contains("/dev/full"), "no path to clients");
+        // A denial is not held back by the failing disk.
+        sink.record(&denied(2)).await.unwrap();
+        sink.flush().await.unwrap();
+        let stats = sink.stats();
+        assert_eq!((stats.written, stats.failed, stats.refused), (0, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn write_ahead_answers_once_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        let sink = AuditLogSink::new(AuditLog::open(&path).unwrap()).unwrap();
+        let record = sink.record(&receipt(1));
+        assert!(!record.is_done());
+        record.await.unwrap();
+        // Written before the record resolved: no flush needed.
+        let lines = AuditLog::open(&path).unwrap().iter().unwrap().count();
+        assert_eq!(lines, 1);
+    }
+
+    #[tokio::test]
+    async fn a_closed_sink_refuses_allowed_calls_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        let sink = AuditLogSink::new(AuditLog::open(&path).unwrap()).unwrap();
+        sink.record(&receipt(1)).await.unwrap();
+        sink.close().await.unwrap();
+        let record = sink.record(&receipt(2));
+        assert!(matches!(record.peek(), Some(Err(_))));
+        assert_eq!(record.await.unwrap_err().reason(), WRITER_GONE);
+        sink.record(&denied(3)).await.unwrap();
+        assert!(sink.flush().await.is_err());
+        let stats = sink.stats();
+        assert_eq!((stats.written, stats.failed, stats.refused), (1, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn fail_open_lets_calls_go_on_when_the_disk_is_full() {
+        let sink = AuditLogSink::builder(AuditLog::open("/dev/full").unwrap())
+            .fail_open()
+            .build()
+            .unwrap();
+        assert!(sink.is_fail_open());
+        let record = sink.record(&receipt(1));
+        assert!(record.is_done());
+        record.await.unwrap();
+        sink.flush().await.unwrap();
+        let stats = sink.stats();
+        assert_eq!((stats.written, stats.failed, stats.refused), (0, 1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_pair_fails_when_either_fails_and_drives_both() {
+        let count = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&count);
+        let failing = |_: &Arc<Receipt>| Record::failed(SinkError::new("down"));
+        struct Failing<F>(F);
+        impl<F: Fn(&Arc<Receipt>) -> Record + Send + Sync + 'static> ReceiptSink for Failing<F> {
+            fn record(&self, receipt: &Arc<Receipt>) -> Record {
+                (self.0)(receipt)
+            }
+        }
+        struct Slow(Arc<AtomicU64>);
+        impl ReceiptSink for Slow {
+            fn record(&self, _: &Arc<Receipt>) -> Record {
+                let counter = Arc::clone(&self.0);
+                Record::wait(async move {
+                    tokio::task::yield_now().await;
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                })
+            }
+        }
+        let pair = (Slow(counter), Failing(failing));
+        let error = pair.record(&receipt(1)).await.unwrap_err();
+        assert_eq!(error.reason(), "down");
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        let ok = (Slow(Arc::clone(&count)), TracingSink);
+        ok.record(&receipt(2)).await.unwrap();
+        assert_eq!(count.load(Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -578,6 +578,7 @@ async fn a_sink_that_makes_requests_wait_delays_them_but_loses_nothing() {
             Record::wait(async move {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 counter.fetch_add(1, Ordering::SeqCst);
+                Ok(())
             })
         }
     }

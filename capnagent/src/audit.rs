@@ -553,6 +553,13 @@ pub fn bounded_text(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// When an [`AuditLog::append`] is durable.
+///
+/// The policy holds per call: [`AuditLog::append_all`] writes all its
+/// receipts with one `write` and, under [`Durability::Sync`], one `fsync`.
+/// A writer that gathers the receipts of many requests into one
+/// `append_all` (group commit, as `capnagent-tower`'s write-ahead
+/// `AuditLogSink` does) pays one disk round trip per group, not per
+/// receipt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Durability {

@@ -4,8 +4,12 @@
 //! `/unprotected/checkout` (no layer).
 //!
 //! ```text
-//! load-server [--addr 127.0.0.1:8089] [--sink audit|tracing|none] [--workers N]
+//! load-server [--addr 127.0.0.1:8089] [--sink audit|audit-fail-open|tracing|none] [--workers N]
 //! ```
+//!
+//! `audit` writes each allowed call's receipt before the call runs
+//! (write-ahead, the `AuditLogSink` default); `audit-fail-open` queues it
+//! and lets the call go on (`AuditLogSink::builder(..).fail_open()`).
 //!
 //! Prints `listening http://ADDR`, `token TOKEN` and `body-file PATH` (the
 //! 1 KiB request body), then serves until Ctrl-C or SIGTERM.
@@ -53,7 +57,11 @@ async fn run() -> Result<(), BoxError> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next().ok_or("--addr needs HOST:PORT")?,
-            "--sink" => sink_kind = args.next().ok_or("--sink needs audit|tracing|none")?,
+            "--sink" => {
+                sink_kind = args
+                    .next()
+                    .ok_or("--sink needs audit|audit-fail-open|tracing|none")?
+            }
             "--workers" => {
                 args.next().ok_or("--workers needs a number")?;
             }
@@ -83,6 +91,12 @@ async fn run() -> Result<(), BoxError> {
             let sink = AuditLogSink::new(AuditLog::open(dir.path().join("audit.ndjson"))?)?;
             (layer.sink(sink.clone()), Some(sink))
         }
+        "audit-fail-open" => {
+            let sink = AuditLogSink::builder(AuditLog::open(dir.path().join("audit.ndjson"))?)
+                .fail_open()
+                .build()?;
+            (layer.sink(sink.clone()), Some(sink))
+        }
         "tracing" => {
             tracing_subscriber::fmt().with_writer(std::io::sink).init();
             (layer, None)
@@ -103,11 +117,11 @@ async fn run() -> Result<(), BoxError> {
         .with_graceful_shutdown(capnagent_examples::shutdown_signal())
         .await?;
     if let Some(sink) = audit {
-        sink.flush().await?;
+        sink.close().await?;
         let stats = sink.stats();
         eprintln!(
-            "load-server: {} receipts written, {} failed, {} requests waited for the audit queue",
-            stats.written, stats.failed, stats.waited
+            "load-server: {} receipts written, {} failed, {} calls refused, {} requests waited for the audit queue",
+            stats.written, stats.failed, stats.refused, stats.waited
         );
     }
     Ok(())
