@@ -110,6 +110,7 @@ async fn through_interceptor(
         Auditor::new(&AUDIT).unwrap(),
         PURCHASE_TOOL,
     )
+    .unwrap()
     .caller(Anonymous)
     .sink(sink);
     let (incoming, url) = listen().await;
