@@ -661,7 +661,7 @@ impl Shared {
                 if receipt.is_allowed() {
                     return Decision::Allow {
                         record,
-                        verified: Some(Verified::new(receipt, cap)),
+                        verified: Some(Verified::new(receipt, cap, self.verifier.clone())),
                     };
                 }
                 let kind = if receipt.outcome().reason() == Some(REASON_HOLDER_KEY_BOUND) {

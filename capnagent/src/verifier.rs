@@ -405,19 +405,11 @@ impl Verifier {
 
     fn check_caveats(&self, cap: &Capability, ctx: &Context) -> Outcome {
         let memo = self.memo(cap);
-        let limits = &self.inner.config.limits;
         for (i, caveat) in cap.caveats().iter().enumerate() {
             let text = caveat.predicate();
             // Parsed here, when reached, never before: a caveat after the
             // first that fails costs nothing.
-            let looked_up;
-            let parsed = match memo.and_then(|m| m.parsed.get(i)) {
-                Some(slot) => slot.get_or_init(|| self.inner.cache.get_or_parse(text, limits)),
-                None => {
-                    looked_up = self.inner.cache.get_or_parse(text, limits);
-                    &looked_up
-                }
-            };
+            let parsed = self.parsed(memo, i, text);
             let expr = match parsed.as_ref() {
                 Ok(expr) => expr,
                 Err(e) => return denied(format!("caveat parse error in {text:?}: {e}")),
@@ -429,6 +421,54 @@ impl Verifier {
             }
         }
         Outcome::Allowed
+    }
+
+    /// Whether `cap`'s caveats could allow *some* call in `ctx`: false
+    /// when a caveat does not parse or evaluates to false in `ctx`; a
+    /// caveat whose evaluation fails (it needs an argument or `env` fact
+    /// `ctx` does not have) might hold for another call, so it does not
+    /// count against. False for a capability without caveats.
+    ///
+    /// For listings (MCP `tools/list`): evaluate with the facts a listing
+    /// knows (caller, time, a candidate tool) and empty arguments. Caveats
+    /// are parsed through this verifier's predicate cache, so listing many
+    /// tools parses each caveat once. Checks neither the chain nor
+    /// revocation: only for a capability a decision of this verifier has
+    /// just allowed; every call is still judged in full.
+    ///
+    /// ```
+    /// use capnagent::{Context, Issuer, Verifier};
+    ///
+    /// let cap = Issuer::from_key(&[7; 32])?
+    ///     .issue("agent-42")
+    ///     .tool_is("checkout_purchase")?
+    ///     .arg_at_most("amount_cents", 5000)?
+    ///     .build()?;
+    /// let verifier = Verifier::new(&[7; 32])?;
+    /// let listing = |tool: &str| Context::builder().now_millis(1_700_000_000_000).tool(tool).build();
+    /// assert!(verifier.might_allow(&cap, &listing("checkout_purchase")));
+    /// assert!(!verifier.might_allow(&cap, &listing("bank_wire")));
+    /// # Ok::<(), capnagent::Error>(())
+    /// ```
+    pub fn might_allow(&self, cap: &Capability, ctx: &Context) -> bool {
+        let memo = self.memo(cap);
+        !cap.caveats().is_empty()
+            && cap.caveats().iter().enumerate().all(|(i, caveat)| {
+                match self.parsed(memo, i, caveat.predicate()).as_ref() {
+                    Ok(expr) => dsl::eval_expr(expr, ctx) != Ok(false),
+                    Err(_) => false,
+                }
+            })
+    }
+
+    /// Caveat `i` (text `text`) parsed: from the memo's slot (filling it),
+    /// else from the predicate cache.
+    fn parsed(&self, memo: Option<&VerifiedMemo>, i: usize, text: &str) -> dsl::Parsed {
+        let limits = &self.inner.config.limits;
+        match memo.and_then(|m| m.parsed.get(i)) {
+            Some(slot) => Arc::clone(slot.get_or_init(|| self.inner.cache.get_or_parse(text, limits))),
+            None => self.inner.cache.get_or_parse(text, limits),
+        }
     }
 
     /// Drops every cached parse and verified chain (and disowns the memos
