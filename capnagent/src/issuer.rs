@@ -5,11 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::capability::{self, Capability, Caveat};
-use crate::dsl;
-use crate::timestamp::Timestamp;
 use crate::crypto::KeyedMac;
+use crate::dsl;
 use crate::error::{BuildError, Error, KeyError};
 use crate::limits::Limits;
+use crate::timestamp::Timestamp;
 
 /// Shortest root key accepted, in bytes.
 pub const MIN_ROOT_KEY_LEN: usize = 32;

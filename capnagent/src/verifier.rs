@@ -466,7 +466,9 @@ impl Verifier {
     fn parsed(&self, memo: Option<&VerifiedMemo>, i: usize, text: &str) -> dsl::Parsed {
         let limits = &self.inner.config.limits;
         match memo.and_then(|m| m.parsed.get(i)) {
-            Some(slot) => Arc::clone(slot.get_or_init(|| self.inner.cache.get_or_parse(text, limits))),
+            Some(slot) => {
+                Arc::clone(slot.get_or_init(|| self.inner.cache.get_or_parse(text, limits)))
+            }
             None => self.inner.cache.get_or_parse(text, limits),
         }
     }

@@ -108,7 +108,9 @@ fn an_expired_token_with_appended_caveats_parses_only_the_expiry() {
     verifier.verify(&cap).unwrap();
     assert_eq!(verifier.predicates_parsed(), 0, "verify parses nothing");
 
-    let receipt = verifier.verify_with_context(&cap, &ctx(), &auditor()).unwrap();
+    let receipt = verifier
+        .verify_with_context(&cap, &ctx(), &auditor())
+        .unwrap();
     // The expiry denies, and only the expiry was parsed: not the tool
     // caveat after it, nor any appended one (the last would have shown as a
     // parse error had it been reached).
@@ -120,7 +122,9 @@ fn an_expired_token_with_appended_caveats_parses_only_the_expiry() {
 
     // The same capability value judged again (the tower layer keeps tokens
     // parsed): still nothing more parsed.
-    let again = verifier.verify_with_context(&cap, &ctx(), &auditor()).unwrap();
+    let again = verifier
+        .verify_with_context(&cap, &ctx(), &auditor())
+        .unwrap();
     assert_eq!(again.outcome(), receipt.outcome());
     assert_eq!(verifier.predicates_parsed(), 1);
 
@@ -153,7 +157,9 @@ fn a_revoked_token_with_appended_caveats_parses_nothing() {
     assert!(cell.install(revoker.publish(NOW_MS - 1_000)).unwrap());
     let verifier = Verifier::new(&ROOT_KEY).unwrap().with_revocations(cell);
 
-    let receipt = verifier.verify_with_context(&cap, &ctx(), &auditor()).unwrap();
+    let receipt = verifier
+        .verify_with_context(&cap, &ctx(), &auditor())
+        .unwrap();
     assert_eq!(
         receipt.outcome().reason(),
         Some("capability revoked: agent-42")
@@ -173,11 +179,16 @@ fn a_live_token_parses_caveats_up_to_the_first_that_fails() {
     let (token, appended) = append_until_full(&cap.serialize(), &Limits::DEFAULT);
     let cap = capnagent::Capability::parse(&token).unwrap();
     let verifier = Verifier::new(&ROOT_KEY).unwrap();
-    let receipt = verifier.verify_with_context(&cap, &ctx(), &auditor()).unwrap();
+    let receipt = verifier
+        .verify_with_context(&cap, &ctx(), &auditor())
+        .unwrap();
     // `arg.s0 != "..."` has no `s0` argument: an evaluation error, which
     // denies; the caveats after it are never reached.
     assert_eq!(
-        receipt.outcome().reason().map(|r| r.starts_with("caveat eval error in \"arg.s0")),
+        receipt
+            .outcome()
+            .reason()
+            .map(|r| r.starts_with("caveat eval error in \"arg.s0")),
         Some(true),
         "{:?}",
         receipt.outcome()
@@ -195,7 +206,9 @@ fn a_live_token_parses_caveats_up_to_the_first_that_fails() {
         .tool("checkout.purchase")
         .args(Value::Object(args))
         .build();
-    let receipt = verifier.verify_with_context(&cap, &full, &auditor()).unwrap();
+    let receipt = verifier
+        .verify_with_context(&cap, &full, &auditor())
+        .unwrap();
     assert!(
         receipt
             .outcome()
@@ -302,7 +315,10 @@ fn an_injected_name_does_not_widen_a_built_capability() {
     let evil = caller_ctx("agent:evil", "files.read");
     let judge = |c| verifier.verify_with_context(c, &evil, &auditor()).unwrap();
     assert!(!judge(&typed).is_allowed());
-    assert!(judge(&formatted).is_allowed(), "the attack the helpers stop");
+    assert!(
+        judge(&formatted).is_allowed(),
+        "the attack the helpers stop"
+    );
 }
 
 #[test]
@@ -416,15 +432,14 @@ fn a_predicate_with_the_holder_key_prefix_is_refused() {
     let mut step = b"__hok:".to_vec();
     step.extend_from_slice(&[b'a'; 32]);
     let step = String::from_utf8(step).unwrap();
-    for predicate in [
-        step.as_str(),
-        "__hok:",
-        "__hok: == 1",
-        "__hok:x == \"y\"",
-    ] {
+    for predicate in [step.as_str(), "__hok:", "__hok: == 1", "__hok:x == \"y\""] {
         let mut builder = issuer.issue("agent-42");
         let err = builder.caveat(predicate).unwrap_err();
-        assert_eq!(err, Error::Caveat(CaveatError::ReservedPrefix), "{predicate:?}");
+        assert_eq!(
+            err,
+            Error::Caveat(CaveatError::ReservedPrefix),
+            "{predicate:?}"
+        );
         assert_eq!(err.code(), "caveat.reserved_prefix");
         assert!(err.to_string().contains("__hok:"), "{err}");
 

@@ -18,8 +18,8 @@ mod build;
 mod eval;
 mod parser;
 
-pub(crate) use build::{arg_bound, arg_is, caller_is, now_bound, tool_is};
 pub(crate) use ast::Op;
+pub(crate) use build::{arg_bound, arg_is, caller_is, now_bound, tool_is};
 
 use std::collections::HashMap;
 use std::fmt;

@@ -84,12 +84,15 @@ fn is_ident_continue(b: u8) -> bool {
 impl<'a> Parser<'a> {
     fn predicate(mut self) -> Result<Expr, ParseError> {
         // Open groups; the bottom one is the predicate itself.
-        let mut stack: Vec<Group> = vec![Group::default()];
+        let mut stack: Vec<Group> = Vec::new();
         loop {
             // A primary: opening parentheses, then a comparison.
             self.skip_ws();
             if self.peek() == Some(b'(') {
                 self.pos += 1;
+                if stack.is_empty() {
+                    stack.push(Group::default());
+                }
                 stack.push(Group::default());
                 continue;
             }
@@ -101,6 +104,15 @@ impl<'a> Parser<'a> {
                 });
             }
             let mut operand = Expr::Cmp(Box::new(cmp));
+            if stack.is_empty() {
+                // The common case, one comparison and nothing else, needs
+                // no group.
+                self.skip_ws();
+                if self.pos == self.bytes.len() {
+                    return Ok(operand);
+                }
+                stack.push(Group::default());
+            }
             // After an operand: AND, OR, a closing parenthesis or the end.
             loop {
                 let top = stack
@@ -253,9 +265,8 @@ impl<'a> Parser<'a> {
         if body.is_empty() {
             return Err(self.error_at(start, "expected RFC3339 timestamp after '@'".to_owned()));
         }
-        let time = Timestamp::parse_rfc3339(body).map_err(|e| {
-            self.error_at(start, format!("invalid timestamp \"{body}\": {e}"))
-        })?;
+        let time = Timestamp::parse_rfc3339(body)
+            .map_err(|e| self.error_at(start, format!("invalid timestamp \"{body}\": {e}")))?;
         self.pos = body_start + len;
         Ok(Literal::Time(time))
     }
@@ -277,8 +288,7 @@ impl<'a> Parser<'a> {
             return Err(self.error_at(i, self.found_message("digit", i)));
         }
         i = int_end;
-        if self.bytes.get(i) == Some(&b'.')
-            && self.bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
+        if self.bytes.get(i) == Some(&b'.') && self.bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
         {
             i = digits(i + 1);
         }
@@ -502,7 +512,9 @@ mod oracle {
                     Some(name) => Some(Unit::from_name(name).ok_or_else(|| {
                         Rich::custom(
                             span,
-                            format!("unknown unit \"{name}\" (allowed: usd, eur, gbp, cents, ms, s)"),
+                            format!(
+                                "unknown unit \"{name}\" (allowed: usd, eur, gbp, cents, ms, s)"
+                            ),
                         )
                     })?),
                 };
@@ -550,7 +562,6 @@ mod oracle {
             .then(literal())
             .map(|((ident, op), literal)| Expr::Cmp(Box::new(Comparison { ident, op, literal })))
     }
-
 
     fn predicate<'src>() -> impl Parser<'src, &'src str, Expr, Extra<'src>> {
         let expr = recursive(|or_expr| {
@@ -605,7 +616,6 @@ mod oracle {
         debug_assert!(offset <= src.len());
         ParseError::Syntax { message, offset }
     }
-
 }
 
 #[cfg(test)]
