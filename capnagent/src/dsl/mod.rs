@@ -151,7 +151,6 @@ pub(crate) type Parsed = Arc<Result<Expr, ParseError>>;
 /// Bounded by entries and by the bytes of predicate text it holds: when
 /// either would be exceeded it is cleared, so a stream of unique predicates
 /// costs parse time but never unbounded memory.
-
 pub(crate) struct PredicateCache {
     map: RwLock<CacheMap>,
     capacity: usize,
