@@ -1,6 +1,7 @@
 //! Core benches: token parsing, chain verification against the bare
-//! HMAC-SHA256 floor, full decisions with a signed receipt, and the
-//! sub-steps of a decision. See `benches/README.md`.
+//! HMAC-SHA256 floor, full decisions with a signed receipt, the sub-steps
+//! of a decision, and the costliest tokens the default limits admit
+//! (`worst/*`). See `benches/README.md`.
 //!
 //! ```text
 //! cargo bench -p capnagent-benches --bench core -- --warm-up-time 1 --measurement-time 3
