@@ -12,6 +12,13 @@
 //! Numbers compare exactly as decimals; an integer literal refuses a
 //! fractional argument (`1299.0` against `<= 5000`) so that money limits
 //! are stated in integer minor units.
+//!
+//! Predicates built from run-time values come from the typed
+//! constructors ([`Predicate::caller_is`], [`Predicate::tool_is`],
+//! [`Predicate::arg_is`], [`Predicate::arg_at_most`],
+//! [`Predicate::not_after`], ..., and [`Predicate::quote`] for string
+//! literals), which quote values and refuse what cannot be written
+//! safely.
 
 mod ast;
 mod build;
