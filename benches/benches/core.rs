@@ -520,6 +520,16 @@ fn worst_tokens(limits: &Limits) -> Vec<(&'static str, String)> {
                 chain(i, &|k| format!("arg.n!={k}"), share.saturating_sub(16))
             }),
         ),
+        // Comparisons in parentheses nested as deep as allowed.
+        (
+            "deep_groups",
+            fill(&mut |i| {
+                let depth = limits
+                    .max_nesting_depth
+                    .min(limits.max_predicate_len / 2 - 16);
+                format!("{}arg.n!={i}{}", "(".repeat(depth), ")".repeat(depth))
+            }),
+        ),
         // Long string literals full of escapes.
         (
             "escaped_strings",

@@ -47,21 +47,54 @@ pub(crate) fn parse(src: &str, limits: &Limits) -> Result<Expr, ParseError> {
 #[derive(Default)]
 struct Group {
     /// Finished AND chains of this group, joined by OR.
-    ors: Vec<Expr>,
+    ors: Operands,
     /// Operands of the AND chain being read.
-    ands: Vec<Expr>,
+    ands: Operands,
 }
 
 impl Group {
     /// The group's expression: its AND chain closed, its ORs joined.
-    fn finish(mut self) -> Expr {
+    fn finish(mut self) -> Option<Expr> {
         self.close_and();
-        join(self.ors, Expr::Or)
+        self.ors.into_expr(Expr::Or)
     }
 
     fn close_and(&mut self) {
-        let ands = std::mem::take(&mut self.ands);
-        self.ors.push(join(ands, Expr::And));
+        if let Some(and) = std::mem::take(&mut self.ands).into_expr(Expr::And) {
+            self.ors.push(and);
+        }
+    }
+}
+
+/// Operands of an AND or OR, without an allocation while there is one
+/// (a group around a single comparison costs no vector).
+#[derive(Default)]
+enum Operands {
+    #[default]
+    None,
+    One(Expr),
+    Many(Vec<Expr>),
+}
+
+impl Operands {
+    fn push(&mut self, expr: Expr) {
+        *self = match std::mem::take(self) {
+            Operands::None => Operands::One(expr),
+            Operands::One(first) => Operands::Many(vec![first, expr]),
+            Operands::Many(mut items) => {
+                items.push(expr);
+                Operands::Many(items)
+            }
+        };
+    }
+
+    /// One operand as itself, several joined by `make`.
+    fn into_expr(self, make: fn(Vec<Expr>) -> Expr) -> Option<Expr> {
+        match self {
+            Operands::None => None,
+            Operands::One(expr) => Some(expr),
+            Operands::Many(items) => Some(make(items)),
+        }
     }
 }
 
@@ -133,13 +166,17 @@ impl<'a> Parser<'a> {
                 let closing = self.peek() == Some(b')');
                 if closing && stack.len() > 1 {
                     self.pos += 1;
-                    let group = stack.pop().ok_or_else(|| self.error("unbalanced group"))?;
-                    operand = group.finish();
+                    operand = stack
+                        .pop()
+                        .and_then(Group::finish)
+                        .ok_or_else(|| self.error("empty group"))?;
                     continue;
                 }
                 if self.pos == self.bytes.len() && stack.len() == 1 {
-                    let group = stack.pop().ok_or_else(|| self.error("unbalanced group"))?;
-                    return Ok(group.finish());
+                    return stack
+                        .pop()
+                        .and_then(Group::finish)
+                        .ok_or_else(|| self.error("empty predicate"));
                 }
                 let expected = if stack.len() > 1 {
                     "AND, OR or ')' to close group"
@@ -371,13 +408,6 @@ impl<'a> Parser<'a> {
 
 const OP_EXPECTED: &str = "operator (==, !=, <=, >=, <, >, matches, starts_with)";
 
-fn join(mut items: Vec<Expr>, make: fn(Vec<Expr>) -> Expr) -> Expr {
-    match items.len() {
-        1 => items.remove(0),
-        _ => make(items),
-    }
-}
-
 /// Length, emptiness and nesting depth, checked without recursion.
 fn precheck(src: &str, limits: &Limits) -> Result<(), ParseError> {
     if src.len() > limits.max_predicate_len {
@@ -433,12 +463,18 @@ mod oracle {
     use chumsky::text::ascii::{ident as ascii_ident, keyword};
 
     use super::super::ast::{Comparison, Expr, Ident, Literal, Op, Unit};
-    use super::join;
     use crate::error::ParseError;
     use crate::number::Decimal;
     use crate::timestamp::Timestamp;
 
     type Extra<'src> = extra::Err<Rich<'src, char>>;
+
+    fn join(mut items: Vec<Expr>, make: fn(Vec<Expr>) -> Expr) -> Expr {
+        match items.len() {
+            1 => items.remove(0),
+            _ => make(items),
+        }
+    }
 
     pub(super) fn parse(src: &str) -> Result<Expr, ParseError> {
         predicate()
