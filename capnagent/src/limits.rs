@@ -8,11 +8,13 @@
 //! first time it is seen (decode, HMAC chain, every caveat parsed and
 //! evaluated, receipt signed; nothing cached): the `worst/*` benches in
 //! `benches/benches/core.rs` build such tokens (the most caveats, the
-//! longest comparison chains, the densest comparisons, both at once) and
-//! measured at most 0.56 ms of CPU (`worst/mixed`) on the 2-vCPU machine the bench
-//! table describes (`benches/README.md`). A verifier also parses caveats
-//! only when a decision reaches them, so a token refused before (revoked,
-//! expired by its first caveat) costs little more than its chain.
+//! longest comparison chains, the densest comparisons, the deepest
+//! nesting, caveat count and length together) and measured at most
+//! 0.52 ms of thread CPU time (`worst/mixed`; 0.27 ms wall) on the 2-vCPU
+//! machine the bench table describes (`benches/README.md`). A verifier
+//! also parses caveats only when a decision reaches them, so a token
+//! refused before (revoked, expired by its first caveat) costs little more
+//! than its chain.
 //!
 //! The reference implementation has no limits. The defaults refuse its
 //! largest conformance vectors (1000 caveats, 1000-term predicates, tokens
