@@ -1,6 +1,7 @@
 //! Core benches: token parsing, chain verification against the bare
-//! HMAC-SHA256 floor, full decisions with a signed receipt, and the
-//! sub-steps of a decision. See `benches/README.md`.
+//! HMAC-SHA256 floor, full decisions with a signed receipt, the sub-steps
+//! of a decision, and the costliest tokens the default limits admit
+//! (`worst/*`). See `benches/README.md`.
 //!
 //! ```text
 //! cargo bench -p capnagent-benches --bench core -- --warm-up-time 1 --measurement-time 3
@@ -11,8 +12,9 @@ use std::hint::black_box;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use capnagent::Limits;
 use capnagent::{Auditor, Capability, Context, Issuer, Outcome, Predicate, Verifier};
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -373,5 +375,189 @@ fn receipt_body_like(auditor: &Auditor, cap: &Capability, ctx: &Context) -> Stri
     format!("{}}}", &json[..cut])
 }
 
-criterion_group!(benches, bench_parse, bench_chain, bench_decide, bench_steps);
+/// The costliest tokens the default [`Limits`] admit, judged from their
+/// text with every cache cold: `Capability::parse`, the HMAC chain, then
+/// every caveat parsed and evaluated (all hold, all unique, so nothing is
+/// cached) and the receipt signed. Each shape fills the token to the
+/// limits in a different way; the worst of them is the figure the limits
+/// are sized by.
+fn bench_worst(c: &mut Criterion) {
+    let limits = Limits::DEFAULT;
+    let auditor = Auditor::new(&AUDIT_KEY).expect("32-byte key");
+    let ctx = Context::builder()
+        .now_millis(NOW_MS)
+        .caller("agent:planner")
+        .tool("checkout.purchase")
+        .args(serde_json::json!({"n": -1, "s": "\u{1}"}))
+        .build();
+    let mut group = c.benchmark_group("worst");
+    for (name, text) in worst_tokens(&limits) {
+        let cap = Capability::parse(&text).expect("admitted by the default limits");
+        let fresh = || {
+            Verifier::new(&ROOT_KEY)
+                .expect("32-byte key")
+                .with_chain_cache(0)
+        };
+        let receipt = fresh()
+            .verify_with_context(&cap, &ctx, &auditor)
+            .expect("valid chain");
+        assert!(receipt.is_allowed(), "{name}: {:?}", receipt.outcome());
+        let judge = |verifier: &Verifier| {
+            let cap = Capability::parse(black_box(&text)).expect("valid token");
+            verifier
+                .verify_with_context(&cap, black_box(&ctx), &auditor)
+                .expect("valid chain")
+        };
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(fresh, |verifier| judge(verifier), BatchSize::SmallInput)
+        });
+        // The same in CPU time of this thread (the machine is shared, so
+        // wall time counts time spent waiting for a core).
+        if let Some(cpu) = cpu_per_call(&fresh, &judge) {
+            println!(
+                "worst/{name}: {:.0} us CPU per judge (median of 5 rounds), token {} bytes, {} caveats",
+                cpu / 1_000.0,
+                text.len(),
+                cap.caveats().len()
+            );
+        }
+    }
+    group.finish();
+}
+
+/// Median over 5 rounds of the CPU time (ns) this thread spends per
+/// `judge` on a fresh verifier; `None` where the kernel does not say
+/// (`/proc/thread-self/schedstat`).
+fn cpu_per_call<T>(fresh: &dyn Fn() -> Verifier, judge: &dyn Fn(&Verifier) -> T) -> Option<f64> {
+    fn thread_cpu_ns() -> Option<u64> {
+        let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        stat.split_whitespace().next()?.parse().ok()
+    }
+    const CALLS: usize = 100;
+    let mut rounds = Vec::new();
+    for _ in 0..5 {
+        let verifiers: Vec<Verifier> = (0..CALLS).map(|_| fresh()).collect();
+        let start = thread_cpu_ns()?;
+        for verifier in &verifiers {
+            black_box(judge(verifier));
+        }
+        let spent = thread_cpu_ns()?.saturating_sub(start);
+        drop(verifiers);
+        rounds.push(spent as f64 / CALLS as f64);
+    }
+    rounds.sort_by(f64::total_cmp);
+    rounds.get(2).copied()
+}
+
+/// Serialized tokens as large as `limits` admit, of several shapes, every
+/// caveat unique and true in the bench's context.
+fn worst_tokens(limits: &Limits) -> Vec<(&'static str, String)> {
+    let issuer = Issuer::from_key(&ROOT_KEY)
+        .expect("32-byte key")
+        .with_limits(*limits);
+    // Adds caveats from `next` while the token stays within the limits.
+    let fill = |next: &mut dyn FnMut(usize) -> String| {
+        let mut builder = issuer.issue(IDENTIFIER);
+        let mut last = None;
+        for i in 0..limits.max_caveats {
+            let predicate = next(i);
+            if builder.caveat(&predicate).is_err() {
+                break;
+            }
+            match builder.build() {
+                Ok(cap) => last = Some(cap.serialize()),
+                Err(_) => break,
+            }
+        }
+        last.expect("at least one caveat fits")
+    };
+    // One predicate of as many `term AND` as fit in `len` bytes and the
+    // term limit, unique through `i`.
+    let chain = |i: usize, term: &dyn Fn(usize) -> String, len: usize| {
+        let mut p = term(i);
+        let mut k = 1;
+        while k < limits.max_terms {
+            let next = term(i * limits.max_terms + k);
+            if p.len() + 5 + next.len() > len {
+                break;
+            }
+            p.push_str(" AND ");
+            p.push_str(&next);
+            k += 1;
+        }
+        p
+    };
+    let max_len = limits.max_predicate_len;
+    vec![
+        // As many short caveats as allowed.
+        ("many_short", fill(&mut |i| format!("arg.n != {i}"))),
+        // Long AND chains of short comparisons.
+        (
+            "long_and_chains",
+            fill(&mut |i| chain(i, &|k| format!("arg.n!={k}"), max_len)),
+        ),
+        // The densest comparisons the grammar allows (`1AND` needs no
+        // space), every one evaluated.
+        (
+            "dense_terms",
+            fill(&mut |i| {
+                let mut p = format!("arg.n!={i}");
+                for _ in 1..limits.max_terms {
+                    if p.len() + 12 > max_len {
+                        break;
+                    }
+                    p.push_str("AND arg.n!=1");
+                }
+                p
+            }),
+        ),
+        // As many caveats as allowed, each as long as the token's length
+        // leaves for it: the caveat count and the length bind together.
+        (
+            "mixed",
+            fill(&mut |i| {
+                let share = limits.max_token_len * 3 / 4 / limits.max_caveats;
+                chain(i, &|k| format!("arg.n!={k}"), share.saturating_sub(16))
+            }),
+        ),
+        // Comparisons in parentheses nested as deep as allowed.
+        (
+            "deep_groups",
+            fill(&mut |i| {
+                let depth = limits
+                    .max_nesting_depth
+                    .min(limits.max_predicate_len / 2 - 16);
+                format!("{}arg.n!={i}{}", "(".repeat(depth), ")".repeat(depth))
+            }),
+        ),
+        // Long string literals full of escapes.
+        (
+            "escaped_strings",
+            fill(&mut |i| {
+                let body = "\\\"".repeat(max_len.saturating_sub(40) / 4);
+                format!("arg.s != \"{i}{body}\"")
+            }),
+        ),
+        // Timestamps, the costliest literal to read.
+        (
+            "timestamps",
+            fill(&mut |i| {
+                chain(
+                    i,
+                    &|k| format!("now>=@1970-01-01T00:00:00.{:09}Z", k % 1_000_000_000),
+                    max_len,
+                )
+            }),
+        ),
+    ]
+}
+
+criterion_group!(
+    benches,
+    bench_parse,
+    bench_chain,
+    bench_decide,
+    bench_steps,
+    bench_worst
+);
 criterion_main!(benches);

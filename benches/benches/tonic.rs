@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use capnagent::{
-    AuditLog, Auditor, Context, HolderKey, InMemoryNonceStore, Issuer, Receipt, Timestamp, Verifier,
+    AuditLog, Auditor, CaveatError, Context, HolderKey, InMemoryNonceStore, Issuer, Predicate,
+    Receipt, Timestamp, Verifier,
 };
 use capnagent_examples::grpc::pb::PurchaseRequest;
 use capnagent_examples::grpc::pb::tool_service_client::ToolServiceClient;
@@ -33,11 +34,15 @@ const AUDIT_KEY: [u8; 32] = [9; 32];
 
 fn caveats() -> [String; 4] {
     [
-        format!("caller == \"{PLANNER}\""),
-        format!("tool == \"{PURCHASE_TOOL}\""),
+        quoted(Predicate::caller_is(PLANNER)),
+        quoted(Predicate::tool_is(PURCHASE_TOOL)),
         "arg.amount <= 5000".to_owned(),
         "now <= @2099-01-01T00:00:00Z".to_owned(),
     ]
+}
+
+fn quoted(predicate: Result<Predicate, CaveatError>) -> String {
+    predicate.expect("representable").as_str().to_owned()
 }
 
 fn token(holder: Option<&HolderKey>) -> String {

@@ -713,7 +713,7 @@ impl Shared {
                 if receipt.is_allowed() {
                     return Decision::Allow {
                         record,
-                        verified: Some(Verified::new(receipt, cap)),
+                        verified: Some(Verified::new(receipt, cap, self.verifier.clone())),
                         reply: reply.clone(),
                     };
                 }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use capnagent::json::JsonValue;
-use capnagent::{Capability, Context, Predicate, Receipt, Timestamp};
+use capnagent::{Capability, Context, Receipt, Timestamp, Verifier};
 
 /// Inserted into the request extensions of every allowed request: the
 /// signed receipt of the decision and the capability that allowed it.
@@ -26,13 +26,21 @@ use capnagent::{Capability, Context, Predicate, Receipt, Timestamp};
 pub struct Verified {
     receipt: Arc<Receipt>,
     capability: Arc<Capability>,
+    /// The verifier that allowed the call: its predicate cache serves
+    /// [`could_allow`](Self::could_allow).
+    verifier: Verifier,
 }
 
 impl Verified {
-    pub(crate) fn new(receipt: Arc<Receipt>, capability: Arc<Capability>) -> Verified {
+    pub(crate) fn new(
+        receipt: Arc<Receipt>,
+        capability: Arc<Capability>,
+        verifier: Verifier,
+    ) -> Verified {
         Verified {
             receipt,
             capability,
+            verifier,
         }
     }
 
@@ -65,6 +73,10 @@ impl Verified {
     /// With `tool == "checkout_purchase" AND arg.amount_cents <= 5000`,
     /// `could_allow("checkout_purchase")` is true and
     /// `could_allow("bank_wire")` false.
+    ///
+    /// Caveats are parsed through the verifier's predicate cache (see
+    /// [`Verifier::might_allow`]), so a listing of many tools parses each
+    /// caveat once, not once per tool.
     pub fn could_allow(&self, tool: &str) -> bool {
         let summary = self.receipt.context_summary();
         let ctx = Context::builder()
@@ -73,13 +85,7 @@ impl Verified {
             .tool(tool)
             .args_json(JsonValue::Null)
             .build();
-        self.capability
-            .caveats()
-            .iter()
-            .all(|caveat| match Predicate::parse(caveat.predicate()) {
-                Ok(predicate) => predicate.evaluate(&ctx) != Ok(false),
-                Err(_) => false,
-            })
+        self.verifier.might_allow(&self.capability, &ctx)
     }
 }
 
@@ -88,7 +94,7 @@ impl fmt::Debug for Verified {
         f.debug_struct("Verified")
             .field("receipt", &self.receipt)
             .field("capability", &self.capability)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

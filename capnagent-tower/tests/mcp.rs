@@ -678,3 +678,63 @@ async fn holder_bound_capabilities_prove_each_message() {
     );
     assert_eq!(receipts.len(), 5);
 }
+
+/// `tools/list` filtered with `could_allow` over many tools parses each
+/// caveat once (the verifier's predicate cache), not once per tool, and
+/// under the verifier's limits (here wider than the defaults: a caveat of
+/// 300 comparisons, which the default limits would refuse).
+#[tokio::test]
+async fn could_allow_parses_each_caveat_once_for_a_whole_listing() {
+    let limits = capnagent::Limits {
+        max_terms: 1024,
+        ..capnagent::Limits::default()
+    };
+    let verifier = capnagent::Verifier::new(&ROOT_KEY)
+        .unwrap()
+        .with_limits(limits);
+    let tools: Vec<String> = (0..50).map(|i| format!("tool_{i}")).collect();
+    let listed = tools.clone();
+    let router = Router::new()
+        .route(
+            "/mcp",
+            any(move |verified: Option<Verified>| {
+                let tools = listed.clone();
+                async move {
+                    let verified = verified.unwrap();
+                    let allowed: Vec<&String> =
+                        tools.iter().filter(|t| verified.could_allow(t)).collect();
+                    json!({ "allowed": allowed }).to_string()
+                }
+            }),
+        )
+        .route_layer(
+            CapabilityLayer::new(verifier.clone(), auditor())
+                .clock(|| Timestamp::from_unix_millis(NOW_MS))
+                .caller(Anonymous)
+                .mcp(McpPolicy::new()),
+        );
+    let mut allowed_tools =
+        r#"tool == "tool_7" OR tool == "tool_9" OR tool == "mcp:tools/list""#.to_owned();
+    for i in 0..297 {
+        allowed_tools.push_str(&format!(r#" OR tool == "other_{i}""#));
+    }
+    let caveats = [
+        allowed_tools.as_str(),
+        "now <= @2099-01-01T00:00:00Z",
+        "arg.amount_cents <= 5000",
+    ];
+    let mut builder = Issuer::from_key(&ROOT_KEY)
+        .unwrap()
+        .with_limits(limits)
+        .issue("agent-42");
+    for caveat in caveats {
+        builder.caveat(caveat).unwrap();
+    }
+    let token = builder.build().unwrap().serialize();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
+    let response = send(&router, request(Some(&token), body)).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.body());
+    assert_eq!(json_body(&response)["allowed"], json!(["tool_7", "tool_9"]));
+    // Three caveats, 50 tools: three parses in all.
+    assert_eq!(verifier.predicates_parsed(), caveats.len() as u64);
+}

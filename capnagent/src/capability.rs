@@ -178,8 +178,8 @@ pub struct Capability {
 }
 
 /// A verifier's memo on one capability: the verifier (by its memo id)
-/// whose root key the chain verified under, and the caveats parsed under
-/// that verifier's limits. Lets a capability kept parsed between calls
+/// whose root key the chain verified under, and the caveats it has parsed
+/// so far under that verifier's limits. Lets a capability kept parsed between calls
 /// (the tower layer's token cache) skip the chain and predicate caches, and
 /// their locks. Set once; never part of equality.
 #[derive(Clone, Default)]
@@ -187,7 +187,10 @@ pub(crate) struct Memo(std::sync::OnceLock<Arc<VerifiedMemo>>);
 
 pub(crate) struct VerifiedMemo {
     pub(crate) verifier: u64,
-    pub(crate) parsed: Box<[crate::dsl::Parsed]>,
+    /// One slot per caveat, filled when the verifier first reaches that
+    /// caveat: a token judged only up to a failing caveat never has the
+    /// caveats after it parsed.
+    pub(crate) parsed: Box<[std::sync::OnceLock<crate::dsl::Parsed>]>,
 }
 
 impl Memo {
@@ -321,17 +324,26 @@ impl Capability {
 
     /// Returns a narrower capability with one more caveat. Needs no key.
     ///
-    /// The predicate is parsed first: one that does not parse, or that
+    /// The predicate is parsed first: one that does not parse, that
     /// compares against a unit literal such as `50_usd` (which could never
-    /// be satisfied), is refused. The original is unchanged.
+    /// be satisfied), or that begins with `__hok:` (the holder-key chain
+    /// step's prefix, [`CaveatError::ReservedPrefix`]) is refused. The
+    /// original is unchanged.
+    ///
+    /// To restrict by a value known only at run time (a caller name, a
+    /// limit), build the predicate with [`Predicate`]'s typed constructors
+    /// rather than by formatting text: they quote the value, so a name with
+    /// a `"` in it cannot change the caveat's meaning.
     ///
     /// ```
-    /// use capnagent::Issuer;
+    /// use capnagent::{Issuer, Predicate};
     ///
     /// let issuer = Issuer::from_key(&[7; 32])?;
-    /// let broad = issuer.issue("agent-42").caveat(r#"tool == "checkout.purchase""#)?.build()?;
+    /// let broad = issuer.issue("agent-42").tool_is("checkout.purchase")?.build()?;
     /// let narrow = broad.attenuate("arg.amount_cents <= 5000")?;
-    /// assert_eq!(narrow.caveats().len(), 2);
+    /// let agent = "agent:planner";
+    /// let narrower = narrow.attenuate(Predicate::caller_is(agent)?.as_str())?;
+    /// assert_eq!(narrower.caveats()[2].predicate(), r#"caller == "agent:planner""#);
     /// # Ok::<(), capnagent::Error>(())
     /// ```
     pub fn attenuate(&self, predicate: &str) -> Result<Capability, Error> {
@@ -395,9 +407,13 @@ impl Capability {
     }
 }
 
-/// Parses a predicate for building or attenuating, and refuses unit
-/// literals, which can never be satisfied.
+/// Parses a predicate for building or attenuating; refuses the holder-key
+/// step's prefix (`__hok:`) and unit literals, which can never be
+/// satisfied.
 pub(crate) fn check_predicate(predicate: &str, limits: &Limits) -> Result<(), CaveatError> {
+    if predicate.as_bytes().starts_with(HOK_PREFIX) {
+        return Err(CaveatError::ReservedPrefix);
+    }
     let parsed = Predicate::parse_with_limits(predicate, limits)?;
     match parsed.unit_literal() {
         Some(literal) => Err(CaveatError::UnitLiteral { literal }),

@@ -171,6 +171,20 @@ pub enum CaveatError {
         /// The literal text, for example `50_usd`.
         literal: String,
     },
+    /// The predicate begins with `__hok:`, the prefix of the chain step
+    /// that binds a holder key. Such a caveat's chain step could be taken
+    /// for that binding, so it is refused when building and attenuating.
+    #[error(
+        "invalid caveat predicate: it begins with `__hok:`, which is reserved for the holder-key chain step"
+    )]
+    ReservedPrefix,
+    /// A typed caveat helper (for example
+    /// [`Predicate::caller_is`](crate::Predicate::caller_is)) was given a
+    /// value it cannot write into a predicate that means exactly what was
+    /// asked: a control character in a string, an argument path that is
+    /// not a DSL identifier, a time outside the timestamp syntax.
+    #[error("invalid caveat value: {0}")]
+    Unrepresentable(String),
 }
 
 impl CaveatError {
@@ -179,6 +193,8 @@ impl CaveatError {
         match self {
             CaveatError::Parse(e) => e.code(),
             CaveatError::UnitLiteral { .. } => "caveat.unit_literal",
+            CaveatError::ReservedPrefix => "caveat.reserved_prefix",
+            CaveatError::Unrepresentable(_) => "caveat.unrepresentable",
         }
     }
 }

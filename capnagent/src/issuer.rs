@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use crate::capability::{self, Capability, Caveat};
 use crate::crypto::KeyedMac;
+use crate::dsl;
 use crate::error::{BuildError, Error, KeyError};
 use crate::limits::Limits;
+use crate::timestamp::Timestamp;
 
 /// Shortest root key accepted, in bytes.
 pub const MIN_ROOT_KEY_LEN: usize = 32;
@@ -97,8 +99,17 @@ pub struct CapabilityBuilder {
 
 impl CapabilityBuilder {
     /// Adds a caveat. The predicate is parsed first; one that does not
-    /// parse, or that uses a unit literal such as `50_usd` (never
-    /// satisfiable), is refused.
+    /// parse, that uses a unit literal such as `50_usd` (never
+    /// satisfiable), or that begins with `__hok:` (the holder-key chain
+    /// step's prefix, [`CaveatError::ReservedPrefix`](crate::CaveatError::ReservedPrefix))
+    /// is refused.
+    ///
+    /// Never format a run-time value into the text
+    /// (`format!("caller == \"{name}\"")`: a name containing `"` rewrites
+    /// the caveat); use the typed methods ([`caller_is`](Self::caller_is),
+    /// [`tool_is`](Self::tool_is), [`arg_is`](Self::arg_is),
+    /// [`arg_at_most`](Self::arg_at_most), [`not_after`](Self::not_after),
+    /// ...) or [`Predicate::quote`](crate::Predicate::quote).
     pub fn caveat(&mut self, predicate: &str) -> Result<&mut Self, Error> {
         if self.caveats.len() >= self.limits.max_caveats {
             return Err(BuildError::TooManyCaveats {
@@ -109,6 +120,78 @@ impl CapabilityBuilder {
         capability::check_predicate(predicate, &self.limits)?;
         self.caveats.push(Caveat::new(predicate.to_owned()));
         Ok(self)
+    }
+
+    /// Adds `caller == "<name>"` with `name` quoted (see
+    /// [`Predicate::quote`](crate::Predicate::quote)), so that no name can change what the caveat
+    /// means: the call's caller must be exactly `name`.
+    ///
+    /// ```
+    /// use capnagent::{Issuer, Timestamp};
+    ///
+    /// let agent = "agent:planner"; // from a request, a config file, ...
+    /// let cap = Issuer::from_key(&[7; 32])?
+    ///     .issue("agent-42")
+    ///     .caller_is(agent)?
+    ///     .tool_is("checkout.purchase")?
+    ///     .arg_at_most("amount_cents", 5000)?
+    ///     .not_after(Timestamp::from_unix_millis(1_798_761_600_000))?
+    ///     .build()?;
+    /// let texts: Vec<&str> = cap.caveats().iter().map(|c| c.predicate()).collect();
+    /// assert_eq!(texts, [
+    ///     r#"caller == "agent:planner""#,
+    ///     r#"tool == "checkout.purchase""#,
+    ///     "arg.amount_cents <= 5000",
+    ///     "now <= @2027-01-01T00:00:00Z",
+    /// ]);
+    /// # Ok::<(), capnagent::Error>(())
+    /// ```
+    pub fn caller_is(&mut self, name: &str) -> Result<&mut Self, Error> {
+        let predicate = dsl::caller_is(name, &self.limits)?;
+        self.caveat(predicate.as_str())
+    }
+
+    /// Adds `tool == "<name>"` with `name` quoted: the call must be of
+    /// exactly this tool.
+    pub fn tool_is(&mut self, name: &str) -> Result<&mut Self, Error> {
+        let predicate = dsl::tool_is(name, &self.limits)?;
+        self.caveat(predicate.as_str())
+    }
+
+    /// Adds `arg.<path> == "<value>"` with `value` quoted: the argument at
+    /// `path` (dot-separated caveat identifiers) must be the string
+    /// `value`.
+    pub fn arg_is(&mut self, path: &str, value: &str) -> Result<&mut Self, Error> {
+        let predicate = dsl::arg_is(path, value, &self.limits)?;
+        self.caveat(predicate.as_str())
+    }
+
+    /// Adds `arg.<path> <= <max>`: the argument at `path` must be a number
+    /// no greater than `max` (an integer: a fractional argument is refused,
+    /// so state money in minor units).
+    pub fn arg_at_most(&mut self, path: &str, max: i64) -> Result<&mut Self, Error> {
+        let predicate = dsl::arg_bound(path, dsl::Op::Le, max, &self.limits)?;
+        self.caveat(predicate.as_str())
+    }
+
+    /// Adds `arg.<path> >= <min>`: the argument at `path` must be a number
+    /// no less than `min` (an integer, as in
+    /// [`arg_at_most`](Self::arg_at_most)).
+    pub fn arg_at_least(&mut self, path: &str, min: i64) -> Result<&mut Self, Error> {
+        let predicate = dsl::arg_bound(path, dsl::Op::Ge, min, &self.limits)?;
+        self.caveat(predicate.as_str())
+    }
+
+    /// Adds `now <= @<deadline>`: the capability expires after `deadline`.
+    pub fn not_after(&mut self, deadline: Timestamp) -> Result<&mut Self, Error> {
+        let predicate = dsl::now_bound(dsl::Op::Le, deadline, &self.limits)?;
+        self.caveat(predicate.as_str())
+    }
+
+    /// Adds `now >= @<start>`: the capability is valid from `start` on.
+    pub fn not_before(&mut self, start: Timestamp) -> Result<&mut Self, Error> {
+        let predicate = dsl::now_bound(dsl::Op::Ge, start, &self.limits)?;
+        self.caveat(predicate.as_str())
     }
 
     /// Binds the capability to an Ed25519 public key: using it then needs a

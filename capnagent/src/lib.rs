@@ -17,10 +17,11 @@
 //! let audit_key = [9u8; 32];
 //!
 //! // The server mints a capability for an agent...
+//! // (typed methods quote values; `.caveat(text)` takes any predicate)
 //! let cap = Issuer::from_key(&root_key)?
 //!     .issue("agent-42")
-//!     .caveat(r#"tool == "checkout.purchase""#)?
-//!     .caveat("arg.amount_cents <= 5000")?
+//!     .tool_is("checkout.purchase")?
+//!     .arg_at_most("amount_cents", 5000)?
 //!     .caveat("now <= @2027-01-01T00:00:00Z")?
 //!     .build()?;
 //! let token = cap.serialize();
@@ -51,7 +52,11 @@
 //!
 //! Modules: [`Issuer`] mints, [`Capability`] carries and attenuates,
 //! [`Verifier`] decides, [`Auditor`] signs receipts, [`AuditLog`] keeps
-//! them. The caveat language is described in [`Predicate`].
+//! them. The caveat language is described in [`Predicate`]; build caveats
+//! from run-time values with the typed methods of [`CapabilityBuilder`]
+//! and [`Predicate`] (`caller_is`, `tool_is`, `arg_at_most`, `not_after`,
+//! ...), never by formatting text. Every bound on what a token may cost is
+//! in [`Limits`].
 
 mod audit;
 mod capability;

@@ -9,8 +9,16 @@
 //! 3. revocation, when a [`RevocationCell`] is configured;
 //! 4. zero caveats: denied (the reference allows them; a token with no
 //!    caveat would authorize every call);
-//! 5. each caveat in order: parsed (cached by text), then evaluated; the
-//!    first that does not hold denies.
+//! 5. each caveat in order: parsed when the decision first reaches it
+//!    (cached by text), then evaluated; the first that does not hold
+//!    denies, and no caveat after it is ever parsed.
+//!
+//! Nothing is parsed before gate 5: the gates before it cost at most the
+//! HMAC chain, so a revoked or expired token with caveats appended by its
+//! holder (anyone may append, no key needed) is refused for the price of
+//! its chain, and the caveats after the one that fails cost nothing. The
+//! [`Limits`] bound what the chain and the caveats of an admitted token
+//! can cost at all.
 //!
 //! Chains that verified are remembered (bounded, keyed by signature and
 //! compared in full), so an agent that presents the same token again pays
@@ -264,6 +272,14 @@ impl Verifier {
         &self.inner.config.limits
     }
 
+    /// How many predicates this verifier (and its clones) has parsed since
+    /// it was built: every predicate-cache miss, which is what a caveat
+    /// costs the first time it is reached. For metrics, and to check that
+    /// caveats after a failing one are never parsed.
+    pub fn predicates_parsed(&self) -> u64 {
+        self.inner.cache.parses()
+    }
+
     /// The revocation cell, if configured.
     pub fn revocations(&self) -> Option<&RevocationCell> {
         self.inner.config.revocations.as_ref()
@@ -276,12 +292,16 @@ impl Verifier {
 
     /// Checks the HMAC chain only (no caveats, no receipt).
     ///
+    /// Parses no caveat: predicates are parsed only when a decision reaches
+    /// them (see [`predicates_parsed`](Self::predicates_parsed)).
+    ///
     /// With both caches on (the default), a capability whose chain this
-    /// call computed also keeps a memo of it, and of its parsed caveats, for
-    /// this verifier: the same `Capability` value checked again (a token
-    /// kept parsed between calls) skips the caches and their locks. A chain
-    /// found in the cache leaves no memo, so callers that parse the token
-    /// on every call pay nothing for memos they would drop.
+    /// call computed also keeps a memo of it for this verifier, into which
+    /// later decisions put each caveat they parse: the same `Capability`
+    /// value checked again (a token kept parsed between calls) skips the
+    /// caches and their locks. A chain found in the cache leaves no memo,
+    /// so callers that parse the token on every call pay nothing for memos
+    /// they would drop.
     pub fn verify(&self, cap: &Capability) -> Result<(), Error> {
         if self.memo(cap).is_some() {
             return Ok(());
@@ -309,10 +329,11 @@ impl Verifier {
         if config.chain_cache_capacity == 0 || config.cache_capacity == 0 {
             return;
         }
+        // Empty slots: a caveat is parsed only when a decision reaches it.
         let parsed = cap
             .caveats()
             .iter()
-            .map(|c| self.inner.cache.get_or_parse(c.predicate(), &config.limits))
+            .map(|_| std::sync::OnceLock::new())
             .collect();
         cap.memo().set(VerifiedMemo {
             verifier: self.inner.memo_id.load(Ordering::Relaxed),
@@ -454,17 +475,9 @@ impl Verifier {
         let memo = self.memo(cap);
         for (i, caveat) in cap.caveats().iter().enumerate() {
             let text = caveat.predicate();
-            let looked_up;
-            let parsed = match memo.and_then(|m| m.parsed.get(i)) {
-                Some(parsed) => parsed,
-                None => {
-                    looked_up = self
-                        .inner
-                        .cache
-                        .get_or_parse(text, &self.inner.config.limits);
-                    &looked_up
-                }
-            };
+            // Parsed here, when reached, never before: a caveat after the
+            // first that fails costs nothing.
+            let parsed = self.parsed(memo, i, text);
             let expr = match parsed.as_ref() {
                 Ok(expr) => expr,
                 Err(e) => return denied(format!("caveat parse error in {text:?}: {e}")),
@@ -476,6 +489,56 @@ impl Verifier {
             }
         }
         Outcome::Allowed
+    }
+
+    /// Whether `cap`'s caveats could allow *some* call in `ctx`: false
+    /// when a caveat does not parse or evaluates to false in `ctx`; a
+    /// caveat whose evaluation fails (it needs an argument or `env` fact
+    /// `ctx` does not have) might hold for another call, so it does not
+    /// count against. False for a capability without caveats.
+    ///
+    /// For listings (MCP `tools/list`): evaluate with the facts a listing
+    /// knows (caller, time, a candidate tool) and empty arguments. Caveats
+    /// are parsed through this verifier's predicate cache, so listing many
+    /// tools parses each caveat once. Checks neither the chain nor
+    /// revocation: only for a capability a decision of this verifier has
+    /// just allowed; every call is still judged in full.
+    ///
+    /// ```
+    /// use capnagent::{Context, Issuer, Verifier};
+    ///
+    /// let cap = Issuer::from_key(&[7; 32])?
+    ///     .issue("agent-42")
+    ///     .tool_is("checkout_purchase")?
+    ///     .arg_at_most("amount_cents", 5000)?
+    ///     .build()?;
+    /// let verifier = Verifier::new(&[7; 32])?;
+    /// let listing = |tool: &str| Context::builder().now_millis(1_700_000_000_000).tool(tool).build();
+    /// assert!(verifier.might_allow(&cap, &listing("checkout_purchase")));
+    /// assert!(!verifier.might_allow(&cap, &listing("bank_wire")));
+    /// # Ok::<(), capnagent::Error>(())
+    /// ```
+    pub fn might_allow(&self, cap: &Capability, ctx: &Context) -> bool {
+        let memo = self.memo(cap);
+        !cap.caveats().is_empty()
+            && cap.caveats().iter().enumerate().all(|(i, caveat)| {
+                match self.parsed(memo, i, caveat.predicate()).as_ref() {
+                    Ok(expr) => dsl::eval_expr(expr, ctx) != Ok(false),
+                    Err(_) => false,
+                }
+            })
+    }
+
+    /// Caveat `i` (text `text`) parsed: from the memo's slot (filling it),
+    /// else from the predicate cache.
+    fn parsed(&self, memo: Option<&VerifiedMemo>, i: usize, text: &str) -> dsl::Parsed {
+        let limits = &self.inner.config.limits;
+        match memo.and_then(|m| m.parsed.get(i)) {
+            Some(slot) => {
+                Arc::clone(slot.get_or_init(|| self.inner.cache.get_or_parse(text, limits)))
+            }
+            None => self.inner.cache.get_or_parse(text, limits),
+        }
     }
 
     /// Drops every cached parse and verified chain (and disowns the memos

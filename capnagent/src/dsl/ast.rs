@@ -66,19 +66,22 @@ pub(crate) enum Ident {
 
 impl Ident {
     pub(crate) fn resolve(dotted: &str) -> Ident {
-        let mut segments = dotted.split('.');
-        let root = segments.next().unwrap_or_default();
-        let rest: Vec<&str> = segments.collect();
-        match (root, rest.as_slice()) {
-            ("now", []) => Ident::Now,
-            ("caller", []) => Ident::Caller,
-            ("tool", []) => Ident::Tool,
-            ("env", [key]) => Ident::Env {
-                key: (*key).to_owned(),
+        // No intermediate collection: this runs for every comparison of
+        // every caveat a verifier parses.
+        let (root, rest) = match dotted.split_once('.') {
+            Some((root, rest)) => (root, Some(rest)),
+            None => (dotted, None),
+        };
+        match (root, rest) {
+            ("now", None) => Ident::Now,
+            ("caller", None) => Ident::Caller,
+            ("tool", None) => Ident::Tool,
+            ("env", Some(key)) if !key.contains('.') => Ident::Env {
+                key: key.to_owned(),
                 dotted: dotted.to_owned(),
             },
-            ("arg", path) if !path.is_empty() => Ident::Arg {
-                path: path.iter().map(|s| (*s).to_owned()).collect(),
+            ("arg", Some(path)) => Ident::Arg {
+                path: path.split('.').map(str::to_owned).collect(),
                 dotted: dotted.to_owned(),
             },
             _ => Ident::Unknown(dotted.to_owned()),

@@ -12,13 +12,25 @@
 //! Numbers compare exactly as decimals; an integer literal refuses a
 //! fractional argument (`1299.0` against `<= 5000`) so that money limits
 //! are stated in integer minor units.
+//!
+//! Predicates built from run-time values come from the typed
+//! constructors ([`Predicate::caller_is`], [`Predicate::tool_is`],
+//! [`Predicate::arg_is`], [`Predicate::arg_at_most`],
+//! [`Predicate::not_after`], ..., and [`Predicate::quote`] for string
+//! literals), which quote values and refuse what cannot be written
+//! safely.
 
 mod ast;
+mod build;
 mod eval;
 mod parser;
 
+pub(crate) use ast::Op;
+pub(crate) use build::{arg_bound, arg_is, caller_is, now_bound, tool_is};
+
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub(crate) use ast::Expr;
@@ -138,17 +150,19 @@ impl EvalError {
     }
 }
 
+/// A parse result shared between the cache and its users.
+pub(crate) type Parsed = Arc<Result<Expr, ParseError>>;
+
 /// Parsed predicates keyed by their text, shared by clones of a verifier.
 ///
 /// Bounded by entries and by the bytes of predicate text it holds: when
 /// either would be exceeded it is cleared, so a stream of unique predicates
 /// costs parse time but never unbounded memory.
-/// A parse result shared between the cache and its users.
-pub(crate) type Parsed = Arc<Result<Expr, ParseError>>;
-
 pub(crate) struct PredicateCache {
     map: RwLock<CacheMap>,
     capacity: usize,
+    /// Misses: predicates parsed through this cache.
+    parses: AtomicU64,
 }
 
 #[derive(Default)]
@@ -165,6 +179,7 @@ impl PredicateCache {
         PredicateCache {
             map: RwLock::new(CacheMap::default()),
             capacity,
+            parses: AtomicU64::new(0),
         }
     }
 
@@ -177,6 +192,7 @@ impl PredicateCache {
         {
             return hit;
         }
+        self.parses.fetch_add(1, Ordering::Relaxed);
         let parsed = Arc::new(parser::parse(text, limits));
         if self.capacity > 0
             && text.len() <= Self::MAX_TEXT_BYTES
@@ -196,6 +212,11 @@ impl PredicateCache {
             }
         }
         parsed
+    }
+
+    /// How many predicates were parsed (cache misses) so far.
+    pub(crate) fn parses(&self) -> u64 {
+        self.parses.load(Ordering::Relaxed)
     }
 
     pub(crate) fn clear(&self) {

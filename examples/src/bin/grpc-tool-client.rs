@@ -221,22 +221,22 @@ async fn demo() -> Result<bool, BoxError> {
     let issuer = Issuer::from_key(&root_key)?;
     let purchases = issuer
         .issue("demo-purchases")
-        .caveat(&format!("caller == \"{PLANNER}\""))?
-        .caveat(&format!("tool == \"{PURCHASE_TOOL}\""))?
-        .caveat("arg.amount <= 5000")?
+        .caller_is(PLANNER)?
+        .tool_is(PURCHASE_TOOL)?
+        .arg_at_most("amount", 5000)?
         .build()?
         .serialize();
     let wires = issuer
         .issue("demo-wires")
         .holder_of_key(holder.public_key())?
-        .caveat(&format!("tool == \"{WIRE_TOOL}\""))?
-        .caveat("arg.amount <= 100000")?
+        .tool_is(WIRE_TOOL)?
+        .arg_at_most("amount", 100_000)?
         .build()?
         .serialize();
     let logs = issuer
         .issue("demo-logs")
-        .caveat(&format!("tool == \"{UPLOAD_LOGS_TOOL}\""))?
-        .caveat("arg.lines <= 10")?
+        .tool_is(UPLOAD_LOGS_TOOL)?
+        .arg_at_most("lines", 10)?
         .build()?
         .serialize();
     let bearer = Credentials::new(PLANNER_API_KEY, &purchases)?;

@@ -125,19 +125,19 @@ async fn run(options: Options) -> Result<(), BoxError> {
     let expiry = Timestamp::from_unix_millis(now_ms + 24 * 3600 * 1000);
     let purchase = issuer
         .issue("grpc-demo-purchases")
-        .caveat(&format!("caller == \"{PLANNER}\""))?
-        .caveat(&format!("tool == \"{PURCHASE_TOOL}\""))?
-        .caveat("arg.amount <= 5000")?
-        .caveat(&format!("now <= @{expiry}"))?
+        .caller_is(PLANNER)?
+        .tool_is(PURCHASE_TOOL)?
+        .arg_at_most("amount", 5000)?
+        .not_after(expiry)?
         .build()?
         .serialize();
     let wire = issuer
         .issue("grpc-demo-wires")
         .holder_of_key(holder.public_key())?
-        .caveat(&format!("caller == \"{PLANNER}\""))?
-        .caveat(&format!("tool == \"{WIRE_TOOL}\""))?
-        .caveat("arg.amount <= 100000")?
-        .caveat(&format!("now <= @{expiry}"))?
+        .caller_is(PLANNER)?
+        .tool_is(WIRE_TOOL)?
+        .arg_at_most("amount", 100_000)?
+        .not_after(expiry)?
         .build()?
         .serialize();
     let seed = capnagent::hex::encode(&holder_seed);

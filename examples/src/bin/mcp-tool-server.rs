@@ -104,7 +104,7 @@ async fn run(options: Options) -> Result<(), BoxError> {
     for caveat in DEMO_CAVEATS {
         builder.caveat(caveat)?;
     }
-    let capability = builder.caveat(&format!("now <= @{expiry}"))?.build()?;
+    let capability = builder.not_after(expiry)?.build()?;
     let token = capability.serialize();
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await?;

@@ -123,10 +123,10 @@ fn issue(demo: &Demo) -> Result<Capability, BoxError> {
     Ok(demo
         .issuer
         .issue("agent-42")
-        .caveat(&format!("caller == \"{PLANNER}\""))?
-        .caveat(r#"tool == "checkout.purchase""#)?
-        .caveat("arg.amount_cents <= 5000")?
-        .caveat(&format!("now <= @{expiry}"))?
+        .caller_is(PLANNER)?
+        .tool_is("checkout.purchase")?
+        .arg_at_most("amount_cents", 5000)?
+        .not_after(expiry)?
         .build()?)
 }
 
