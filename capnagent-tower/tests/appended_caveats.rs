@@ -44,6 +44,7 @@ async fn an_expired_token_full_of_appended_caveats_is_refused_without_parsing_th
     let receipts = Arc::new(Mutex::new(Vec::<Receipt>::new()));
     let sink = Arc::clone(&receipts);
     let layer = CapabilityLayer::new(verifier.clone(), auditor())
+        .unwrap()
         .clock(|| Timestamp::from_unix_millis(NOW_MS))
         .sink(move |receipt: &Receipt| sink.lock().unwrap().push(receipt.clone()));
     let app = Router::new()

@@ -709,6 +709,7 @@ async fn could_allow_parses_each_caveat_once_for_a_whole_listing() {
         )
         .route_layer(
             CapabilityLayer::new(verifier.clone(), auditor())
+                .unwrap()
                 .clock(|| Timestamp::from_unix_millis(NOW_MS))
                 .caller(Anonymous)
                 .mcp(McpPolicy::new()),
