@@ -154,7 +154,10 @@ fn a_revoked_token_with_appended_caveats_parses_nothing() {
         .with_max_age(Duration::from_secs(3600));
     let mut revoker = Revoker::new(&ROOT_KEY).unwrap();
     revoker.revoke("agent-42");
-    assert!(cell.install(revoker.publish(NOW_MS - 1_000)).unwrap());
+    assert!(
+        cell.install_at(revoker.publish(NOW_MS - 1_000), NOW_MS)
+            .unwrap()
+    );
     let verifier = Verifier::new(&ROOT_KEY).unwrap().with_revocations(cell);
 
     let receipt = verifier
