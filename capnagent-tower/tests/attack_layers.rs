@@ -200,11 +200,13 @@ fn forged_admin_token() -> String {
     let issuer = Issuer::from_key(&[8; 32]).unwrap();
     let mut builder = issuer.issue("admin (approved by security team)");
     let filler = format!("caller == \"{}\"", "x".repeat(1000));
-    for _ in 0..180 {
+    // As large as the default limits admit, so that the chain check (not
+    // the length limit) is what refuses it.
+    for _ in 0..11 {
         builder.caveat(&filler).unwrap();
     }
     let token = builder.build().unwrap().serialize();
-    assert!(token.len() > 180_000);
+    assert!(token.len() > 15_000 && token.len() <= capnagent::Limits::DEFAULT.max_token_len);
     token
 }
 
