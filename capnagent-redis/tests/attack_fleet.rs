@@ -6,109 +6,18 @@
 //! starts one). Without it the tests start a private `redis-server`; when
 //! `CI` is set and no Redis can be had, they fail instead of skipping.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use capnagent::{
-    Auditor, Capability, Context, HolderKey, Issuer, RevocationCell, RevocationStore, Revoker,
-    StoreError, Timestamp, Verifier,
+    Capability, Context, HolderKey, Issuer, RevocationCell, RevocationStore, Revoker, StoreError,
+    Verifier,
 };
 use capnagent_redis::{RedisConfig, RedisNonceStore, RedisRevocationStore};
 
-const ROOT: [u8; 32] = [7; 32];
-
-/// A `redis-server` child process on a loopback port, killed on drop.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start_on(port: u16) -> Option<RedisServer> {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let server = RedisServer {
-            child: Some(child),
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(server)
-    }
-
-    fn start() -> Option<RedisServer> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        RedisServer::start_on(port)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn no_redis(why: &str) -> Option<(String, Option<RedisServer>)> {
-    if std::env::var_os("CI").is_some() {
-        panic!("Redis is required when CI is set: {why}");
-    }
-    eprintln!("skipping: {why}");
-    None
-}
-
-/// The shared Redis, or a private one.
-fn redis() -> Option<(String, Option<RedisServer>)> {
-    if let Ok(url) = std::env::var("CAPNAGENT_REDIS_URL") {
-        return Some((url, None));
-    }
-    match RedisServer::start() {
-        Some(server) => Some((server.url(), Some(server))),
-        None => no_redis("CAPNAGENT_REDIS_URL is not set and redis-server could not start"),
-    }
-}
-
-fn config(url: &str, test: &str) -> RedisConfig {
-    let unique = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    RedisConfig::new(url).prefix(format!("capnagent-test:{test}:{unique}"))
-}
-
-fn now_ms() -> u64 {
-    Timestamp::now().unix_millis()
-}
-
-fn auditor() -> Auditor {
-    Auditor::new(&[9; 32]).expect("key")
-}
+use support::{ROOT, auditor, config, now_ms, redis};
 
 fn call(now_ms: u64, tool: &str) -> Context {
     Context::builder()

@@ -6,101 +6,17 @@
 //! starts one). Without it the tests start a private `redis-server`; when
 //! `CI` is set and no Redis can be had, they fail instead of skipping.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capnagent::{
-    Auditor, Capability, Context, HolderKey, Issuer, RevocationCell, RevocationStore, Revoker,
-    Verifier,
+    Capability, Context, HolderKey, Issuer, RevocationCell, RevocationStore, Revoker, Verifier,
 };
-use capnagent_redis::{RedisConfig, RedisNonceStore, RedisRevocationStore, spawn_revocation_feed};
+use capnagent_redis::{RedisNonceStore, RedisRevocationStore, spawn_revocation_feed};
 
-const ROOT: [u8; 32] = [7; 32];
-
-/// A `redis-server` child process on a loopback port, killed on drop.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start_on(port: u16) -> Option<RedisServer> {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let server = RedisServer {
-            child: Some(child),
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(server)
-    }
-
-    fn start() -> Option<RedisServer> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        RedisServer::start_on(port)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn no_redis(why: &str) -> Option<(String, Option<RedisServer>)> {
-    if std::env::var_os("CI").is_some() {
-        panic!("Redis is required when CI is set: {why}");
-    }
-    eprintln!("skipping: {why}");
-    None
-}
-
-/// The shared Redis, or a private one.
-fn redis() -> Option<(String, Option<RedisServer>)> {
-    if let Ok(url) = std::env::var("CAPNAGENT_REDIS_URL") {
-        return Some((url, None));
-    }
-    match RedisServer::start() {
-        Some(server) => Some((server.url(), Some(server))),
-        None => no_redis("CAPNAGENT_REDIS_URL is not set and redis-server could not start"),
-    }
-}
-
-fn config(url: &str, test: &str) -> RedisConfig {
-    let unique = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    RedisConfig::new(url).prefix(format!("capnagent-test:{test}:{unique}"))
-}
+use support::{ROOT, RedisServer, auditor, config, no_redis, now_ms, redis};
 
 fn bound(holder: &HolderKey) -> Capability {
     Issuer::from_key(&ROOT)
@@ -120,10 +36,6 @@ fn call(amount: u64) -> Context {
         .tool("bank.wire")
         .args(serde_json::json!({ "amount_cents": amount }))
         .build()
-}
-
-fn auditor() -> Auditor {
-    Auditor::new(&[9; 32]).expect("key")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,8 +210,4 @@ async fn redis_down_denies_everything_and_service_resumes_after_restart() {
         assert!(Instant::now() < deadline, "not served again after restart");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn now_ms() -> u64 {
-    capnagent::Timestamp::now().unix_millis()
 }
