@@ -9,8 +9,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
 use axum::Router;
 use axum::routing::{any, post};
 use base64::Engine;
@@ -22,34 +20,6 @@ use capnagent_tower::{
 };
 use serde_json::{Value, json};
 use support::*;
-use tokio::sync::oneshot;
-
-/// A running server; dropping it shuts the server down.
-struct Server {
-    addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
-impl Server {
-    async fn start(app: Router) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        Server { addr, _stop: stop }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
 
 /// The handler: says which tool the layer allowed.
 async fn handler(verified: Verified, _body: Bytes) -> String {

@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -24,7 +23,6 @@ use capnagent_tower::{
 };
 use serde_json::{Value, json};
 use support::*;
-use tokio::sync::oneshot;
 
 const CAVEATS: &[&str] = &[
     r#"caller == "agent:planner""#,
@@ -33,33 +31,6 @@ const CAVEATS: &[&str] = &[
     "now <= @2099-01-01T00:00:00Z",
 ];
 const BODY: &str = r#"{"sku":"USB-C cable","amount_cents":1299}"#;
-
-/// A running server; dropping it shuts the server down.
-struct Server {
-    addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
-impl Server {
-    async fn start(app: Router) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        Server { addr, _stop: stop }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
 
 /// Handler invocations, counted by the handlers themselves.
 #[derive(Clone, Default)]

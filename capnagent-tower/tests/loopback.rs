@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use axum::routing::post;
 use axum::{Extension, Json, Router};
@@ -16,7 +15,6 @@ use capnagent_tower::{
     AuditLogSink, AuthenticatedCaller, CapabilityLayer, FixedTool, PathParam, Verified,
 };
 use support::*;
-use tokio::sync::oneshot;
 
 const CAVEATS: &[&str] = &[
     r#"caller == "agent:planner""#,
@@ -24,33 +22,6 @@ const CAVEATS: &[&str] = &[
     "arg.amount_cents <= 5000",
     "now <= @2099-01-01T00:00:00Z",
 ];
-
-/// A running server; dropping it shuts the server down.
-struct Server {
-    addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
-
-impl Server {
-    async fn start(app: Router) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        Server { addr, _stop: stop }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
 
 async fn echo_bytes(_: Verified, body: Bytes) -> Bytes {
     body
