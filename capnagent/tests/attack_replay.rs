@@ -2,27 +2,18 @@
 //! sharing one in-process nonce store. Time is simulated: each verifier's
 //! `now` is the simulated real time plus its clock offset.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use capnagent::{Auditor, Capability, Context, HolderKey, InMemoryNonceStore, Issuer, Verifier};
+use capnagent::{Context, HolderKey, InMemoryNonceStore, Verifier};
 
-const ROOT: [u8; 32] = [7; 32];
+use support::{ROOT, auditor, bound};
+
 const T0: u64 = 1_700_000_000_000;
 const SKEW_MS: u64 = 1_000;
 const OFFSET_MS: u64 = 5_000;
-
-fn bound(holder: &HolderKey) -> Capability {
-    Issuer::from_key(&ROOT)
-        .expect("key")
-        .issue("agent-42")
-        .holder_of_key(holder.public_key())
-        .expect("first")
-        .caveat(r#"tool == "bank.wire""#)
-        .expect("valid")
-        .build()
-        .expect("builds")
-}
 
 fn ctx(now_ms: u64, amount: u64) -> Context {
     Context::builder()
@@ -45,9 +36,9 @@ async fn one_proof_is_allowed_once_by_verifiers_5s_apart_sharing_memory() {
         .with_max_clock_offset(Duration::from_millis(OFFSET_MS))
         .with_nonce_store(store);
     assert_eq!(verifier.nonce_ttl_ms(), 2 * SKEW_MS + 1 + OFFSET_MS);
-    let auditor = Auditor::new(&[9; 32]).expect("key");
+    let auditor = auditor();
     let holder = HolderKey::from_seed([3; 32]);
-    let cap = bound(&holder);
+    let cap = bound(&holder, r#"tool == "bank.wire""#);
     // Stamped so that A (ahead) accepts it at once, B only 5 s later.
     let ts = T0 + OFFSET_MS + SKEW_MS;
     let proof = holder.prove(&cap, "bank.wire", ctx(0, 1).args(), ts);

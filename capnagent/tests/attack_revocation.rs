@@ -2,20 +2,18 @@
 //! list turned into a capability, and a list dated in the future that
 //! would freeze revocation.
 
+mod support;
+
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use capnagent::{
-    Auditor, Capability, Context, Error, InMemoryRevocationStore, RevocationCell, RevocationList,
+    Capability, Context, Error, InMemoryRevocationStore, RevocationCell, RevocationList,
     RevocationStore, Revoker, Timestamp, Verifier,
 };
 
-const ROOT: [u8; 32] = [7; 32];
-
-fn auditor() -> Auditor {
-    Auditor::new(&[9; 32]).expect("key")
-}
+use support::{ROOT, auditor, bearer};
 
 fn now_ms() -> u64 {
     Timestamp::now().unix_millis()
@@ -128,13 +126,7 @@ async fn a_future_dated_list_is_refused_and_cannot_freeze_revocation() {
         .expect("a real list is accepted");
     assert!(capnagent::refresh(&store, &cell).await.expect("refresh"));
     let verifier = Verifier::new(&ROOT).expect("key").with_revocations(cell);
-    let cap = capnagent::Issuer::from_key(&ROOT)
-        .expect("key")
-        .issue("agent-42")
-        .caveat(r#"tool == "bank.wire""#)
-        .expect("valid")
-        .build()
-        .expect("builds");
+    let cap = bearer("agent-42", r#"tool == "bank.wire""#);
     let ctx = Context::builder()
         .now_millis(now_ms())
         .tool("bank.wire")

@@ -1,29 +1,21 @@
 //! Holder-of-key proofs, replay protection and revocation through the
 //! verifier's gates.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use capnagent::{
-    Auditor, BoxFuture, Capability, Context, Error, HolderKey, InMemoryNonceStore,
-    InMemoryRevocationStore, NonceStore, Proof, RevocationCell, RevocationStore, Revoker,
-    StoreError, Verifier,
+    BoxFuture, Capability, Context, Error, HolderKey, InMemoryNonceStore, InMemoryRevocationStore,
+    NonceStore, Proof, RevocationCell, RevocationStore, Revoker, StoreError, Verifier,
 };
 
-const ROOT: [u8; 32] = [7; 32];
+use support::{ROOT, auditor, bearer, bound};
+
 const NOW: u64 = 1_700_000_000_000;
 
-fn bound(holder: &HolderKey) -> Capability {
-    capnagent::Issuer::from_key(&ROOT)
-        .expect("key")
-        .issue("agent-42")
-        .holder_of_key(holder.public_key())
-        .expect("first")
-        .caveat(r#"tool == "bank.wire" AND arg.amount_cents <= 5000"#)
-        .expect("valid")
-        .build()
-        .expect("builds")
-}
+const WIRE: &str = r#"tool == "bank.wire" AND arg.amount_cents <= 5000"#;
 
 fn ctx(now: u64, amount: u64) -> Context {
     Context::builder()
@@ -32,10 +24,6 @@ fn ctx(now: u64, amount: u64) -> Context {
         .tool("bank.wire")
         .args(serde_json::json!({ "amount_cents": amount, "to": "acct-1" }))
         .build()
-}
-
-fn auditor() -> Auditor {
-    Auditor::new(&[9; 32]).expect("key")
 }
 
 async fn reason(v: &Verifier, cap: &Capability, ctx: &Context, proof: &Proof) -> Option<String> {
@@ -50,7 +38,7 @@ async fn reason(v: &Verifier, cap: &Capability, ctx: &Context, proof: &Proof) ->
 #[tokio::test]
 async fn a_valid_proof_is_accepted_and_the_challenge_is_the_verifiers() {
     let holder = HolderKey::from_seed([3; 32]);
-    let cap = bound(&holder);
+    let cap = bound(&holder, WIRE);
     let v = Verifier::new(&ROOT).expect("key");
     let call = ctx(NOW, 100);
     let proof = holder.prove(&cap, "bank.wire", call.args(), NOW - 5_000);
@@ -82,7 +70,7 @@ async fn a_valid_proof_is_accepted_and_the_challenge_is_the_verifiers() {
 #[tokio::test]
 async fn timestamps_outside_the_skew_window_are_denied() {
     let holder = HolderKey::from_seed([3; 32]);
-    let cap = bound(&holder);
+    let cap = bound(&holder, WIRE);
     let v = Verifier::new(&ROOT)
         .expect("key")
         .with_proof_skew(Duration::from_secs(10));
@@ -104,13 +92,7 @@ async fn timestamps_outside_the_skew_window_are_denied() {
 #[tokio::test]
 async fn bearer_tokens_on_the_proof_path_and_forged_chains() {
     let holder = HolderKey::from_seed([3; 32]);
-    let bearer = capnagent::Issuer::from_key(&ROOT)
-        .expect("key")
-        .issue("b")
-        .caveat(r#"tool == "bank.wire""#)
-        .expect("valid")
-        .build()
-        .expect("builds");
+    let bearer = bearer("b", r#"tool == "bank.wire""#);
     let v = Verifier::new(&ROOT).expect("key");
     let call = ctx(NOW, 1);
     let proof = holder.prove(&bearer, "bank.wire", call.args(), NOW);
@@ -119,7 +101,7 @@ async fn bearer_tokens_on_the_proof_path_and_forged_chains() {
         Some(capnagent::REASON_NOT_HOLDER_BOUND)
     );
     let other = Verifier::new(&[8; 32]).expect("key");
-    let cap = bound(&holder);
+    let cap = bound(&holder, WIRE);
     let proof = holder.prove(&cap, "bank.wire", call.args(), NOW);
     assert_eq!(
         other
@@ -133,7 +115,7 @@ async fn bearer_tokens_on_the_proof_path_and_forged_chains() {
 #[tokio::test]
 async fn exactly_one_of_1000_concurrent_identical_proofs_is_allowed() {
     let holder = HolderKey::from_seed([3; 32]);
-    let cap = Arc::new(bound(&holder));
+    let cap = Arc::new(bound(&holder, WIRE));
     let store = Arc::new(InMemoryNonceStore::new());
     let v = Verifier::new(&ROOT)
         .expect("key")
@@ -186,7 +168,7 @@ impl NonceStore for DownStore {
 #[tokio::test]
 async fn a_failing_nonce_store_denies() {
     let holder = HolderKey::from_seed([3; 32]);
-    let cap = bound(&holder);
+    let cap = bound(&holder, WIRE);
     let v = Verifier::new(&ROOT)
         .expect("key")
         .with_nonce_store(Arc::new(DownStore));
@@ -200,13 +182,7 @@ async fn a_failing_nonce_store_denies() {
 
 #[tokio::test]
 async fn revocation_kills_every_attenuation_and_fails_closed() {
-    let cap = capnagent::Issuer::from_key(&ROOT)
-        .expect("key")
-        .issue("agent-42")
-        .caveat(r#"tool == "bank.wire""#)
-        .expect("valid")
-        .build()
-        .expect("builds");
+    let cap = bearer("agent-42", r#"tool == "bank.wire""#);
     let narrower = cap.attenuate("arg.amount_cents <= 10").expect("valid");
     let cell = RevocationCell::new(&ROOT)
         .expect("key")
