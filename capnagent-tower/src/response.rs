@@ -184,15 +184,7 @@ pub(crate) fn unavailable<B: From<Bytes>>(error: &SinkError, reply: &Reply) -> R
             body.push_str("\",\"detail\":");
             write_escaped_str(&mut body, error.reason());
             body.push('}');
-            let mut response = Response::new(B::from(Bytes::from(body)));
-            *response.status_mut() = status;
-            let headers = response.headers_mut();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/problem+json"),
-            );
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
+            problem_response(status, body)
         }
         Reply::Mcp(reply) => crate::mcp::unavailable(error.reason(), reply),
     };
@@ -221,6 +213,18 @@ fn problem<B: From<Bytes>>(kind: DenialKind, receipt: &Receipt) -> Response<B> {
     body.push_str(&receipt_json);
     body.push('}');
 
+    let mut response = problem_response(status, body);
+    if let Some(challenge) = challenge(kind, None) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    response
+}
+
+/// A `status` response with an `application/problem+json` `body`, never
+/// cached.
+fn problem_response<B: From<Bytes>>(status: StatusCode, body: String) -> Response<B> {
     let mut response = Response::new(B::from(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -229,9 +233,6 @@ fn problem<B: From<Bytes>>(kind: DenialKind, receipt: &Receipt) -> Response<B> {
         HeaderValue::from_static("application/problem+json"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(challenge) = challenge(kind, None) {
-        headers.insert(header::WWW_AUTHENTICATE, challenge);
-    }
     response
 }
 
