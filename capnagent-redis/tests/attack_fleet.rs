@@ -17,7 +17,7 @@ use capnagent::{
 };
 use capnagent_redis::{RedisConfig, RedisNonceStore, RedisRevocationStore};
 
-use support::{ROOT, auditor, config, now_ms, redis};
+use support::{ROOT, auditor, bound, config, now_ms, redis};
 
 fn call(now_ms: u64, tool: &str) -> Context {
     Context::builder()
@@ -42,15 +42,7 @@ async fn one_proof_is_allowed_once_by_two_servers_5s_apart_on_one_redis() {
     const OFFSET_MS: u64 = 5_000;
     let cfg = config(&url, "clock-offset").timeout(Duration::from_secs(5));
     let holder = HolderKey::from_seed([3; 32]);
-    let cap: Capability = Issuer::from_key(&ROOT)
-        .expect("key")
-        .issue("agent-42")
-        .holder_of_key(holder.public_key())
-        .expect("first")
-        .caveat(r#"tool == "bank.wire""#)
-        .expect("valid")
-        .build()
-        .expect("builds");
+    let cap: Capability = bound(&holder);
     let mut servers = Vec::new();
     for clock_ahead_ms in [OFFSET_MS, 0] {
         let store = RedisNonceStore::connect(&cfg).await.expect("redis");

@@ -11,24 +11,10 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capnagent::{
-    Capability, Context, HolderKey, Issuer, RevocationCell, RevocationStore, Revoker, Verifier,
-};
+use capnagent::{Context, HolderKey, RevocationCell, RevocationStore, Revoker, Verifier};
 use capnagent_redis::{RedisNonceStore, RedisRevocationStore, spawn_revocation_feed};
 
-use support::{ROOT, RedisServer, auditor, config, no_redis, now_ms, redis};
-
-fn bound(holder: &HolderKey) -> Capability {
-    Issuer::from_key(&ROOT)
-        .expect("key")
-        .issue("agent-42")
-        .holder_of_key(holder.public_key())
-        .expect("first")
-        .caveat(r#"tool == "bank.wire""#)
-        .expect("valid")
-        .build()
-        .expect("builds")
-}
+use support::{ROOT, RedisServer, auditor, bound, config, no_redis, now_ms, redis};
 
 fn call(amount: u64) -> Context {
     Context::builder()

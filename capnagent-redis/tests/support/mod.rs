@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use capnagent::{Auditor, Timestamp};
+use capnagent::{Auditor, Capability, HolderKey, Issuer, Timestamp};
 use capnagent_redis::RedisConfig;
 
 pub const ROOT: [u8; 32] = [7; 32];
@@ -102,4 +102,17 @@ pub fn now_ms() -> u64 {
 
 pub fn auditor() -> Auditor {
     Auditor::new(&[9; 32]).expect("key")
+}
+
+/// A capability for "agent-42" bound to `holder`'s key, for `bank.wire`.
+pub fn bound(holder: &HolderKey) -> Capability {
+    Issuer::from_key(&ROOT)
+        .expect("key")
+        .issue("agent-42")
+        .holder_of_key(holder.public_key())
+        .expect("first")
+        .caveat(r#"tool == "bank.wire""#)
+        .expect("valid")
+        .build()
+        .expect("builds")
 }
