@@ -24,3 +24,31 @@ pub fn request_args(
         None => Ok(JsonValue::Null),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::args::tests::{descriptor_set, payment};
+
+    #[test]
+    fn request_args_frames_then_decodes() {
+        let descriptors = Descriptors::decode(&descriptor_set()).unwrap();
+        let limits = JsonLimits::default();
+        let body = frame::encode(&payment("acct-1", 1200, 7)).unwrap();
+        let args = request_args(&descriptors, "/test.v1.Pay/Send", &body, &limits).unwrap();
+        assert_eq!(
+            capnagent::json::canonical_string(&args),
+            r#"{"amount":1200,"big":7,"to":"acct-1"}"#
+        );
+        assert_eq!(
+            request_args(&descriptors, "/no.Such/Method", &body, &limits),
+            Ok(JsonValue::Null)
+        );
+        let short = Bytes::from_static(b"\x00\x00");
+        assert!(request_args(&descriptors, "/test.v1.Pay/Send", &short, &limits).is_err());
+        let garbage = frame::encode(b"\xff\xff\xff").unwrap();
+        assert!(request_args(&descriptors, "/test.v1.Pay/Send", &garbage, &limits).is_err());
+    }
+}

@@ -60,3 +60,55 @@ pub fn mcp_classify(
         body: response.into_body(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use capnagent::{Auditor, Context, Outcome};
+
+    fn receipt() -> Receipt {
+        let ctx = Context::builder().now_millis(1).build();
+        Auditor::new(&[9; 32]).unwrap().sign(
+            "agent",
+            Vec::new(),
+            &ctx,
+            Outcome::Denied {
+                reason: "caveat failed: x".to_owned(),
+            },
+        )
+    }
+
+    fn classify(body: &str) -> McpOutcome {
+        let request = Request::post("/mcp")
+            .header("accept", "application/json, text/event-stream")
+            .body(Bytes::from(body.to_owned()))
+            .unwrap();
+        mcp_classify(
+            &Arc::new(McpPolicy::new()),
+            request,
+            JsonLimits::default(),
+            &receipt(),
+        )
+    }
+
+    #[test]
+    fn classifies_like_the_layer_and_renders_the_denial() {
+        let call = classify(
+            r#"{"jsonrpc":"2.0","id":"a\"b","method":"tools/call","params":{"name":"bank_wire"}}"#,
+        );
+        let (access, tool, args) = call.classified.unwrap();
+        assert_eq!((access, tool.as_str()), (McpAccess::Judged, "bank_wire"));
+        assert_eq!(capnagent::json::canonical_string(&args), "{}");
+        assert_eq!(call.status, 200);
+        let answer: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+        assert_eq!(answer["id"], "a\"b");
+        assert_eq!(answer["result"]["isError"], true);
+
+        let batch = classify(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#);
+        let (code, _, _) = batch.classified.unwrap_err();
+        assert_eq!(code, DenialKind::InvalidRequest.code());
+        assert_eq!(batch.status, 400);
+    }
+}
