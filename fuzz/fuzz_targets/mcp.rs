@@ -49,7 +49,11 @@ static RECEIPT: LazyLock<Receipt> = LazyLock::new(|| {
     )
 });
 
-fn split(data: &[u8]) -> (Vec<(&[u8], &[u8])>, &[u8]) {
+/// A header line: name and value.
+type Header<'a> = (&'a [u8], &'a [u8]);
+
+/// The header lines and the body of an input.
+fn split(data: &[u8]) -> (Vec<Header<'_>>, &[u8]) {
     let Some(end) = data.windows(2).position(|w| w == b"\n\n") else {
         return (Vec::new(), data);
     };
