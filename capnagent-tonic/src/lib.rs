@@ -151,6 +151,8 @@ mod args;
 pub mod client;
 mod frame;
 pub mod future;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gate;
 mod interceptor;
 mod layer;

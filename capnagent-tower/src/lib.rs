@@ -197,6 +197,8 @@
 mod cache;
 mod extract;
 pub mod future;
+#[doc(hidden)]
+pub mod fuzzing;
 mod layer;
 pub mod mcp;
 mod response;
