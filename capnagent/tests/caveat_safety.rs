@@ -70,6 +70,21 @@ fn append_until_full(token: &str, limits: &Limits) -> (String, usize) {
     (token, preds.len())
 }
 
+/// A live token for agent-42 limited to `checkout.purchase`, with caveats
+/// appended by [`append_until_full`] up to the default limits, and how many
+/// were appended.
+fn live_token_filled_up() -> (capnagent::Capability, usize) {
+    let cap = Issuer::from_key(&ROOT_KEY)
+        .unwrap()
+        .issue("agent-42")
+        .tool_is("checkout.purchase")
+        .unwrap()
+        .build()
+        .unwrap();
+    let (token, appended) = append_until_full(&cap.serialize(), &Limits::DEFAULT);
+    (capnagent::Capability::parse(&token).unwrap(), appended)
+}
+
 fn ctx() -> Context {
     Context::builder()
         .now_millis(NOW_MS)
@@ -140,15 +155,7 @@ fn an_expired_token_with_appended_caveats_parses_only_the_expiry() {
 
 #[test]
 fn a_revoked_token_with_appended_caveats_parses_nothing() {
-    let cap = Issuer::from_key(&ROOT_KEY)
-        .unwrap()
-        .issue("agent-42")
-        .tool_is("checkout.purchase")
-        .unwrap()
-        .build()
-        .unwrap();
-    let (token, _) = append_until_full(&cap.serialize(), &Limits::DEFAULT);
-    let cap = capnagent::Capability::parse(&token).unwrap();
+    let (cap, _) = live_token_filled_up();
     let cell = RevocationCell::new(&ROOT_KEY)
         .unwrap()
         .with_max_age(Duration::from_secs(3600));
@@ -172,15 +179,7 @@ fn a_revoked_token_with_appended_caveats_parses_nothing() {
 
 #[test]
 fn a_live_token_parses_caveats_up_to_the_first_that_fails() {
-    let cap = Issuer::from_key(&ROOT_KEY)
-        .unwrap()
-        .issue("agent-42")
-        .tool_is("checkout.purchase")
-        .unwrap()
-        .build()
-        .unwrap();
-    let (token, appended) = append_until_full(&cap.serialize(), &Limits::DEFAULT);
-    let cap = capnagent::Capability::parse(&token).unwrap();
+    let (cap, appended) = live_token_filled_up();
     let verifier = Verifier::new(&ROOT_KEY).unwrap();
     let receipt = verifier
         .verify_with_context(&cap, &ctx(), &auditor())
