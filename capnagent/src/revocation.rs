@@ -57,7 +57,7 @@ use crate::error::Error;
 use crate::issuer::root_key;
 use crate::json::{JsonSink, write_escaped_str};
 use crate::store::{BoxFuture, DEFAULT_MAX_CLOCK_OFFSET, StoreError};
-use crate::timestamp::Timestamp;
+use crate::timestamp::{Timestamp, duration_ms};
 
 /// Input of the list-key derivation under the root key. Starts with 0xFF,
 /// so it is never a capability identifier (always UTF-8).
@@ -71,10 +71,6 @@ const LIST_SIGNING_TAG: &[u8] = b"\xffcapnagent revocation-list v1\x00";
 fn list_key(root_key_bytes: &[u8]) -> Result<KeyedMac, Error> {
     let root = root_key(root_key_bytes)?;
     Ok(KeyedMac::new(&root.tag(LIST_KEY_LABEL)))
-}
-
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A signed snapshot of revoked capability identifiers.

@@ -56,6 +56,7 @@ use crate::nonce::NonceStore;
 use crate::proof::{self, Proof};
 use crate::revocation::RevocationCell;
 use crate::store::DEFAULT_MAX_CLOCK_OFFSET;
+use crate::timestamp::duration_ms;
 
 /// Denial reason for a holder-of-key token on the bearer path.
 pub const REASON_HOLDER_KEY_BOUND: &str =
@@ -643,10 +644,6 @@ impl ChainCache {
             *map = ChainMap::default();
         }
     }
-}
-
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn denied(reason: String) -> Outcome {
