@@ -168,10 +168,7 @@ impl RevocationList {
 
     /// The signature of this list's body under the list key.
     fn expected_signature(&self, list_key: &KeyedMac) -> Tag {
-        let mut mac = list_key.start();
-        hmac::Mac::update(&mut mac, LIST_SIGNING_TAG);
-        hmac::Mac::update(&mut mac, self.body().as_bytes());
-        hmac::Mac::finalize(mac).into_bytes().into()
+        list_key.tag_parts(&[LIST_SIGNING_TAG, self.body().as_bytes()])
     }
 
     fn signature_valid(&self, list_key: &KeyedMac) -> bool {
