@@ -391,18 +391,19 @@ impl RevocationCell {
         })
     }
 
-    fn with(self, change: impl FnOnce(&mut Option<u64>, &mut u64)) -> RevocationCell {
+    /// A new cell holding the same list, with `change` applied to its
+    /// settings.
+    fn with(self, change: impl FnOnce(&mut CellInner)) -> RevocationCell {
         let inner = &self.inner;
-        let (mut max_age_ms, mut max_clock_offset_ms) =
-            (inner.max_age_ms, inner.max_clock_offset_ms);
-        change(&mut max_age_ms, &mut max_clock_offset_ms);
+        let mut changed = CellInner {
+            list_key: inner.list_key.clone(),
+            current: ArcSwapOption::new(inner.current.load_full()),
+            max_age_ms: inner.max_age_ms,
+            max_clock_offset_ms: inner.max_clock_offset_ms,
+        };
+        change(&mut changed);
         RevocationCell {
-            inner: Arc::new(CellInner {
-                list_key: inner.list_key.clone(),
-                current: ArcSwapOption::new(inner.current.load_full()),
-                max_age_ms,
-                max_clock_offset_ms,
-            }),
+            inner: Arc::new(changed),
         }
     }
 
@@ -412,7 +413,7 @@ impl RevocationCell {
     ///
     /// Returns a new cell (holding the same list), not shared with `self`.
     pub fn with_max_age(self, max_age: Duration) -> RevocationCell {
-        self.with(|max_age_ms, _| *max_age_ms = Some(duration_ms(max_age)))
+        self.with(|c| c.max_age_ms = Some(duration_ms(max_age)))
     }
 
     /// Sets how far ahead of this server's clock a list may be dated
@@ -423,7 +424,7 @@ impl RevocationCell {
     ///
     /// Returns a new cell (holding the same list), not shared with `self`.
     pub fn with_max_clock_offset(self, bound: Duration) -> RevocationCell {
-        self.with(|_, offset| *offset = duration_ms(bound))
+        self.with(|c| c.max_clock_offset_ms = duration_ms(bound))
     }
 
     /// The clock-offset bound in force, in ms.
