@@ -3,6 +3,8 @@
 //! holder-key step's prefix used as a predicate.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -11,30 +13,12 @@ use capnagent::{
     Auditor, CaveatError, Context, Error, HolderKey, Issuer, Limits, Predicate, RevocationCell,
     Revoker, Timestamp, Verifier,
 };
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
+use support::{hex, hmac, unhex};
 
 const ROOT_KEY: [u8; 32] = [7; 32];
 const AUDIT_KEY: [u8; 32] = [9; 32];
 const NOW_MS: u64 = 1_800_000_000_000;
-
-fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    mac.update(msg);
-    mac.finalize().into_bytes().into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 /// What any holder can do without a key: append caveats to a serialized
 /// token, one HMAC link each, until the token is as large as `limits`
