@@ -39,6 +39,15 @@ impl KeyedMac {
         mac.update(msg);
         mac.finalize().into_bytes().into()
     }
+
+    /// MAC of the concatenation of `parts` under this key.
+    pub(crate) fn tag_parts(&self, parts: &[&[u8]]) -> Tag {
+        let mut mac = self.start();
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
 }
 
 impl std::fmt::Debug for KeyedMac {
@@ -49,11 +58,7 @@ impl std::fmt::Debug for KeyedMac {
 
 /// One chain step: `HMAC(key = prev, msg = parts...)`.
 pub(crate) fn chain_step(prev: &Tag, parts: &[&[u8]]) -> Tag {
-    let mut mac = KeyedMac::new(prev).start();
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
+    KeyedMac::new(prev).tag_parts(parts)
 }
 
 /// Feeds a hash or MAC (`sha2::digest::Update`) in blocks gathered in a

@@ -57,7 +57,7 @@ use crate::error::Error;
 use crate::issuer::root_key;
 use crate::json::{JsonSink, write_escaped_str};
 use crate::store::{BoxFuture, DEFAULT_MAX_CLOCK_OFFSET, StoreError};
-use crate::timestamp::Timestamp;
+use crate::timestamp::{Timestamp, duration_ms};
 
 /// Input of the list-key derivation under the root key. Starts with 0xFF,
 /// so it is never a capability identifier (always UTF-8).
@@ -71,10 +71,6 @@ const LIST_SIGNING_TAG: &[u8] = b"\xffcapnagent revocation-list v1\x00";
 fn list_key(root_key_bytes: &[u8]) -> Result<KeyedMac, Error> {
     let root = root_key(root_key_bytes)?;
     Ok(KeyedMac::new(&root.tag(LIST_KEY_LABEL)))
-}
-
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A signed snapshot of revoked capability identifiers.
@@ -172,10 +168,7 @@ impl RevocationList {
 
     /// The signature of this list's body under the list key.
     fn expected_signature(&self, list_key: &KeyedMac) -> Tag {
-        let mut mac = list_key.start();
-        hmac::Mac::update(&mut mac, LIST_SIGNING_TAG);
-        hmac::Mac::update(&mut mac, self.body().as_bytes());
-        hmac::Mac::finalize(mac).into_bytes().into()
+        list_key.tag_parts(&[LIST_SIGNING_TAG, self.body().as_bytes()])
     }
 
     fn signature_valid(&self, list_key: &KeyedMac) -> bool {
@@ -398,18 +391,19 @@ impl RevocationCell {
         })
     }
 
-    fn with(self, change: impl FnOnce(&mut Option<u64>, &mut u64)) -> RevocationCell {
+    /// A new cell holding the same list, with `change` applied to its
+    /// settings.
+    fn with(self, change: impl FnOnce(&mut CellInner)) -> RevocationCell {
         let inner = &self.inner;
-        let (mut max_age_ms, mut max_clock_offset_ms) =
-            (inner.max_age_ms, inner.max_clock_offset_ms);
-        change(&mut max_age_ms, &mut max_clock_offset_ms);
+        let mut changed = CellInner {
+            list_key: inner.list_key.clone(),
+            current: ArcSwapOption::new(inner.current.load_full()),
+            max_age_ms: inner.max_age_ms,
+            max_clock_offset_ms: inner.max_clock_offset_ms,
+        };
+        change(&mut changed);
         RevocationCell {
-            inner: Arc::new(CellInner {
-                list_key: inner.list_key.clone(),
-                current: ArcSwapOption::new(inner.current.load_full()),
-                max_age_ms,
-                max_clock_offset_ms,
-            }),
+            inner: Arc::new(changed),
         }
     }
 
@@ -419,7 +413,7 @@ impl RevocationCell {
     ///
     /// Returns a new cell (holding the same list), not shared with `self`.
     pub fn with_max_age(self, max_age: Duration) -> RevocationCell {
-        self.with(|max_age_ms, _| *max_age_ms = Some(duration_ms(max_age)))
+        self.with(|c| c.max_age_ms = Some(duration_ms(max_age)))
     }
 
     /// Sets how far ahead of this server's clock a list may be dated
@@ -430,7 +424,7 @@ impl RevocationCell {
     ///
     /// Returns a new cell (holding the same list), not shared with `self`.
     pub fn with_max_clock_offset(self, bound: Duration) -> RevocationCell {
-        self.with(|_, offset| *offset = duration_ms(bound))
+        self.with(|c| c.max_clock_offset_ms = duration_ms(bound))
     }
 
     /// The clock-offset bound in force, in ms.

@@ -252,6 +252,11 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// `d` in whole milliseconds, saturating at `u64::MAX`.
+pub(crate) fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Error for a byte range / position that does not fall on char boundaries.
 fn non_utf8(detail: String) -> TimestampError {
     TimestampError::new(format!("non-utf8: {detail}"))

@@ -38,6 +38,7 @@
 //! remains by the accepting server's clock (a server whose clock is behind
 //! would accept the proof again once that shorter record expired).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +57,7 @@ use crate::nonce::NonceStore;
 use crate::proof::{self, Proof};
 use crate::revocation::RevocationCell;
 use crate::store::DEFAULT_MAX_CLOCK_OFFSET;
+use crate::timestamp::duration_ms;
 
 /// Denial reason for a holder-of-key token on the bearer path.
 pub const REASON_HOLDER_KEY_BOUND: &str =
@@ -478,7 +480,7 @@ impl Verifier {
             // Parsed here, when reached, never before: a caveat after the
             // first that fails costs nothing.
             let parsed = self.parsed(memo, i, text);
-            let expr = match parsed.as_ref() {
+            let expr = match &**parsed {
                 Ok(expr) => expr,
                 Err(e) => return denied(format!("caveat parse error in {text:?}: {e}")),
             };
@@ -522,22 +524,28 @@ impl Verifier {
         let memo = self.memo(cap);
         !cap.caveats().is_empty()
             && cap.caveats().iter().enumerate().all(|(i, caveat)| {
-                match self.parsed(memo, i, caveat.predicate()).as_ref() {
+                match &**self.parsed(memo, i, caveat.predicate()) {
                     Ok(expr) => dsl::eval_expr(expr, ctx) != Ok(false),
                     Err(_) => false,
                 }
             })
     }
 
-    /// Caveat `i` (text `text`) parsed: from the memo's slot (filling it),
-    /// else from the predicate cache.
-    fn parsed(&self, memo: Option<&VerifiedMemo>, i: usize, text: &str) -> dsl::Parsed {
+    /// Caveat `i` (text `text`) parsed: borrowed from the memo's slot
+    /// (filling it), else from the predicate cache. Borrowing keeps the
+    /// memo path free of reference-count traffic, as before lazy parsing.
+    fn parsed<'m>(
+        &self,
+        memo: Option<&'m VerifiedMemo>,
+        i: usize,
+        text: &str,
+    ) -> Cow<'m, dsl::Parsed> {
         let limits = &self.inner.config.limits;
         match memo.and_then(|m| m.parsed.get(i)) {
             Some(slot) => {
-                Arc::clone(slot.get_or_init(|| self.inner.cache.get_or_parse(text, limits)))
+                Cow::Borrowed(slot.get_or_init(|| self.inner.cache.get_or_parse(text, limits)))
             }
-            None => self.inner.cache.get_or_parse(text, limits),
+            None => Cow::Owned(self.inner.cache.get_or_parse(text, limits)),
         }
     }
 
@@ -643,10 +651,6 @@ impl ChainCache {
             *map = ChainMap::default();
         }
     }
-}
-
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn denied(reason: String) -> Outcome {

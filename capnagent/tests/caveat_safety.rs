@@ -3,6 +3,8 @@
 //! holder-key step's prefix used as a predicate.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -11,30 +13,12 @@ use capnagent::{
     Auditor, CaveatError, Context, Error, HolderKey, Issuer, Limits, Predicate, RevocationCell,
     Revoker, Timestamp, Verifier,
 };
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
+use support::{hex, hmac, unhex};
 
 const ROOT_KEY: [u8; 32] = [7; 32];
 const AUDIT_KEY: [u8; 32] = [9; 32];
 const NOW_MS: u64 = 1_800_000_000_000;
-
-fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
-    mac.update(msg);
-    mac.finalize().into_bytes().into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 /// What any holder can do without a key: append caveats to a serialized
 /// token, one HMAC link each, until the token is as large as `limits`
@@ -68,6 +52,21 @@ fn append_until_full(token: &str, limits: &Limits) -> (String, usize) {
     let token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&json).unwrap());
     assert!(token.len() <= limits.max_token_len, "{}", token.len());
     (token, preds.len())
+}
+
+/// A live token for agent-42 limited to `checkout.purchase`, with caveats
+/// appended by [`append_until_full`] up to the default limits, and how many
+/// were appended.
+fn live_token_filled_up() -> (capnagent::Capability, usize) {
+    let cap = Issuer::from_key(&ROOT_KEY)
+        .unwrap()
+        .issue("agent-42")
+        .tool_is("checkout.purchase")
+        .unwrap()
+        .build()
+        .unwrap();
+    let (token, appended) = append_until_full(&cap.serialize(), &Limits::DEFAULT);
+    (capnagent::Capability::parse(&token).unwrap(), appended)
 }
 
 fn ctx() -> Context {
@@ -140,15 +139,7 @@ fn an_expired_token_with_appended_caveats_parses_only_the_expiry() {
 
 #[test]
 fn a_revoked_token_with_appended_caveats_parses_nothing() {
-    let cap = Issuer::from_key(&ROOT_KEY)
-        .unwrap()
-        .issue("agent-42")
-        .tool_is("checkout.purchase")
-        .unwrap()
-        .build()
-        .unwrap();
-    let (token, _) = append_until_full(&cap.serialize(), &Limits::DEFAULT);
-    let cap = capnagent::Capability::parse(&token).unwrap();
+    let (cap, _) = live_token_filled_up();
     let cell = RevocationCell::new(&ROOT_KEY)
         .unwrap()
         .with_max_age(Duration::from_secs(3600));
@@ -172,15 +163,7 @@ fn a_revoked_token_with_appended_caveats_parses_nothing() {
 
 #[test]
 fn a_live_token_parses_caveats_up_to_the_first_that_fails() {
-    let cap = Issuer::from_key(&ROOT_KEY)
-        .unwrap()
-        .issue("agent-42")
-        .tool_is("checkout.purchase")
-        .unwrap()
-        .build()
-        .unwrap();
-    let (token, appended) = append_until_full(&cap.serialize(), &Limits::DEFAULT);
-    let cap = capnagent::Capability::parse(&token).unwrap();
+    let (cap, appended) = live_token_filled_up();
     let verifier = Verifier::new(&ROOT_KEY).unwrap();
     let receipt = verifier
         .verify_with_context(&cap, &ctx(), &auditor())

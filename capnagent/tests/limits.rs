@@ -4,15 +4,16 @@
 //! to pass in a debug build, where stack frames are largest.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use capnagent::{
     Auditor, BuildError, Capability, CaveatError, Context, ContextError, Error, Issuer, KeyError,
     Limits, MIN_AUDIT_KEY_LEN, MIN_ROOT_KEY_LEN, ParseError, Predicate, TokenError, Verifier,
 };
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
+use support::{hex, hmac, unhex};
 
 const ROOT_KEY: [u8; 32] = [7; 32];
 const AUDIT_KEY: [u8; 32] = [9; 32];
@@ -90,25 +91,6 @@ fn raised_limits() -> Limits {
         max_terms: 200_000,
         ..Limits::default()
     }
-}
-
-type HmacSha256 = Hmac<Sha256>;
-
-fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut mac = HmacSha256::new_from_slice(key).expect("any key length");
-    mac.update(msg);
-    mac.finalize().into_bytes().into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
-        .collect()
 }
 
 fn decode_token(token: &str) -> Value {

@@ -17,6 +17,7 @@
 
 use super::Predicate;
 use super::ast::{Comparison, Expr, Ident, Literal, Op};
+use super::parser::{is_ident_continue, is_ident_start};
 use crate::error::CaveatError;
 use crate::limits::Limits;
 use crate::timestamp::Timestamp;
@@ -49,10 +50,7 @@ pub(crate) fn quote(value: &str) -> Result<String, CaveatError> {
 fn arg_ident(path: &str) -> Result<String, CaveatError> {
     let valid_segment = |s: &str| {
         let mut bytes = s.bytes();
-        bytes
-            .next()
-            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-            && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        bytes.next().is_some_and(is_ident_start) && bytes.all(is_ident_continue)
     };
     if path.split('.').all(valid_segment) {
         Ok(format!("arg.{path}"))

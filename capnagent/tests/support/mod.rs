@@ -1,9 +1,12 @@
-//! Shared helpers for the proof, replay and revocation tests: the fixed
-//! root and audit keys, and capabilities minted under the root key.
+//! Shared helpers for the proof, replay, revocation and limits tests: the
+//! fixed root and audit keys, capabilities minted under the root key, and
+//! the HMAC and hex a test needs to extend a token's chain by hand.
 
 #![allow(dead_code)]
 
 use capnagent::{Auditor, Capability, HolderKey, Issuer};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 pub const ROOT: [u8; 32] = [7; 32];
 
@@ -33,4 +36,24 @@ pub fn bearer(id: &str, caveat: &str) -> Capability {
         .expect("valid")
         .build()
         .expect("builds")
+}
+
+/// HMAC-SHA256 of `msg` under `key`, computed outside the crate.
+pub fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes of lowercase hex.
+pub fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
 }
