@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
-use capnagent::json::JsonValue;
+use capnagent::json::{JsonLimits, JsonValue};
 use http::request::Parts;
 use http::{Request, Response, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -242,17 +242,27 @@ where
             ));
         }
     };
+    let args = decode_body(&bytes, input, &shared.json_limits())?;
+    Ok((args, bytes))
+}
+
+/// Decodes a buffered unary request body (exactly one frame) into args
+/// under `limits`.
+pub(crate) fn decode_body(
+    bytes: &Bytes,
+    input: &MessageDescriptor,
+    limits: &JsonLimits,
+) -> Result<JsonValue, (DenialKind, String)> {
     let message =
-        frame::single_message(&bytes).map_err(|e| (DenialKind::InvalidArgument, e.to_string()))?;
-    let args = args::decode_args(input, &message, &shared.json_limits()).map_err(|e| {
+        frame::single_message(bytes).map_err(|e| (DenialKind::InvalidArgument, e.to_string()))?;
+    args::decode_args(input, &message, limits).map_err(|e| {
         let kind = if e.is_too_large() {
             DenialKind::TooLarge
         } else {
             DenialKind::InvalidArgument
         };
         (kind, e.to_string())
-    })?;
-    Ok((args, bytes))
+    })
 }
 
 /// Signs a "cancelled" denial if dropped while armed.
