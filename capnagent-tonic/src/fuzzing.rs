@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use capnagent::json::{JsonLimits, JsonValue};
 
-use crate::{Descriptors, args, frame};
+use crate::{Descriptors, frame, service};
 
 /// What the layer makes of a buffered unary request body for the method at
 /// `path`: the one frame's message decoded into args (`null` for a method
@@ -16,12 +16,13 @@ pub fn request_args(
     body: &Bytes,
     limits: &JsonLimits,
 ) -> Result<JsonValue, String> {
-    let message = frame::single_message(body).map_err(|e| e.to_string())?;
     match descriptors.method(path) {
         Some(method) => {
-            args::decode_args(&method.input(), &message, limits).map_err(|e| e.to_string())
+            service::decode_body(body, &method.input(), limits).map_err(|(_, reason)| reason)
         }
-        None => Ok(JsonValue::Null),
+        None => frame::single_message(body)
+            .map(|_| JsonValue::Null)
+            .map_err(|e| e.to_string()),
     }
 }
 

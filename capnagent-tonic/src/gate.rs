@@ -185,11 +185,15 @@ impl Gate {
                 ));
             }
         };
-        // The chain, checked once here, decides what receipts may say.
-        let subject = if self.verifier.verify(&cap).is_ok() {
-            Subject::verified(&cap)
-        } else {
-            Subject::unverified(token)
+        // The chain, checked once here, decides what receipts may say; the
+        // subject is built only for a denial, never on the allowed path.
+        let verified = self.verifier.verify(&cap).is_ok();
+        let subject = || {
+            if verified {
+                Subject::verified(&cap)
+            } else {
+                Subject::unverified(token)
+            }
         };
 
         let caller = match caller {
@@ -198,7 +202,7 @@ impl Gate {
                 let ctx = facts(now, Arc::from(""), tool);
                 return Err(self.deny(
                     extract_kind(&error),
-                    subject,
+                    subject(),
                     &ctx,
                     error.message().to_owned(),
                 ));
@@ -206,15 +210,15 @@ impl Gate {
         };
         if let Some(reason) = over_long(&caller, &tool) {
             let ctx = facts(now, caller, tool);
-            return Err(self.deny(DenialKind::InvalidArgument, subject, &ctx, reason));
+            return Err(self.deny(DenialKind::InvalidArgument, subject(), &ctx, reason));
         }
 
         // Refuse a forged token before reading any message.
-        if !subject.verified {
+        if !verified {
             let ctx = facts(now, caller, tool);
             return Err(self.deny(
                 DenialKind::InvalidChain,
-                subject,
+                subject(),
                 &ctx,
                 Error::InvalidChain.to_string(),
             ));
@@ -410,7 +414,6 @@ impl fmt::Debug for Gate {
 struct Subject {
     identifier: Arc<str>,
     caveats: Vec<Caveat>,
-    verified: bool,
 }
 
 impl Subject {
@@ -418,7 +421,6 @@ impl Subject {
         Subject {
             identifier: Arc::from(""),
             caveats: Vec::new(),
-            verified: false,
         }
     }
 
@@ -440,7 +442,6 @@ impl Subject {
         Subject {
             identifier: cap.identifier().into(),
             caveats: cap.caveats().to_vec(),
-            verified: true,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
-use capnagent::json::JsonValue;
+use capnagent::json::{JsonLimits, JsonValue};
 use http::request::Parts;
 use http::{Request, Response, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -242,17 +242,27 @@ where
             ));
         }
     };
+    let args = decode_body(&bytes, input, &shared.json_limits())?;
+    Ok((args, bytes))
+}
+
+/// Decodes a buffered unary request body (exactly one frame) into args
+/// under `limits`.
+pub(crate) fn decode_body(
+    bytes: &Bytes,
+    input: &MessageDescriptor,
+    limits: &JsonLimits,
+) -> Result<JsonValue, (DenialKind, String)> {
     let message =
-        frame::single_message(&bytes).map_err(|e| (DenialKind::InvalidArgument, e.to_string()))?;
-    let args = args::decode_args(input, &message, &shared.json_limits()).map_err(|e| {
+        frame::single_message(bytes).map_err(|e| (DenialKind::InvalidArgument, e.to_string()))?;
+    args::decode_args(input, &message, limits).map_err(|e| {
         let kind = if e.is_too_large() {
             DenialKind::TooLarge
         } else {
             DenialKind::InvalidArgument
         };
         (kind, e.to_string())
-    })?;
-    Ok((args, bytes))
+    })
 }
 
 /// Signs a "cancelled" denial if dropped while armed.
@@ -307,10 +317,42 @@ mod tests {
         builder.build().unwrap().serialize()
     }
 
+    /// A layer for the test root key whose descriptors are `descriptors`.
+    fn layer(descriptors: &[u8]) -> CapabilityLayer {
+        CapabilityLayer::new(
+            Verifier::new(&ROOT).unwrap(),
+            Auditor::new(&[9; 32]).unwrap(),
+        )
+        .unwrap()
+        .file_descriptor_set(descriptors)
+        .unwrap()
+    }
+
     /// The layer over an inner service that records what it was given,
     /// and the receipts the sink got.
     fn service(
         limit: usize,
+    ) -> (
+        impl Service<
+            Request<TonicBody>,
+            Response = Response<TonicBody>,
+            Error = Infallible,
+            Future: Send,
+        > + Clone,
+        Seen,
+        Receipts,
+    ) {
+        let layer = layer(&descriptor_set())
+            .tool_name("/test.v1.Pay/Send", "pay.send")
+            .message_limit(limit);
+        stack(layer)
+    }
+
+    /// `layer`, with the anonymous caller, the test clock and a sink that
+    /// keeps every receipt, over an inner service that records what it was
+    /// given; and what it saw and the receipts the sink got.
+    fn stack(
+        layer: CapabilityLayer,
     ) -> (
         impl Service<
             Request<TonicBody>,
@@ -327,18 +369,10 @@ mod tests {
             let receipts = Arc::clone(&receipts);
             move |receipt: &Receipt| receipts.lock().unwrap().push(receipt.clone())
         };
-        let layer = CapabilityLayer::new(
-            Verifier::new(&ROOT).unwrap(),
-            Auditor::new(&[9; 32]).unwrap(),
-        )
-        .unwrap()
-        .file_descriptor_set(&descriptor_set())
-        .unwrap()
-        .tool_name("/test.v1.Pay/Send", "pay.send")
-        .caller(Anonymous)
-        .clock(|| Timestamp::from_unix_millis(NOW_MS))
-        .message_limit(limit)
-        .sink(sink);
+        let layer = layer
+            .caller(Anonymous)
+            .clock(|| Timestamp::from_unix_millis(NOW_MS))
+            .sink(sink);
         let inner = {
             let seen = Arc::clone(&seen);
             tower::service_fn(move |request: Request<TonicBody>| {
@@ -479,35 +513,8 @@ mod tests {
     /// form is over the bound is `RESOURCE_EXHAUSTED`, never handled.
     #[tokio::test]
     async fn a_message_whose_json_expands_past_the_bound_is_refused() {
-        let seen: Seen = Arc::default();
-        let receipts: Receipts = Arc::default();
-        let sink = {
-            let receipts = Arc::clone(&receipts);
-            move |receipt: &Receipt| receipts.lock().unwrap().push(receipt.clone())
-        };
-        let layer = CapabilityLayer::new(
-            Verifier::new(&ROOT).unwrap(),
-            Auditor::new(&[9; 32]).unwrap(),
-        )
-        .unwrap()
-        .file_descriptor_set(&crate::args::tests::bulk_descriptor_set())
-        .unwrap()
-        .caller(Anonymous)
-        .clock(|| Timestamp::from_unix_millis(NOW_MS))
-        .max_args_json(64 * 1024)
-        .sink(sink);
-        let inner = {
-            let seen = Arc::clone(&seen);
-            tower::service_fn(move |request: Request<TonicBody>| {
-                let seen = Arc::clone(&seen);
-                async move {
-                    let body = request.into_body().collect().await.unwrap().to_bytes();
-                    seen.lock().unwrap().push((true, body));
-                    Ok::<_, Infallible>(Response::new(TonicBody::empty()))
-                }
-            })
-        };
-        let svc = layer.layer(inner);
+        let layer = layer(&crate::args::tests::bulk_descriptor_set()).max_args_json(64 * 1024);
+        let (svc, seen, receipts) = stack(layer);
         let token = token(&[r#"tool == "/test.v1.Bulk/Send""#]);
         // 8 KiB on the wire, about 120 KiB of JSON.
         let big = frame::encode(&[0x0a, 0x00].repeat(4096)).unwrap();

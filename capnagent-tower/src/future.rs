@@ -314,7 +314,7 @@ where
                         check,
                         reply,
                     } = state.take().expect("future polled after completion");
-                    let decision = shared.conclude(verdict, cap, uncached, &ctx, check, &reply);
+                    let decision = shared.conclude(verdict, cap, uncached, &ctx, check, reply);
                     let (record, next) = match decision {
                         Decision::Allow {
                             record,

@@ -126,22 +126,20 @@ impl DenialKind {
 /// `None` for denials that are not about the token.
 pub(crate) fn challenge(kind: DenialKind, resource_metadata: Option<&str>) -> Option<HeaderValue> {
     let error = kind.bearer_error()?;
-    let mut params = Vec::with_capacity(2);
-    let error_param;
+    let mut value = String::from("Bearer");
+    let mut separator = " ";
     if kind != DenialKind::MissingToken {
-        error_param = format!("error=\"{error}\"");
-        params.push(error_param.as_str());
+        value.push_str(" error=\"");
+        value.push_str(error);
+        value.push('"');
+        separator = ", ";
     }
-    let metadata_param;
     if let Some(uri) = resource_metadata {
-        metadata_param = format!("resource_metadata=\"{uri}\"");
-        params.push(metadata_param.as_str());
+        value.push_str(separator);
+        value.push_str("resource_metadata=\"");
+        value.push_str(uri);
+        value.push('"');
     }
-    let value = if params.is_empty() {
-        "Bearer".to_owned()
-    } else {
-        format!("Bearer {}", params.join(", "))
-    };
     HeaderValue::from_str(&value).ok()
 }
 

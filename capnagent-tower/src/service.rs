@@ -671,7 +671,7 @@ impl Shared {
         }
 
         let verdict = self.verifier.verify_with_context(&cap, &ctx, &self.auditor);
-        self.conclude(verdict, cap, uncached, &ctx, check, &reply)
+        self.conclude(verdict, cap, uncached, &ctx, check, reply)
     }
 
     /// Acts on the verifier's answer: records the receipt and allows or
@@ -683,7 +683,7 @@ impl Shared {
         uncached: Option<Box<str>>,
         ctx: &Context,
         check: Check,
-        reply: &Reply,
+        reply: Reply,
     ) -> Decision<R> {
         match verdict {
             Ok(receipt) => {
@@ -714,7 +714,7 @@ impl Shared {
                     return Decision::Allow {
                         record,
                         verified: Some(Verified::new(receipt, cap, self.verifier.clone())),
-                        reply: reply.clone(),
+                        reply,
                     };
                 }
                 let kind = if receipt.outcome().reason() == Some(REASON_HOLDER_KEY_BOUND) {
@@ -729,7 +729,7 @@ impl Shared {
                 };
                 Decision::Deny(Denied {
                     record,
-                    response: response::denial(kind, &receipt, reply),
+                    response: response::denial(kind, &receipt, &reply),
                 })
             }
             Err(Error::InvalidChain) => Decision::Deny(self.deny(
@@ -737,14 +737,14 @@ impl Shared {
                 Subject::unverified_cap(&cap, uncached.as_deref()),
                 ctx,
                 Error::InvalidChain.to_string(),
-                reply,
+                &reply,
             )),
             Err(other) => Decision::Deny(self.deny(
                 DenialKind::Misconfigured,
                 self.subject_of(&cap, uncached.as_deref()),
                 ctx,
                 other.to_string(),
-                reply,
+                &reply,
             )),
         }
     }

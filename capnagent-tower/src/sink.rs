@@ -516,12 +516,7 @@ impl AuditLogSink {
     /// Waits until every receipt queued before this call is written (not
     /// necessarily synced: see the log's [`Durability`](capnagent::Durability)).
     pub async fn flush(&self) -> io::Result<()> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Msg::Flush(done))
-            .await
-            .map_err(|_| io::Error::other(WRITER_GONE))?;
-        wait.await.map_err(|_| io::Error::other(WRITER_GONE))
+        self.ask_writer(Msg::Flush).await
     }
 
     /// Writes every receipt queued before this call, then stops the writer
@@ -529,9 +524,15 @@ impl AuditLogSink {
     /// not written: in write-ahead mode their calls are refused. Call it
     /// when the server has stopped taking requests.
     pub async fn close(&self) -> io::Result<()> {
+        self.ask_writer(Msg::Close).await
+    }
+
+    /// Queues `request` (a flush or a close) and waits for the writer's
+    /// answer.
+    async fn ask_writer(&self, request: fn(oneshot::Sender<()>) -> Msg) -> io::Result<()> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Msg::Close(done))
+            .send(request(done))
             .await
             .map_err(|_| io::Error::other(WRITER_GONE))?;
         wait.await.map_err(|_| io::Error::other(WRITER_GONE))

@@ -42,6 +42,18 @@ impl Counting {
     }
 }
 
+/// A write-ahead sink on a new log in `dir`, and tools whose `Purchase`
+/// looks for its receipt in that log.
+fn logged(dir: &tempfile::TempDir) -> (AuditLogSink, Counting) {
+    let path = dir.path().join("audit.ndjson");
+    let sink = AuditLogSink::new(AuditLog::open(&path).unwrap()).unwrap();
+    let tools = Counting {
+        log: Some(path),
+        ..Counting::default()
+    };
+    (sink, tools)
+}
+
 #[tonic::async_trait]
 impl ToolService for Counting {
     async fn purchase(
@@ -209,12 +221,7 @@ async fn the_layer_refuses_with_unavailable_when_the_writer_is_gone() {
 #[tokio::test]
 async fn through_the_layer_the_handler_finds_its_receipt_in_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.ndjson");
-    let sink = AuditLogSink::new(AuditLog::open(&path).unwrap()).unwrap();
-    let tools = Counting {
-        log: Some(path),
-        ..Counting::default()
-    };
+    let (sink, tools) = logged(&dir);
     let mut client = through_layer(sink, &tools).await;
     let good = token(&["arg.amount <= 5000"]);
     for _ in 0..5 {
@@ -242,12 +249,7 @@ async fn the_interceptor_refuses_with_unavailable_when_the_disk_is_full() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_interceptor_waits_for_the_write_on_a_multi_thread_runtime() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.ndjson");
-    let sink = AuditLogSink::new(AuditLog::open(&path).unwrap()).unwrap();
-    let tools = Counting {
-        log: Some(path),
-        ..Counting::default()
-    };
+    let (sink, tools) = logged(&dir);
     let mut client = through_interceptor(sink.clone(), &tools).await;
     let good = token(&[r#"tool == "checkout.purchase""#]);
     for _ in 0..5 {
