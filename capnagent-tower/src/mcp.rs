@@ -1032,31 +1032,6 @@ fn respond<B: From<Bytes>>(status: StatusCode, json: String, sse: bool) -> Respo
     response
 }
 
-/// Whether a verifier's denial was made at the caveat gate, the last one:
-/// every earlier gate (chain, holder key, proof, replay, revocation, "at
-/// least one caveat") passed. The verifier's reasons for that gate are
-/// `caveat failed: ...`, `caveat parse error in ...` and `caveat eval error
-/// in ...`; no other gate's reason starts with `caveat `.
-pub(crate) fn denied_at_caveat_gate(reason: &str) -> bool {
-    caveat_evaluated_false(reason)
-        || reason.starts_with("caveat parse error in ")
-        || reason.starts_with("caveat eval error in ")
-}
-
-/// Whether a verifier's denial is a caveat that parsed and evaluated to
-/// false: the only denial a message that needs a genuine capability
-/// ([`McpAccess::Authenticated`]) passes with.
-///
-/// A caveat that does not parse or cannot be evaluated never counts: a
-/// predicate that is not a predicate may be something else in disguise
-/// (the holder-key step of a chain, `__hok:` and a key, reads as a caveat
-/// that does not parse when a bound token is presented without its holder
-/// key), and failing closed costs a genuine token nothing that ordering
-/// its caveats cannot fix (`tool == ...` first).
-pub(crate) fn caveat_evaluated_false(reason: &str) -> bool {
-    reason.starts_with("caveat failed: ")
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -1398,23 +1373,5 @@ mod tests {
             McpPolicy::new(),
         );
         assert!(!h.sse_only);
-    }
-
-    #[test]
-    fn caveat_gate_reasons() {
-        assert!(caveat_evaluated_false("caveat failed: tool == \"x\""));
-        assert!(!caveat_evaluated_false(
-            "caveat parse error in \"__hok:\": unexpected input"
-        ));
-        assert!(!caveat_evaluated_false(
-            "caveat eval error in \"arg.x < 1\": unknown identifier: arg.x"
-        ));
-        assert!(denied_at_caveat_gate("caveat failed: tool == \"x\""));
-        assert!(denied_at_caveat_gate(
-            "caveat eval error in \"arg.x < 1\": unknown identifier: arg.x"
-        ));
-        assert!(!denied_at_caveat_gate("capability revoked: agent-1"));
-        assert!(!denied_at_caveat_gate(capnagent::REASON_ZERO_CAVEATS));
-        assert!(!denied_at_caveat_gate(capnagent::REASON_HOLDER_KEY_BOUND));
     }
 }

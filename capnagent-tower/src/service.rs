@@ -36,8 +36,8 @@ use bytes::Bytes;
 use capnagent::Args;
 use capnagent::json::JsonValue;
 use capnagent::{
-    BoxFuture, Capability, Caveat, Context, Error, Outcome, Proof, REASON_HOLDER_KEY_BOUND,
-    Receipt, Timestamp, bounded_text, unverified_identifier,
+    BoxFuture, Capability, Caveat, Context, Error, Gate, Outcome, Proof, Receipt, Timestamp,
+    bounded_text, unverified_identifier,
 };
 use http::request::Parts;
 use http::{Request, Response, header};
@@ -48,7 +48,7 @@ use crate::BoxError;
 use crate::extract::{ArgsExtractor, BufferedBody, ExtractError, ExtractErrorKind};
 use crate::future::ResponseFuture;
 use crate::layer::{CapabilityLayer, Shared};
-use crate::mcp::{self, McpAccess, McpHead};
+use crate::mcp::{McpAccess, McpHead};
 use crate::response::{self, DenialKind, Reply};
 use crate::sink::Record;
 use crate::verified::Verified;
@@ -691,11 +691,12 @@ impl Shared {
                 if let Some(token) = uncached {
                     self.tokens.insert(token, Arc::clone(&cap));
                 }
-                let reason = receipt.outcome().reason();
-                let at_caveats = reason.is_some_and(mcp::denied_at_caveat_gate);
+                let gate = receipt.denied_by();
+                let at_caveats = gate.is_some_and(|gate| gate.is_caveat());
                 // Only a caveat that parsed and evaluated to false shows a
-                // genuine capability; a parse or eval error never does.
-                let genuine = reason.is_some_and(mcp::caveat_evaluated_false);
+                // genuine capability; a parse or eval error never does (see
+                // `McpAccess::Authenticated`).
+                let genuine = gate.is_some_and(|gate| gate.is_caveat_false());
                 let receipt = if check == Check::Genuine && genuine {
                     // Genuine, which is all this message needs: the decision
                     // the layer makes (and records) is "allowed".
@@ -717,7 +718,7 @@ impl Shared {
                         reply,
                     };
                 }
-                let kind = if receipt.outcome().reason() == Some(REASON_HOLDER_KEY_BOUND) {
+                let kind = if gate == Some(Gate::HolderKey) {
                     DenialKind::InvalidProof
                 } else if matches!(reply, Reply::Mcp(_)) && !at_caveats {
                     // A token refused before its caveats (revoked, no

@@ -18,6 +18,7 @@ use crate::capability::{Caveat, CaveatList};
 use crate::context::Context;
 use crate::crypto::{self, Buffered, HexArrayError, KeyedMac, Tag};
 use crate::error::{Error, KeyError, ReceiptError};
+use crate::gate::Gate;
 use crate::json::{JsonSink, write_escaped_str};
 
 /// The receipt schema version this crate writes and accepts.
@@ -92,7 +93,7 @@ impl ContextSummary {
 }
 
 /// A signed record of one decision.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Receipt {
     version: u8,
     capability_identifier: Arc<str>,
@@ -101,7 +102,25 @@ pub struct Receipt {
     outcome: Outcome,
     timestamp_ms: u64,
     signature: Tag,
+    // Not part of the wire form: known only to the process that decided.
+    denied_by: Option<Gate>,
 }
+
+/// Equal when the signed fields are equal; [`Receipt::denied_by`] is not
+/// part of a receipt's wire form and is not compared.
+impl PartialEq for Receipt {
+    fn eq(&self, other: &Receipt) -> bool {
+        self.version == other.version
+            && self.capability_identifier == other.capability_identifier
+            && self.caveats == other.caveats
+            && self.context_summary == other.context_summary
+            && self.outcome == other.outcome
+            && self.timestamp_ms == other.timestamp_ms
+            && self.signature == other.signature
+    }
+}
+
+impl Eq for Receipt {}
 
 impl Receipt {
     /// The schema version (always [`RECEIPT_SCHEMA_VERSION`]).
@@ -132,6 +151,22 @@ impl Receipt {
     /// True when the call was allowed.
     pub fn is_allowed(&self) -> bool {
         self.outcome.is_allowed()
+    }
+
+    /// The verifier gate that denied the call, on a receipt a
+    /// [`Verifier`](crate::Verifier) in this process just signed. `None`
+    /// when the call was allowed, for a receipt read back from JSON (the
+    /// wire form, fixed by the reference, does not carry it) and for one
+    /// signed directly with [`Auditor::sign`]. Act on this, never on the
+    /// wording of [`Outcome::reason`].
+    pub fn denied_by(&self) -> Option<Gate> {
+        self.denied_by
+    }
+
+    /// Sets the gate that denied the call (see [`denied_by`](Self::denied_by)).
+    pub(crate) fn denied_at(mut self, gate: Option<Gate>) -> Receipt {
+        self.denied_by = gate;
+        self
     }
 
     /// The context's time, in milliseconds since the Unix epoch.
@@ -211,6 +246,7 @@ impl Receipt {
             },
             timestamp_ms: wire.timestamp_ms,
             signature,
+            denied_by: None,
         })
     }
 
@@ -429,6 +465,7 @@ impl Auditor {
             outcome,
             timestamp_ms: ctx.now().unix_millis(),
             signature: [0; 32],
+            denied_by: None,
         };
         receipt.signature = self.mac(&receipt, keep_prefix);
         receipt

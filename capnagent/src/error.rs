@@ -43,6 +43,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// The verifier gate this error stands for: [`Gate::Chain`] for a
+    /// forged chain; `None` for errors that are not a verifier's
+    /// judgement (a token that does not parse, a bad key).
+    pub fn gate(&self) -> Option<crate::Gate> {
+        match self {
+            Error::InvalidChain => Some(crate::Gate::Chain),
+            _ => None,
+        }
+    }
+
     /// A stable, machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {

@@ -64,6 +64,7 @@ mod context;
 mod crypto;
 mod dsl;
 mod error;
+mod gate;
 pub mod hex;
 mod issuer;
 pub mod json;
@@ -89,6 +90,7 @@ pub use dsl::{EvalError, Predicate};
 pub use error::{
     BuildError, CaveatError, ContextError, Error, KeyError, ParseError, ReceiptError, TokenError,
 };
+pub use gate::{CaveatFailure, Gate};
 pub use issuer::{CapabilityBuilder, Issuer, MIN_ROOT_KEY_LEN};
 pub use limits::Limits;
 pub use nonce::{InMemoryNonceStore, NonceStore};

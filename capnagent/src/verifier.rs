@@ -51,6 +51,7 @@ use crate::context::Context;
 use crate::crypto::{KeyedMac, Tag};
 use crate::dsl::{self, PredicateCache};
 use crate::error::Error;
+use crate::gate::{CaveatFailure, Gate};
 use crate::issuer::root_key;
 use crate::limits::Limits;
 use crate::nonce::NonceStore;
@@ -355,8 +356,10 @@ impl Verifier {
         ctx: &Context,
         auditor: &Auditor,
     ) -> Result<Receipt, Error> {
-        let outcome = self.decide(cap, ctx)?;
-        Ok(auditor.sign_shared(cap.identifier_shared(), cap.caveats_shared(), ctx, outcome))
+        let (outcome, gate) = self.judge(cap, ctx)?;
+        Ok(auditor
+            .sign_shared(cap.identifier_shared(), cap.caveats_shared(), ctx, outcome)
+            .denied_at(gate))
     }
 
     /// [`verify_with_context`](Self::verify_with_context) with the context
@@ -377,9 +380,14 @@ impl Verifier {
     /// [`verify_with_context`](Self::verify_with_context): every decision
     /// should leave a signed record.
     pub fn decide(&self, cap: &Capability, ctx: &Context) -> Result<Outcome, Error> {
+        self.judge(cap, ctx).map(|(outcome, _)| outcome)
+    }
+
+    /// The bearer-path decision and the gate that denied it, if any.
+    fn judge(&self, cap: &Capability, ctx: &Context) -> Result<Judged, Error> {
         self.verify(cap)?;
         if cap.holder_of_key().is_some() {
-            return Ok(denied(REASON_HOLDER_KEY_BOUND.to_owned()));
+            return Ok(denied(Gate::HolderKey, REASON_HOLDER_KEY_BOUND.to_owned()));
         }
         Ok(self.after_proof(cap, ctx))
     }
@@ -424,26 +432,31 @@ impl Verifier {
         proof: &Proof,
     ) -> Result<Receipt, Error> {
         self.verify(cap)?;
-        let outcome = self.decide_with_proof(cap, ctx, proof).await;
-        Ok(auditor.sign_shared(cap.identifier_shared(), cap.caveats_shared(), ctx, outcome))
+        let (outcome, gate) = self.judge_with_proof(cap, ctx, proof).await;
+        Ok(auditor
+            .sign_shared(cap.identifier_shared(), cap.caveats_shared(), ctx, outcome)
+            .denied_at(gate))
     }
 
-    async fn decide_with_proof(&self, cap: &Capability, ctx: &Context, proof: &Proof) -> Outcome {
+    async fn judge_with_proof(&self, cap: &Capability, ctx: &Context, proof: &Proof) -> Judged {
         let Some(holder_key) = cap.holder_of_key() else {
-            return denied(REASON_NOT_HOLDER_BOUND.to_owned());
+            return denied(Gate::HolderKey, REASON_NOT_HOLDER_BOUND.to_owned());
         };
         let now_ms = ctx.now().unix_millis();
         let skew = self.inner.config.proof_skew_ms;
         let ts = proof.timestamp_ms();
         if ts.abs_diff(now_ms) > skew {
-            return denied(format!(
-                "proof timestamp outside the allowed window ({} ms from now, limit {skew} ms)",
-                ts.abs_diff(now_ms)
-            ));
+            return denied(
+                Gate::Proof,
+                format!(
+                    "proof timestamp outside the allowed window ({} ms from now, limit {skew} ms)",
+                    ts.abs_diff(now_ms)
+                ),
+            );
         }
         let challenge = proof::pop_challenge(cap.identifier(), &ctx.args_hash(), ts, ctx.tool());
         if let Err(reason) = proof::check(holder_key, &challenge, proof) {
-            return denied(reason.to_owned());
+            return denied(Gate::Proof, reason.to_owned());
         }
         if let Some(store) = &self.inner.config.nonce_store {
             // Any verifier of the fleet may accept the proof while
@@ -453,44 +466,56 @@ impl Verifier {
             let ttl = self.nonce_ttl_ms();
             match store.try_record(&challenge, now_ms, ttl).await {
                 Ok(true) => {}
-                Ok(false) => return denied(REASON_REPLAY.to_owned()),
-                Err(e) => return denied(format!("replay check unavailable: {e}")),
+                Ok(false) => return denied(Gate::Replay, REASON_REPLAY.to_owned()),
+                Err(e) => {
+                    return denied(Gate::Replay, format!("replay check unavailable: {e}"));
+                }
             }
         }
         self.after_proof(cap, ctx)
     }
 
     /// Revocation, zero caveats, caveats.
-    fn after_proof(&self, cap: &Capability, ctx: &Context) -> Outcome {
+    fn after_proof(&self, cap: &Capability, ctx: &Context) -> Judged {
         if let Some(cell) = &self.inner.config.revocations
             && let Some(reason) = cell.check(cap.identifier(), ctx.now().unix_millis())
         {
-            return denied(reason);
+            return denied(Gate::Revocation, reason);
         }
         if cap.caveats().is_empty() {
-            return denied(REASON_ZERO_CAVEATS.to_owned());
+            return denied(Gate::NoCaveats, REASON_ZERO_CAVEATS.to_owned());
         }
         self.check_caveats(cap, ctx)
     }
 
-    fn check_caveats(&self, cap: &Capability, ctx: &Context) -> Outcome {
+    fn check_caveats(&self, cap: &Capability, ctx: &Context) -> Judged {
         let memo = self.memo(cap);
         for (i, caveat) in cap.caveats().iter().enumerate() {
             let text = caveat.predicate();
             // Parsed here, when reached, never before: a caveat after the
             // first that fails costs nothing.
             let parsed = self.parsed(memo, i, text);
+            let caveat_gate = |failure| Gate::Caveat { index: i, failure };
             let expr = match &**parsed {
                 Ok(expr) => expr,
-                Err(e) => return denied(format!("caveat parse error in {text:?}: {e}")),
+                Err(e) => {
+                    let reason = format!("caveat parse error in {text:?}: {e}");
+                    return denied(caveat_gate(CaveatFailure::Parse), reason);
+                }
             };
             match dsl::eval_expr(expr, ctx) {
                 Ok(true) => {}
-                Ok(false) => return denied(format!("caveat failed: {text}")),
-                Err(e) => return denied(format!("caveat eval error in {text:?}: {e}")),
+                Ok(false) => {
+                    let reason = format!("caveat failed: {text}");
+                    return denied(caveat_gate(CaveatFailure::False), reason);
+                }
+                Err(e) => {
+                    let reason = format!("caveat eval error in {text:?}: {e}");
+                    return denied(caveat_gate(CaveatFailure::Eval), reason);
+                }
             }
         }
-        Outcome::Allowed
+        (Outcome::Allowed, None)
     }
 
     /// Whether `cap`'s caveats could allow *some* call in `ctx`: false
@@ -653,8 +678,11 @@ impl ChainCache {
     }
 }
 
-fn denied(reason: String) -> Outcome {
-    Outcome::Denied { reason }
+/// A decision and, when denied, the gate that denied it.
+type Judged = (Outcome, Option<Gate>);
+
+fn denied(gate: Gate, reason: String) -> Judged {
+    (Outcome::Denied { reason }, Some(gate))
 }
 
 impl fmt::Debug for Verifier {
