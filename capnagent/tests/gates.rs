@@ -178,7 +178,7 @@ async fn proof_gates_name_themselves() {
     };
 
     let good = holder.prove(&cap, "pay", ctx.args(), NOW);
-    assert_eq!(gate_of(good.clone(), cap.clone()).await, None);
+    assert_eq!(gate_of(good, cap.clone()).await, None);
     assert_eq!(gate_of(good, cap.clone()).await, Some(Gate::Replay));
 
     let stranger = HolderKey::from_seed([4; 32]).prove(&cap, "pay", ctx.args(), NOW);
