@@ -7,7 +7,7 @@
 //! - [`load`]: the same JSON-parsing handler with and without the layer
 //!   (`load-server`, the criterion bench and `benches/load.sh`).
 //! - [`mcp`]: an MCP server (rmcp, Streamable HTTP) behind the layer in MCP
-//!   mode (`mcp-tool-server`, `tests/mcp.rs`).
+//!   mode (`mcp-tool-server`, the top-level `tests/mcp.rs`).
 //! - [`grpc`]: a gRPC tool service (`proto/tools.proto`) behind
 //!   `capnagent_tonic::CapabilityLayer` (`grpc-tool-server`,
 //!   `grpc-tool-client`, the loopback tests and the gRPC bench).

@@ -6,8 +6,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -638,7 +636,7 @@ async fn one_wrapped_service_keeps_its_name_and_a_missing_caller_is_internal() {
 
 #[test]
 fn the_client_demo_decides_every_call_as_expected() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_grpc-tool-client"))
+    let output = std::process::Command::new(capnagent_tests::example_bin("grpc-tool-client"))
         .arg("demo")
         .output()
         .unwrap();
@@ -661,7 +659,7 @@ fn the_server_prints_client_commands_that_work() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
-    let mut server = Command::new(env!("CARGO_BIN_EXE_grpc-tool-server"))
+    let mut server = Command::new(capnagent_tests::example_bin("grpc-tool-server"))
         .args(["--addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -687,7 +685,7 @@ fn the_server_prints_client_commands_that_work() {
     let statuses: Vec<Option<i32>> = commands
         .iter()
         .map(|args| {
-            Command::new(env!("CARGO_BIN_EXE_grpc-tool-client"))
+            Command::new(capnagent_tests::example_bin("grpc-tool-client"))
                 .args(args)
                 .output()
                 .unwrap()
@@ -697,7 +695,7 @@ fn the_server_prints_client_commands_that_work() {
         .collect();
     // SIGTERM: the server stops gracefully, reports what it wrote and
     // removes the temporary directory that held its audit log.
-    let status = common::terminate(&mut server, std::time::Duration::from_secs(20));
+    let status = capnagent_tests::terminate(&mut server, std::time::Duration::from_secs(20));
     assert!(status.success(), "{status}");
     let mut decisions: Vec<String> = drain
         .join()

@@ -7,7 +7,7 @@ use std::process::Command;
 
 #[test]
 fn quickstart_shows_an_allowed_and_a_denied_call() {
-    let output = Command::new(env!("CARGO_BIN_EXE_quickstart"))
+    let output = Command::new(capnagent_tests::example_bin("quickstart"))
         .output()
         .unwrap();
     let stdout = String::from_utf8(output.stdout).unwrap();

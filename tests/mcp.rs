@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -393,7 +391,7 @@ impl Drop for Running {
 #[tokio::test]
 async fn the_binary_prints_a_url_and_a_token_an_mcp_client_can_use() {
     let mut child = Running(
-        Command::new(env!("CARGO_BIN_EXE_mcp-tool-server"))
+        Command::new(capnagent_tests::example_bin("mcp-tool-server"))
             .args(["--port", "0"])
             .stdout(Stdio::piped())
             .spawn()
@@ -442,7 +440,7 @@ async fn the_binary_prints_a_url_and_a_token_an_mcp_client_can_use() {
 
     // SIGTERM: the server stops gracefully, reports what it wrote and
     // removes the temporary directory that held its audit log.
-    let status = common::terminate(&mut child.0, TIMEOUT);
+    let status = capnagent_tests::terminate(&mut child.0, TIMEOUT);
     assert!(status.success(), "{status}");
     // The reader ends at end of file, now that the child has exited.
     let rest: Vec<String> = lines.iter().collect();
