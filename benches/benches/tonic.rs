@@ -9,6 +9,11 @@
 //! message and sign a receipt per call.
 //! Client and servers share one current-thread runtime. See `benches/README.md` ("gRPC layer").
 //!
+//! After the criterion groups it prints `grpc/cpu_per_call`: the thread
+//! CPU time per call (`CLOCK_THREAD_CPUTIME_ID`) the layer and the JWT
+//! check add over loopback and the layer adds in process, medians of
+//! paired rounds (wall time here also counts waiting for a core).
+//!
 //! ```text
 //! cargo bench -p capnagent-benches --bench tonic -- --warm-up-time 1 --measurement-time 3
 //! ```
@@ -147,6 +152,24 @@ impl ToolService for JwtTools {
     ) -> Result<tonic::Response<UploadSummary>, Status> {
         Err(Status::unimplemented("not in the bench"))
     }
+}
+
+/// Rounds of the thread-CPU comparison, and calls per measurement.
+const CPU_ROUNDS: usize = 15;
+const CPU_CALLS: u32 = 400;
+
+/// This thread's CPU time per call of `call` (ns), over [`CPU_CALLS`]
+/// calls (`CLOCK_THREAD_CPUTIME_ID`, exact to the nanosecond).
+fn cpu_per_call(mut call: impl FnMut()) -> f64 {
+    fn thread_cpu_ns() -> f64 {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        now.tv_sec as f64 * 1e9 + now.tv_nsec as f64
+    }
+    let start = thread_cpu_ns();
+    for _ in 0..CPU_CALLS {
+        call();
+    }
+    (thread_cpu_ns() - start) / f64::from(CPU_CALLS)
 }
 
 fn bench_grpc(c: &mut Criterion) {
@@ -369,6 +392,67 @@ fn bench_grpc(c: &mut Criterion) {
         )
     });
     group.finish();
+
+    // Thread CPU per call, paired by round: client, servers and the
+    // loopback's kernel work all run on this thread, so this counts what
+    // wall time counts minus the time spent waiting for a core.
+    let loopback: Vec<(&str, &ToolServiceClient<Channel>, &Credentials)> = running
+        .iter()
+        .filter(|(name, _, _)| matches!(*name, "unprotected" | "protected_null_sink"))
+        .map(|(name, _, client)| (*name, client, &bearer))
+        .chain([("jwt_in_handler", &jwt_client, &jwt)])
+        .collect();
+    let mut added = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..CPU_ROUNDS {
+        let mut cpu = std::collections::HashMap::new();
+        for i in 0..loopback.len() {
+            let (name, client, credentials) = loopback[(i + round) % loopback.len()];
+            let spent = cpu_per_call(|| {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let request = credentials.unary(PURCHASE, message(n)).expect("request");
+                let mut client = client.clone();
+                black_box(runtime.block_on(client.purchase(request)).expect("allowed"));
+            });
+            cpu.insert(name, spent);
+        }
+        let alone = cpu_per_call(|| {
+            black_box(runtime.block_on(handler.oneshot(request(&bearer_token)))).expect("response");
+        });
+        let layered = cpu_per_call(|| {
+            black_box(runtime.block_on(protected.clone().oneshot(request(&bearer_token))))
+                .expect("response");
+        });
+        let (unprotected, with_layer, with_jwt) = (
+            cpu["unprotected"],
+            cpu["protected_null_sink"],
+            cpu["jwt_in_handler"],
+        );
+        added[0].push(with_layer - unprotected);
+        added[1].push(with_jwt - unprotected);
+        added[2].push(layered - alone);
+        if round == 0 {
+            println!(
+                "grpc/cpu_per_call: unprotected {unprotected:.0} ns, protected_null_sink {with_layer:.0} ns, jwt_in_handler {with_jwt:.0} ns (first round)"
+            );
+        }
+    }
+    let labels = [
+        "layer over loopback",
+        "JWT in handler over loopback",
+        "layer in process",
+    ];
+    for (label, mut values) in labels.into_iter().zip(added) {
+        values.sort_by(f64::total_cmp);
+        if let Some(median) = values.get(values.len() / 2) {
+            println!(
+                "grpc/cpu_per_call: {label} adds {:.2} us of thread CPU per call (median of {} rounds, lowest {:.2}, highest {:.2})",
+                median / 1000.0,
+                values.len(),
+                values[0] / 1000.0,
+                values[values.len() - 1] / 1000.0
+            );
+        }
+    }
 
     runtime.block_on(async {
         for (_, server, _) in running {
