@@ -13,8 +13,8 @@ ensure_wrk() {
 
 # Starts `$1 --addr 127.0.0.1:0 ${@:3}` with its output in directory $2,
 # waits for it to print its address, token and body file, and writes them
-# to $2/url, $2/token and $2/body_file. Sets SERVER_PID. Exits if the
-# server does not start.
+# to $2/url, $2/token and $2/body_file, and its JWT (if it prints one) to
+# $2/jwt. Sets SERVER_PID. Exits if the server does not start.
 start_load_server() {
   local bin=$1 dir=$2
   shift 2
@@ -27,6 +27,7 @@ start_load_server() {
   done
   sed -n 's/^listening //p' "$dir/out" >"$dir/url"
   sed -n 's/^token //p' "$dir/out" >"$dir/token"
+  sed -n 's/^jwt //p' "$dir/out" >"$dir/jwt"
   sed -n 's/^body-file //p' "$dir/out" >"$dir/body_file"
   if [ ! -s "$dir/url" ] || [ ! -s "$dir/token" ] || [ ! -s "$dir/body_file" ]; then
     echo "$bin did not start:" >&2

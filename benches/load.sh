@@ -2,12 +2,19 @@
 # HTTP load test for capnagent-tower, on loopback only.
 #
 # Starts `load-server` (examples/src/bin/load-server.rs), which serves the
-# same JSON-parsing handler twice: /protected/checkout behind a
-# CapabilityLayer (4 caveats, args from the 1 KiB JSON body, a signed
-# receipt per request to the audit log) and /unprotected/checkout without
-# it. Then runs wrk against each route back to back, alternating, and prints
-# requests/s and latency percentiles for both, the ratio, the median of the
-# per-round ratios with its 95 % interval (at least 6 rounds), and the
+# same JSON-parsing handler three times: /unprotected/checkout without any
+# check; /jwt/checkout behind a hand-written JSON Web Token check, the
+# baseline a service would write without capnagent (`jsonwebtoken`, HS256,
+# claims sub/tool/max_amount_cents/exp: bearer header, token validated,
+# tool claim, body buffered and parsed with serde_json for amount_cents <=
+# max, body handed back); and /protected/checkout behind a CapabilityLayer
+# (4 caveats, args from the 1 KiB JSON body, a signed receipt per request
+# to the audit log). Then runs wrk against each route back to back, the
+# order changing every round, and prints per route requests/s, latency
+# percentiles and the server's CPU time per request; then, for
+# capnagent/unprotected, JWT/unprotected and capnagent/JWT, the median of
+# the per-round throughput ratios and of the per-round added server CPU
+# per request, each with its 95 % interval (at least 6 rounds), and the
 # share of CPU time the hypervisor took during the runs.
 #
 # Usage: benches/load.sh [SECONDS_PER_RUN] [CONNECTIONS]
@@ -59,13 +66,18 @@ start_load_server "$bin_dir/load-server" "$work/server" --sink "$SINK" ${WORKERS
 server_pid=$SERVER_PID
 url=$(cat "$work/server/url")
 token=$(cat "$work/server/token")
+jwt=$(cat "$work/server/jwt")
+if [ -z "$jwt" ]; then
+  echo "load-server printed no JWT (built from an older commit?)" >&2
+  exit 1
+fi
 body_file=$(cat "$work/server/body_file")
 
-# One wrk Lua script per route: POST the 1 KiB body; the protected route
-# also sends the token. `done` prints one machine-readable line.
-write_script() { # $1 = file, $2 = "yes" to send the token
+# One wrk Lua script per route: POST the 1 KiB body; the protected and
+# JWT routes also send their token. `done` prints one machine-readable line.
+write_script() { # $1 = file, $2 = token ("" for none)
   {
-    wrk_request_lua "$token" "$body_file" "$2"
+    wrk_request_lua "$2" "$body_file" "$([ -n "$2" ] && echo yes || echo no)"
     cat <<'LUA'
 done = function(summary, latency, requests)
   local secs = summary.duration / 1e6
@@ -77,8 +89,9 @@ end
 LUA
   } >"$1"
 }
-write_script "$work/protected.lua" yes
-write_script "$work/unprotected.lua" no
+write_script "$work/protected.lua" "$token"
+write_script "$work/jwt.lua" "$jwt"
+write_script "$work/unprotected.lua" ""
 
 run() { # $1 = route name, $2 = seconds
   wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${2}s" --timeout 5s \
@@ -94,8 +107,8 @@ ticks_per_sec=$(getconf CLK_TCK)
 
 echo "== server $url, profile=$PROFILE, sink=$SINK, workers=${WORKERS:-default}, wrk -t$WRK_THREADS -c$CONNECTIONS, ${SECONDS_PER_RUN}s per run, $ROUNDS rounds, $(nproc) CPUs"
 echo "== load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-# Both routes must answer 200 before anything is measured.
-for route in protected unprotected; do
+# Every route must answer 200 before anything is measured.
+for route in protected jwt unprotected; do
   read -r _ _ _ _ status_errors _ <<<"$(run "$route" 1)"
   if [ "$status_errors" != 0 ]; then
     echo "$route: $status_errors non-2xx responses in the warm-up; aborting" >&2
@@ -109,10 +122,16 @@ printf '%-12s %5s %12s %9s %9s %9s %8s %14s\n' route round "requests/s" "p50 ms"
 : >"$work/results"
 steal_before=$(steal_ticks)
 for round in $(seq 1 "$ROUNDS"); do
-  # Odd rounds run the unprotected route first, even rounds the protected
-  # one, so that neither route always runs on the warmer machine.
-  order="unprotected protected"
-  if [ $((round % 2)) = 0 ]; then order="protected unprotected"; fi
+  # The six orders in turn, so that no route always runs first or last,
+  # nor always just before another one.
+  case $(((round - 1) % 6)) in
+    0) order="unprotected jwt protected" ;;
+    1) order="protected jwt unprotected" ;;
+    2) order="jwt protected unprotected" ;;
+    3) order="unprotected protected jwt" ;;
+    4) order="protected unprotected jwt" ;;
+    5) order="jwt unprotected protected" ;;
+  esac
   for route in $order; do
     before=$(server_ticks)
     read -r rps p50 p99 max status_errors socket_errors <<<"$(run "$route" "$SECONDS_PER_RUN")"
@@ -131,34 +150,55 @@ awk '
   { rps[$1] += $2; p99[$1] += $3; cpu[$1] += $4; n[$1]++ }
   END {
     for (r in n) { rps[r] /= n[r]; p99[r] /= n[r]; cpu[r] /= n[r] }
-    printf "unprotected: %8.0f requests/s   p99 %6.2f ms   server %6.1f us/request\n", rps["unprotected"], p99["unprotected"] / 1000, cpu["unprotected"]
-    printf "protected:   %8.0f requests/s   p99 %6.2f ms   server %6.1f us/request\n", rps["protected"], p99["protected"] / 1000, cpu["protected"]
-    printf "protected / unprotected throughput: %.1f%% (target >= 80%%)\n", 100 * rps["protected"] / rps["unprotected"]
+    split("unprotected jwt protected", routes, " ")
+    split("unprotected: |JWT:         |capnagent:   ", names, "|")
+    for (i = 1; i <= 3; i++)
+      printf "%s %8.0f requests/s   p99 %6.2f ms   server %6.1f us/request\n", names[i], rps[routes[i]], p99[routes[i]] / 1000, cpu[routes[i]]
+    printf "capnagent / unprotected throughput: %.1f%% (target >= 80%%), JWT / unprotected: %.1f%%, capnagent / JWT: %.1f%%\n",
+      100 * rps["protected"] / rps["unprotected"], 100 * rps["jwt"] / rps["unprotected"], 100 * rps["protected"] / rps["jwt"]
   }' "$work/results"
-# Each round's protected run against the same round's unprotected run:
-# on a shared machine the median of these paired ratios moves less than
+# Each round's run of one route against the same round's run of another:
+# on a shared machine the median of these paired figures moves less than
 # the ratio of the averages when the machine's speed drifts. The 95 %
 # interval for that median is distribution-free (order statistics: the
-# k-th lowest and k-th highest ratio, k from the binomial distribution),
-# so it holds however unevenly the machine's speed moves, as long as the
-# rounds are independent.
-awk '
-  $1 == "unprotected" { u[$5] = $2 }
-  $1 == "protected" { p[$5] = $2 }
-  END { for (n in p) if (u[n] > 0) printf "%.4f\n", p[n] / u[n] }' "$work/results" | sort -n |
-  awk '{ r[NR] = $1 }
+# k-th lowest and k-th highest, k from the binomial distribution), so it
+# holds however unevenly the machine's speed moves, as long as the rounds
+# are independent.
+paired() { # $1 = route A, $2 = route B, $3 = ratio|added: per round, A/B requests/s or A-B server us/request
+  awk -v a="$1" -v b="$2" -v what="$3" '
+    $1 == a { ra[$5] = $2; ca[$5] = $4 }
+    $1 == b { rb[$5] = $2; cb[$5] = $4 }
+    END {
+      for (n in ra)
+        if (n in rb && rb[n] > 0)
+          printf "%.4f\n", what == "ratio" ? ra[n] / rb[n] : ca[n] - cb[n]
+    }' "$work/results" | sort -g
+}
+summarize() { # stdin: sorted figures; $1 = label, $2 = ratio|added
+  awk -v label="$1" -v what="$2" '{ r[NR] = $1 }
     END {
       if (NR == 0) exit
+      scale = what == "ratio" ? 100 : 1
+      unit = what == "ratio" ? "%" : " us"
+      fmt = what == "ratio" ? "%.1f" : "%+.1f"
       mid = (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
-      printf "per-round ratios: median %.1f%%, lowest %.1f%%, highest %.1f%% (%d rounds)\n", 100 * mid, 100 * r[1], 100 * r[NR], NR
       # Largest k with P(Binomial(NR, 1/2) <= k - 1) <= 2.5 %.
       k = 0; term = 0.5 ^ NR; cum = term
       while (cum <= 0.025) { k++; term *= (NR - k + 1) / k; cum += term }
+      interval = "95% interval needs at least 6 rounds"
       if (k >= 1)
-        printf "95%% interval for the median ratio: %.1f%% to %.1f%%\n", 100 * r[k], 100 * r[NR - k + 1]
-      else
-        print "95% interval for the median ratio: needs at least 6 rounds"
+        interval = sprintf("95%% interval " fmt "%s to " fmt "%s", scale * r[k], unit, scale * r[NR - k + 1], unit)
+      printf "  %-36s median " fmt "%s, %s (%d rounds)\n", label, scale * mid, unit, interval, NR
     }'
+}
+echo "per-round paired throughput ratios:"
+paired protected unprotected ratio | summarize "capnagent / unprotected" ratio
+paired jwt unprotected ratio | summarize "JWT / unprotected" ratio
+paired protected jwt ratio | summarize "capnagent / JWT" ratio
+echo "per-round added server CPU per request:"
+paired protected unprotected added | summarize "capnagent - unprotected" added
+paired jwt unprotected added | summarize "JWT - unprotected" added
+paired protected jwt added | summarize "capnagent - JWT" added
 read -r steal0 total0 <<<"$steal_before"
 read -r steal1 total1 <<<"$(steal_ticks)"
 awk -v s=$((steal1 - steal0)) -v t=$((total1 - total0)) \

@@ -1,6 +1,9 @@
 //! Holder-of-key proofs and replay stores, in one criterion run:
 //!
 //! - `proof/sign`: the client's `HolderKey::prove` (challenge + Ed25519 sign);
+//! - `proof/verify/floor`: what any proof check must at least do: one
+//!   `VerifyingKey::verify_strict` of the same challenge, key parsed
+//!   beforehand;
 //! - `proof/verify/no_store`: `Verifier::verify_with_proof` with 4 short
 //!   caveats and the receipt, no nonce store (challenge, strict Ed25519,
 //!   caveats, receipt);
@@ -25,6 +28,7 @@ use capnagent::{
 };
 use capnagent_redis::{RedisConfig, RedisNonceStore};
 use criterion::{Criterion, criterion_group, criterion_main};
+use ed25519_dalek::{Signature, VerifyingKey};
 
 const ROOT_KEY: [u8; 32] = [7; 32];
 const AUDIT_KEY: [u8; 32] = [9; 32];
@@ -121,7 +125,19 @@ fn bench_proofs(c: &mut Criterion) {
         .block_on(plain.verify_with_proof(&cap, &ctx, &auditor, &proof))
         .expect("chain ok");
     assert!(check.is_allowed(), "{:?}", check.outcome());
-    c.bench_function("proof/verify/no_store", |b| {
+
+    let mut group = c.benchmark_group("proof/verify");
+    // The floor: the strict signature check alone, on the challenge the
+    // verifier derives for this call.
+    let key = VerifyingKey::from_bytes(&holder.public_key()).expect("valid key");
+    let challenge = capnagent::pop_challenge_for(&cap, &ctx);
+    let signature = Signature::from_bytes(proof.signature());
+    key.verify_strict(&challenge, &signature)
+        .expect("the proof signs the derived challenge");
+    group.bench_function("floor", |b| {
+        b.iter(|| black_box(&key).verify_strict(black_box(&challenge), black_box(&signature)))
+    });
+    group.bench_function("no_store", |b| {
         b.iter(|| {
             runtime
                 .block_on(plain.verify_with_proof(black_box(&cap), &ctx, &auditor, &proof))
@@ -134,7 +150,7 @@ fn bench_proofs(c: &mut Criterion) {
         .expect("key")
         .with_nonce_store(Arc::new(InMemoryNonceStore::new()));
     let mut n = 0;
-    c.bench_function("proof/verify/in_memory_store", |b| {
+    group.bench_function("in_memory_store", |b| {
         b.iter_batched(
             || fresh_call(&holder, &cap, &mut n),
             |(ctx, proof)| {
@@ -146,6 +162,7 @@ fn bench_proofs(c: &mut Criterion) {
             criterion::BatchSize::SmallInput,
         )
     });
+    group.finish();
 
     let Some((url, _server)) = redis() else {
         eprintln!("skipping the Redis benches: no CAPNAGENT_REDIS_URL and no redis-server");

@@ -1,10 +1,18 @@
 //! gRPC layer bench: one unary `Purchase` call of the example tool service
 //! (`capnagent_examples::grpc`) over loopback HTTP/2, with a real tonic
 //! client, against the same server setup with and without
-//! `capnagent_tonic::CapabilityLayer`, in one run. Both servers run the
-//! example's API-key interceptor; the protected one checks a 4-caveat
-//! token against the decoded request message and signs a receipt per call.
+//! `capnagent_tonic::CapabilityLayer`, in one run, and against the baseline
+//! a tonic user would write instead: no layer, a JSON Web Token (HS256,
+//! same limits as claims) checked in the handler against the decoded
+//! message. All servers run the example's API-key interceptor; the
+//! protected ones check a 4-caveat token against the decoded request
+//! message and sign a receipt per call.
 //! Client and servers share one current-thread runtime. See `benches/README.md` ("gRPC layer").
+//!
+//! After the criterion groups it prints `grpc/cpu_per_call`: the thread
+//! CPU time per call (`CLOCK_THREAD_CPUTIME_ID`) the layer and the JWT
+//! check add over loopback and the layer adds in process, medians of
+//! paired rounds (wall time here also counts waiting for a core).
 //!
 //! ```text
 //! cargo bench -p capnagent-benches --bench tonic -- --warm-up-time 1 --measurement-time 3
@@ -20,13 +28,20 @@ use capnagent::{
     AuditLog, Auditor, CaveatError, Context, HolderKey, InMemoryNonceStore, Issuer, Predicate,
     Receipt, Timestamp, Verifier,
 };
-use capnagent_examples::grpc::pb::PurchaseRequest;
 use capnagent_examples::grpc::pb::tool_service_client::ToolServiceClient;
+use capnagent_examples::grpc::pb::tool_service_server::{ToolService, ToolServiceServer};
+use capnagent_examples::grpc::pb::{
+    LogLine, PurchaseReply, PurchaseRequest, UploadSummary, WireReply, WireRequest,
+};
 use capnagent_examples::grpc::{self, Credentials, PURCHASE, PURCHASE_TOOL, Running, Tools};
+use capnagent_examples::jwt::{Claims, JwtError, JwtKeys};
 use capnagent_examples::{PLANNER, PLANNER_API_KEY};
 use capnagent_tonic::{AuditLogSink, CapabilityLayer, Descriptors};
 use criterion::{Criterion, criterion_group, criterion_main};
-use tonic::transport::Channel;
+use tonic::service::InterceptorLayer;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
+use tonic::{Status, Streaming};
 use tower::ServiceExt;
 
 const ROOT_KEY: [u8; 32] = [7; 32];
@@ -73,6 +88,88 @@ fn message(n: u64) -> PurchaseRequest {
         amount: 1200,
         currency: "EUR".into(),
     }
+}
+
+const JWT_SECRET: &[u8] = b"bench-jwt-secret-of-32-bytes-000";
+
+/// The baseline without capnagent: the same service whose handler checks a
+/// JWT from `authorization: Bearer` (signature, expiry, tool) and the
+/// decoded message's amount against the token's maximum.
+struct JwtTools {
+    keys: JwtKeys,
+    next_id: AtomicU64,
+}
+
+impl JwtTools {
+    #[allow(clippy::result_large_err)] // tonic's Status
+    fn check<T>(
+        &self,
+        request: &tonic::Request<T>,
+        tool: &str,
+        amount: i64,
+    ) -> Result<Claims, Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+        let amount =
+            u64::try_from(amount).map_err(|_| Status::invalid_argument("negative amount"))?;
+        self.keys
+            .check_amount(token, tool, amount)
+            .map_err(|e| match e {
+                JwtError::Invalid(_) => Status::unauthenticated(e.to_string()),
+                _ => Status::permission_denied(e.to_string()),
+            })
+    }
+}
+
+#[tonic::async_trait]
+impl ToolService for JwtTools {
+    async fn purchase(
+        &self,
+        request: tonic::Request<PurchaseRequest>,
+    ) -> Result<tonic::Response<PurchaseReply>, Status> {
+        self.check(&request, PURCHASE_TOOL, request.get_ref().amount)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(tonic::Response::new(PurchaseReply {
+            order_id: format!("order-{id}"),
+            receipt_signature: String::new(),
+        }))
+    }
+
+    async fn wire(
+        &self,
+        _request: tonic::Request<WireRequest>,
+    ) -> Result<tonic::Response<WireReply>, Status> {
+        Err(Status::unimplemented("not in the bench"))
+    }
+
+    async fn upload_logs(
+        &self,
+        _request: tonic::Request<Streaming<LogLine>>,
+    ) -> Result<tonic::Response<UploadSummary>, Status> {
+        Err(Status::unimplemented("not in the bench"))
+    }
+}
+
+/// Rounds of the thread-CPU comparison, and calls per measurement.
+const CPU_ROUNDS: usize = 15;
+const CPU_CALLS: u32 = 400;
+
+/// This thread's CPU time per call of `call` (ns), over [`CPU_CALLS`]
+/// calls (`CLOCK_THREAD_CPUTIME_ID`, exact to the nanosecond).
+fn cpu_per_call(mut call: impl FnMut()) -> f64 {
+    fn thread_cpu_ns() -> f64 {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        now.tv_sec as f64 * 1e9 + now.tv_nsec as f64
+    }
+    let start = thread_cpu_ns();
+    for _ in 0..CPU_CALLS {
+        call();
+    }
+    (thread_cpu_ns() - start) / f64::from(CPU_CALLS)
 }
 
 fn bench_grpc(c: &mut Criterion) {
@@ -123,6 +220,40 @@ fn bench_grpc(c: &mut Criterion) {
         }
         running
     });
+    // The JWT baseline, behind the same interceptor.
+    let (jwt_url, jwt_stop, jwt_server) = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("listener");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let tools = JwtTools {
+            keys: JwtKeys::hs256(JWT_SECRET).expect("secret"),
+            next_id: AtomicU64::new(0),
+        };
+        let server = tokio::spawn(
+            Server::builder()
+                .layer(InterceptorLayer::new(grpc::authenticate))
+                .add_service(ToolServiceServer::new(tools))
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+                    let _ = stopped.await;
+                }),
+        );
+        (url, stop, server)
+    });
+    let jwt_client = runtime
+        .block_on(ToolServiceClient::connect(jwt_url))
+        .expect("client");
+    let jwt_token = JwtKeys::hs256(JWT_SECRET)
+        .expect("secret")
+        .mint(&Claims {
+            sub: PLANNER.to_owned(),
+            tool: PURCHASE_TOOL.to_owned(),
+            max_amount_cents: 5000,
+            exp: capnagent_examples::jwt::unix_seconds() + 24 * 3600,
+        })
+        .expect("jwt");
+    let jwt = Credentials::new(PLANNER_API_KEY, &jwt_token).expect("credentials");
 
     let bearer = Credentials::new(PLANNER_API_KEY, &token(None)).expect("credentials");
     let holder = HolderKey::from_seed([3; 32]);
@@ -133,15 +264,19 @@ fn bench_grpc(c: &mut Criterion) {
     let counter = AtomicU64::new(0);
 
     let mut group = c.benchmark_group("grpc/unary_purchase");
-    for (name, _, client) in &running {
-        let credentials = if *name == "protected_holder_proof" {
-            &bound
-        } else {
-            &bearer
+    let clients = running
+        .iter()
+        .map(|(name, _, client)| (*name, client))
+        .chain([("jwt_in_handler", &jwt_client)]);
+    for (name, client) in clients {
+        let credentials = match name {
+            "protected_holder_proof" => &bound,
+            "jwt_in_handler" => &jwt,
+            _ => &bearer,
         };
         // Every call is a new message, so that each proof is fresh (a
         // replayed one would be refused); the others pay the same.
-        group.bench_function(*name, |b| {
+        group.bench_function(name, |b| {
             b.iter(|| {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let request = credentials.unary(PURCHASE, message(n)).expect("request");
@@ -258,10 +393,73 @@ fn bench_grpc(c: &mut Criterion) {
     });
     group.finish();
 
+    // Thread CPU per call, paired by round: client, servers and the
+    // loopback's kernel work all run on this thread, so this counts what
+    // wall time counts minus the time spent waiting for a core.
+    let loopback: Vec<(&str, &ToolServiceClient<Channel>, &Credentials)> = running
+        .iter()
+        .filter(|(name, _, _)| matches!(*name, "unprotected" | "protected_null_sink"))
+        .map(|(name, _, client)| (*name, client, &bearer))
+        .chain([("jwt_in_handler", &jwt_client, &jwt)])
+        .collect();
+    let mut added = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..CPU_ROUNDS {
+        let mut cpu = std::collections::HashMap::new();
+        for i in 0..loopback.len() {
+            let (name, client, credentials) = loopback[(i + round) % loopback.len()];
+            let spent = cpu_per_call(|| {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let request = credentials.unary(PURCHASE, message(n)).expect("request");
+                let mut client = client.clone();
+                black_box(runtime.block_on(client.purchase(request)).expect("allowed"));
+            });
+            cpu.insert(name, spent);
+        }
+        let alone = cpu_per_call(|| {
+            black_box(runtime.block_on(handler.oneshot(request(&bearer_token)))).expect("response");
+        });
+        let layered = cpu_per_call(|| {
+            black_box(runtime.block_on(protected.clone().oneshot(request(&bearer_token))))
+                .expect("response");
+        });
+        let (unprotected, with_layer, with_jwt) = (
+            cpu["unprotected"],
+            cpu["protected_null_sink"],
+            cpu["jwt_in_handler"],
+        );
+        added[0].push(with_layer - unprotected);
+        added[1].push(with_jwt - unprotected);
+        added[2].push(layered - alone);
+        if round == 0 {
+            println!(
+                "grpc/cpu_per_call: unprotected {unprotected:.0} ns, protected_null_sink {with_layer:.0} ns, jwt_in_handler {with_jwt:.0} ns (first round)"
+            );
+        }
+    }
+    let labels = [
+        "layer over loopback",
+        "JWT in handler over loopback",
+        "layer in process",
+    ];
+    for (label, mut values) in labels.into_iter().zip(added) {
+        values.sort_by(f64::total_cmp);
+        if let Some(median) = values.get(values.len() / 2) {
+            println!(
+                "grpc/cpu_per_call: {label} adds {:.2} us of thread CPU per call (median of {} rounds, lowest {:.2}, highest {:.2})",
+                median / 1000.0,
+                values.len(),
+                values[0] / 1000.0,
+                values[values.len() - 1] / 1000.0
+            );
+        }
+    }
+
     runtime.block_on(async {
         for (_, server, _) in running {
             server.stop().await.expect("stop");
         }
+        let _ = jwt_stop.send(());
+        jwt_server.await.expect("joined").expect("served");
         audit_sink.flush().await.expect("flush");
     });
 }

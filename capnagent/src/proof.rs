@@ -9,7 +9,9 @@
 //! caller is never trusted. Signatures are checked with strict Ed25519
 //! verification (no malleable or small-order forms).
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Mutex;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -212,20 +214,77 @@ impl fmt::Debug for HolderKey {
     }
 }
 
-/// Verifies a proof's signature over `challenge` under a bound key, or
-/// returns the denial reason.
-pub(crate) fn check(
-    holder_key: &[u8; 32],
-    challenge: &[u8; 32],
-    proof: &Proof,
-) -> Result<(), &'static str> {
+/// A bound key, decompressed and checked: not a weak (small-order) point.
+fn parse_key(holder_key: &[u8; 32]) -> Result<VerifyingKey, &'static str> {
     let key = VerifyingKey::from_bytes(holder_key)
         .map_err(|_| "invalid ed25519 public key in capability")?;
     if key.is_weak() {
         return Err("invalid ed25519 public key in capability");
     }
+    Ok(key)
+}
+
+/// The strict Ed25519 check of `proof` over `challenge`.
+fn verify_signature(
+    key: &VerifyingKey,
+    challenge: &[u8; 32],
+    proof: &Proof,
+) -> Result<(), &'static str> {
     key.verify_strict(challenge, &Signature::from_bytes(&proof.signature))
         .map_err(|_| "holder-of-key proof failed")
+}
+
+/// How many parsed holder keys a verifier keeps.
+const HOLDER_KEY_CACHE_CAPACITY: usize = 1024;
+
+/// A verifier's parsed holder keys, by their 32 bytes. Decompressing the
+/// key's curve point costs about a tenth of the signature check, and a
+/// holder proves many calls with one key. Only keys of capabilities whose
+/// chain verified reach it; when full it starts over.
+#[derive(Default)]
+pub(crate) struct HolderKeys {
+    keys: Mutex<HashMap<[u8; 32], VerifyingKey>>,
+}
+
+impl HolderKeys {
+    /// Verifies a proof's signature over `challenge` under a bound key, or
+    /// returns the denial reason. Keeps the parsed key for the next proof.
+    pub(crate) fn check(
+        &self,
+        holder_key: &[u8; 32],
+        challenge: &[u8; 32],
+        proof: &Proof,
+    ) -> Result<(), &'static str> {
+        let cached = self.lock().get(holder_key).copied();
+        let key = match cached {
+            Some(key) => key,
+            None => {
+                let key = parse_key(holder_key)?;
+                let mut keys = self.lock();
+                if keys.len() >= HOLDER_KEY_CACHE_CAPACITY {
+                    keys.clear();
+                }
+                keys.insert(*holder_key, key);
+                key
+            }
+        };
+        verify_signature(&key, challenge, proof)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], VerifyingKey>> {
+        // The map holds only parsed keys: still whole after a panic.
+        self.keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl fmt::Debug for HolderKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HolderKeys")
+            .field("len", &self.lock().len())
+            .finish()
+    }
 }
 
 /// Zeroizes a secret seed on drop without another dependency.
@@ -288,20 +347,25 @@ mod tests {
             crate::crypto::hex_encode(proof.signature()),
             "69b95a8a67f178565b98ce17cd07541196b30a93c209542938f31e97ecf740762bcb4e2fa562173e76bf2299585c09f5c0b3cc0619e140ad2fbec217f3bf9d08"
         );
-        assert_eq!(check(&holder.public_key(), &challenge, &proof), Ok(()));
         let mut bad = proof;
         bad.signature[0] ^= 1;
-        assert_eq!(
-            check(&holder.public_key(), &challenge, &bad),
-            Err("holder-of-key proof failed")
-        );
         // The identity point is a weak (small-order) key.
         let mut identity = [0u8; 32];
         identity[0] = 1;
-        assert_eq!(
-            check(&identity, &challenge, &proof),
-            Err("invalid ed25519 public key in capability")
-        );
+        // The same answers whether the key is parsed or already kept.
+        let keys = HolderKeys::default();
+        for _ in 0..2 {
+            assert_eq!(keys.check(&holder.public_key(), &challenge, &proof), Ok(()));
+            assert_eq!(
+                keys.check(&holder.public_key(), &challenge, &bad),
+                Err("holder-of-key proof failed")
+            );
+            assert_eq!(
+                keys.check(&identity, &challenge, &proof),
+                Err("invalid ed25519 public key in capability")
+            );
+        }
+        assert_eq!(keys.lock().len(), 1, "only the valid key is kept");
     }
 
     #[test]

@@ -117,6 +117,7 @@ struct Inner {
     config: Config,
     cache: PredicateCache,
     chains: ChainCache,
+    holder_keys: proof::HolderKeys,
     /// This verifier's id in the memos it leaves on capabilities (see
     /// [`Verifier::verify`]); a new one on `clear_cache`.
     memo_id: AtomicU64,
@@ -163,6 +164,7 @@ impl Verifier {
                 root,
                 cache: PredicateCache::new(config.cache_capacity),
                 chains: ChainCache::new(config.chain_cache_capacity),
+                holder_keys: proof::HolderKeys::default(),
                 memo_id: AtomicU64::new(next_memo_id()),
                 config,
             }),
@@ -455,7 +457,7 @@ impl Verifier {
             );
         }
         let challenge = proof::pop_challenge(cap.identifier(), &ctx.args_hash(), ts, ctx.tool());
-        if let Err(reason) = proof::check(holder_key, &challenge, proof) {
+        if let Err(reason) = self.inner.holder_keys.check(holder_key, &challenge, proof) {
             return denied(Gate::Proof, reason.to_owned());
         }
         if let Some(store) = &self.inner.config.nonce_store {

@@ -4,8 +4,11 @@
 //! - [`tool_api`]: three tools behind one router-wide
 //!   [`CapabilityLayer`], with an API-key authentication layer in front
 //!   that says who the caller is (`quickstart`).
-//! - [`load`]: the same JSON-parsing handler with and without the layer
-//!   (`load-server`, the criterion bench and `benches/load.sh`).
+//! - [`load`]: the same JSON-parsing handler with and without the layer,
+//!   and behind a hand-written JWT check (`load-server`, the criterion
+//!   bench and `benches/load.sh`).
+//! - [`jwt`]: that JWT check (the `jsonwebtoken` crate), the baseline of
+//!   the load test and the gRPC bench.
 //! - [`mcp`]: an MCP server (rmcp, Streamable HTTP) behind the layer in MCP
 //!   mode (`mcp-tool-server`, the top-level `tests/mcp.rs`).
 //! - [`grpc`]: a gRPC tool service (`proto/tools.proto`) behind
@@ -24,6 +27,7 @@ use capnagent_tower::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+pub mod jwt;
 pub mod mcp;
 
 /// `docs/mcp.md` ("Guarding an MCP server"), its Rust examples compiled as
@@ -149,12 +153,22 @@ async fn read_file(verified: Verified, Query(query): Query<FileQuery>) -> Json<V
 }
 
 /// The load-test application: one handler that parses a 1 KiB JSON order,
-/// served both with and without the capability layer.
+/// served without a check, behind the capability layer, and behind a
+/// hand-written JWT check.
 pub mod load {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::extract::{Request, State};
+    use axum::http::{StatusCode, header};
+    use axum::middleware::{self, Next};
+    use axum::response::{IntoResponse, Response};
     use axum::routing::post;
     use axum::{Extension, Json, Router};
     use capnagent_tower::{AuthenticatedCaller, CapabilityLayer, FixedTool};
     use serde::{Deserialize, Serialize};
+
+    use crate::jwt::{JwtError, JwtKeys};
 
     /// The tool the protected route is.
     pub const TOOL: &str = "checkout.purchase";
@@ -224,7 +238,7 @@ pub mod load {
         pub amount_cents: u64,
     }
 
-    /// The handler both routes share: parses the order, answers a small
+    /// The handler every route shares: parses the order, answers a small
     /// JSON acknowledgement.
     pub async fn checkout(Json(order): Json<Order>) -> Json<Ack> {
         let items: u64 = order
@@ -251,12 +265,66 @@ pub mod load {
         router.route_layer(Extension(AuthenticatedCaller::new(CALLER)))
     }
 
-    /// Both routes on one server: `/protected/checkout` and
-    /// `/unprotected/checkout`.
-    pub fn both(layer: CapabilityLayer) -> Router {
+    /// The body limit of the JWT route (the capability layer's default).
+    const JWT_BODY_LIMIT: usize = 64 * 1024;
+
+    /// The part of the order the JWT route checks.
+    #[derive(Deserialize)]
+    struct Amount {
+        amount_cents: u64,
+    }
+
+    /// `POST /checkout` with the handler behind a hand-written JWT check
+    /// (the baseline `load.sh` compares with): `Authorization: Bearer`, the
+    /// token decoded and validated (HS256, `exp`), its `tool` claim against
+    /// [`TOOL`], the body buffered and read with `serde_json` for
+    /// `amount_cents <= max_amount_cents`, then handed back to the handler.
+    pub fn jwt_app(keys: JwtKeys) -> Router {
+        Router::new()
+            .route("/checkout", post(checkout))
+            .route_layer(middleware::from_fn_with_state(Arc::new(keys), jwt_guard))
+    }
+
+    async fn jwt_guard(State(keys): State<Arc<JwtKeys>>, request: Request, next: Next) -> Response {
+        let token = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        let Some(token) = token else {
+            return (StatusCode::UNAUTHORIZED, "missing bearer token").into_response();
+        };
+        let claims = match keys.check(token, TOOL) {
+            Ok(claims) => claims,
+            Err(e @ JwtError::Invalid(_)) => {
+                return (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+            }
+            Err(e) => return (StatusCode::FORBIDDEN, e.to_string()).into_response(),
+        };
+        let (mut parts, body) = request.into_parts();
+        let bytes = match axum::body::to_bytes(body, JWT_BODY_LIMIT).await {
+            Ok(bytes) => bytes,
+            Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        };
+        let amount = match serde_json::from_slice::<Amount>(&bytes) {
+            Ok(order) => order.amount_cents,
+            Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        };
+        if amount > claims.max_amount_cents {
+            return (StatusCode::FORBIDDEN, JwtError::AmountTooLarge.to_string()).into_response();
+        }
+        parts.extensions.insert(claims);
+        next.run(Request::from_parts(parts, Body::from(bytes)))
+            .await
+    }
+
+    /// The three routes on one server: `/protected/checkout`,
+    /// `/unprotected/checkout` and `/jwt/checkout`.
+    pub fn routes(layer: CapabilityLayer, jwt: JwtKeys) -> Router {
         Router::new()
             .nest("/protected", app(Some(layer)))
             .nest("/unprotected", app(None))
+            .nest("/jwt", jwt_app(jwt))
     }
 }
 
@@ -293,31 +361,69 @@ mod tests {
         assert_eq!(value["amount_cents"], 1299);
     }
 
+    fn jwt_token(keys: &jwt::JwtKeys, tool: &str, max_amount_cents: u64) -> String {
+        keys.mint(&jwt::Claims {
+            sub: load::CALLER.to_owned(),
+            tool: tool.to_owned(),
+            max_amount_cents,
+            exp: jwt::unix_seconds() + 3600,
+        })
+        .unwrap()
+    }
+
     #[tokio::test]
-    async fn both_load_routes_parse_the_same_body() {
-        let app = load::both(layer());
+    async fn the_load_routes_parse_the_same_body() {
+        let keys = jwt::JwtKeys::hs256(&[3; 32]).unwrap();
+        let app = load::routes(layer(), keys.clone());
         let token = token(&load::CAVEATS);
-        for (path, auth) in [
-            ("/protected/checkout", true),
-            ("/unprotected/checkout", false),
-        ] {
+        let jwt = jwt_token(&keys, load::TOOL, 5000);
+        let call = |path: &str, auth: Option<&str>, body: &'static str| {
             let mut request =
                 axum::http::Request::post(path).header("content-type", "application/json");
-            if auth {
-                request = request.header("authorization", format!("Bearer {token}"));
+            if let Some(auth) = auth {
+                request = request.header("authorization", format!("Bearer {auth}"));
             }
-            let response = app
-                .clone()
-                .oneshot(request.body(Body::from(load::BODY)).unwrap())
+            app.clone().oneshot(request.body(Body::from(body)).unwrap())
+        };
+        for (path, auth) in [
+            ("/protected/checkout", Some(token.as_str())),
+            ("/unprotected/checkout", None),
+            ("/jwt/checkout", Some(jwt.as_str())),
+        ] {
+            let response = call(path, auth, load::BODY).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            // The handler parsed the whole body the guard had read.
+            let ack = axum::body::to_bytes(response.into_body(), 4096)
                 .await
                 .unwrap();
-            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            let ack: Value = serde_json::from_slice(&ack).unwrap();
+            assert_eq!(
+                ack,
+                json!({ "ok": true, "items": 3, "amount_cents": 1299 }),
+                "{path}"
+            );
         }
+        // The JWT route refuses what its claims do not allow.
+        let other_tool = jwt_token(&keys, "bank.wire", 5000);
+        let too_small = jwt_token(&keys, load::TOOL, 1298);
+        let foreign = jwt_token(&jwt::JwtKeys::hs256(&[4; 32]).unwrap(), load::TOOL, 5000);
+        for (auth, status) in [
+            (None, StatusCode::UNAUTHORIZED),
+            (Some(foreign.as_str()), StatusCode::UNAUTHORIZED),
+            (Some(token.as_str()), StatusCode::UNAUTHORIZED),
+            (Some(other_tool.as_str()), StatusCode::FORBIDDEN),
+            (Some(too_small.as_str()), StatusCode::FORBIDDEN),
+        ] {
+            let response = call("/jwt/checkout", auth, load::BODY).await.unwrap();
+            assert_eq!(response.status(), status, "{auth:?}");
+        }
+        let response = call("/jwt/checkout", Some(&jwt), "{").await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         let bare = axum::http::Request::post("/protected/checkout")
             .header("content-type", "application/json")
             .body(Body::from(load::BODY))
             .unwrap();
-        let response = app.oneshot(bare).await.unwrap();
+        let response = app.clone().oneshot(bare).await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
 

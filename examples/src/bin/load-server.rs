@@ -1,7 +1,8 @@
 //! The load-test server for `benches/load.sh`: the same JSON-parsing
 //! handler on `/protected/checkout` (behind a `CapabilityLayer`, 4
-//! caveats, args from the 1 KiB JSON body, receipts to the audit log) and
-//! `/unprotected/checkout` (no layer).
+//! caveats, args from the 1 KiB JSON body, receipts to the audit log),
+//! `/unprotected/checkout` (no layer) and `/jwt/checkout` (behind a
+//! hand-written JWT check, `capnagent_examples::load::jwt_app`).
 //!
 //! ```text
 //! load-server [--addr 127.0.0.1:8089] [--sink audit|audit-fail-open|tracing|none] [--workers N]
@@ -11,14 +12,17 @@
 //! (write-ahead, the `AuditLogSink` default); `audit-fail-open` queues it
 //! and lets the call go on (`AuditLogSink::builder(..).fail_open()`).
 //!
-//! Prints `listening http://ADDR`, `token TOKEN` and `body-file PATH` (the
-//! 1 KiB request body), then serves until Ctrl-C or SIGTERM.
+//! Prints `listening http://ADDR`, `token TOKEN`, `jwt TOKEN` (HS256, valid
+//! for a day, tool `checkout.purchase`, at most 5000 cents) and
+//! `body-file PATH` (the 1 KiB request body), then serves until Ctrl-C or
+//! SIGTERM.
 
 use std::error::Error;
 use std::io::Write;
 use std::process::ExitCode;
 
 use capnagent::{AuditLog, Auditor, Issuer, Receipt, Verifier};
+use capnagent_examples::jwt::{self, Claims, JwtKeys};
 use capnagent_examples::load;
 use capnagent_tower::{AuditLogSink, CapabilityLayer};
 
@@ -79,6 +83,15 @@ async fn run() -> Result<(), BoxError> {
         builder.caveat(caveat)?;
     }
     let token = builder.build()?.serialize();
+    let mut jwt_secret = [0u8; 32];
+    getrandom::fill(&mut jwt_secret).map_err(|e| format!("random key: {e}"))?;
+    let jwt_keys = JwtKeys::hs256(&jwt_secret)?;
+    let jwt = jwt_keys.mint(&Claims {
+        sub: load::CALLER.to_owned(),
+        tool: load::TOOL.to_owned(),
+        max_amount_cents: 5000,
+        exp: jwt::unix_seconds() + 24 * 3600,
+    })?;
 
     let dir = tempfile::Builder::new()
         .prefix("capnagent-load-")
@@ -109,11 +122,12 @@ async fn run() -> Result<(), BoxError> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening http://{}", listener.local_addr()?)?;
     writeln!(out, "token {token}")?;
+    writeln!(out, "jwt {jwt}")?;
     writeln!(out, "body-file {}", body_file.display())?;
     out.flush()?;
     drop(out);
 
-    axum::serve(listener, load::both(layer))
+    axum::serve(listener, load::routes(layer, jwt_keys))
         .with_graceful_shutdown(capnagent_examples::shutdown_signal())
         .await?;
     if let Some(sink) = audit {
