@@ -194,33 +194,48 @@
 //! `axum` (default): the [`Verified`] extractor, [`PathParam`],
 //! [`PathArgs`], and route overrides keyed by `MatchedPath`.
 
+mod body;
 mod cache;
+mod engine;
 mod extract;
 pub mod future;
+#[cfg(feature = "mcp")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "http")]
+mod http;
 mod layer;
+#[cfg(feature = "mcp")]
 pub mod mcp;
-mod response;
+pub mod protocol;
 mod service;
 mod sink;
+mod token;
 mod verified;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+pub use engine::{Checked, REASON_CANCELLED};
 pub use extract::{
-    Anonymous, ArgsExtractor, AuthenticatedCaller, BufferedBody, CallerExtension, CallerExtractor,
-    Clock, ExtractError, ExtractErrorKind, FixedTool, JsonBody, NoArgs, NoTool, QueryArgs,
-    SystemClock, TokenSource, ToolExtractor, TrustedHeader,
+    Anonymous, AuthenticatedCaller, CallerExtension, CallerExtractor, Clock, ExtractError,
+    ExtractErrorKind, SystemClock, TrustedHeader,
+};
+#[cfg(feature = "http")]
+pub use http::{
+    ArgsExtractor, BufferedBody, FixedTool, Http, HttpHead, JsonBody, NoArgs, QueryArgs,
+    RouteOverride, ToolExtractor,
 };
 #[cfg(feature = "axum")]
-pub use extract::{PathArgs, PathParam};
-pub use layer::{CapabilityLayer, RouteOverride};
+pub use http::{PathArgs, PathParam};
+pub use layer::CapabilityLayer;
+#[cfg(feature = "mcp")]
 pub use mcp::{McpAccess, McpPolicy};
+pub use protocol::{Denial, Protocol};
 pub use service::CapabilityService;
 pub use sink::{
     AuditLogSink, AuditLogSinkBuilder, AuditLogStats, ReceiptSink, Record, SinkError, TracingSink,
 };
+pub use token::TokenSource;
 #[cfg(feature = "axum")]
 pub use verified::MissingVerified;
 pub use verified::Verified;

@@ -1,167 +1,19 @@
-//! The layer in front of an MCP server: this module owns how a request to a
-//! Model Context Protocol endpoint (Streamable HTTP) becomes the facts of a
-//! decision, the [`McpPolicy`] that says what each kind of message needs,
-//! and the JSON-RPC answers a denial becomes.
-//!
-//! Turn it on with [`CapabilityLayer::mcp`](crate::CapabilityLayer::mcp).
-//! The layer then reads the JSON-RPC message in each POST body (bounded by
-//! the layer's body limit, and handed on to the server byte for byte) and
-//! judges it by what it is:
-//!
-//! ```
-//! use axum::{Router, routing::any};
-//! use capnagent::{Auditor, Verifier};
-//! use capnagent_tower::{Anonymous, CapabilityLayer, McpPolicy};
-//!
-//! # async fn mcp_server() {}
-//! # fn main() -> Result<(), capnagent::Error> {
-//! # let (root_key, audit_key) = ([7u8; 32], [9u8; 32]);
-//! let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&audit_key)?)?
-//!     .caller(Anonymous) // the capability is the only credential
-//!     .mcp(McpPolicy::new());
-//! // With rmcp: `.route_service("/mcp", StreamableHttpService::new(...))`.
-//! let app: Router = Router::new().route("/mcp", any(mcp_server)).route_layer(layer);
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! ## What each message needs
-//!
-//! | message | default | facts of the receipt |
-//! | --- | --- | --- |
-//! | `tools/call` | **judged**: every caveat must hold | `tool` = `params.name`, `args` = `params.arguments` (number text kept; absent = `{}`) |
-//! | `resources/read`, `resources/subscribe`, `resources/unsubscribe` | **judged** (they read or watch a named resource) | `tool` = `mcp:<method>`, `args` = `params` without `_meta` |
-//! | `prompts/get`, `completion/complete`, `logging/setLevel`, `tasks/update` | **judged** (their params are arguments to server code: a prompt template, a completion handler, the session's logging, a running task) | `tool` = `mcp:<method>`, `args` = `params` without `_meta` |
-//! | any request carrying `params.inputResponses` (a `tools/call`, `prompts/get` or `resources/read` retried with the client's answers, MCP 2026-07-28 multi round-trip requests; a `tasks/update`) | **denied**: the answers reach the tool after its arguments were judged ([`McpPolicy::input_responses`] can judge them as args instead) | `tool` = `mcp:<method>` |
-//! | a client's JSON-RPC response to a server request (an elicitation, sampling or roots answer, which reaches the tool that asked) | **judged** | `tool` = `mcp:response`, `args` = its `result` (or `error`) |
-//! | `initialize`, `notifications/*` sent by clients, `ping`, `server/discover`, `subscriptions/listen`, `tools/list`, `resources/list`, `resources/templates/list`, `prompts/list`, `tasks/get`, `tasks/list`, `tasks/result`, `tasks/cancel` | **authenticated**: a genuine capability (protocol bookkeeping, listings, a task id) | `tool` = `mcp:<method>`, `args` = `params` without `_meta` |
-//! | `GET` (the server-to-client stream), `DELETE` (end of session) | authenticated | `tool` = `mcp:GET`, `mcp:DELETE` |
-//! | any other method | **denied** (fail closed: a future method could run a tool) | `tool` = `mcp:<method>` |
-//! | a batch (JSON array), a body that is not one JSON-RPC message | denied, 400 | `tool` = `""` |
-//! | another HTTP method | denied, 405 | `tool` = `mcp:<METHOD>` |
-//!
-//! The rule behind the table: a message passes on a genuine capability
-//! alone only when nothing in it reaches server code as an argument.
-//! Everything that hands the server arguments (or answers that a running
-//! tool acts on) is judged against the caveats, so a capability for
-//! `bank_wire` does not also fill a prompt template, run a completion
-//! handler, or answer a tool's "which account?" question. `requestState`
-//! (the opaque state a server echoes through a retry) is not judged: the
-//! server made it and must authenticate it itself, as the specification
-//! requires.
-//!
-//! *Authenticated* means the token's chain verifies and every gate before
-//! the caveats passes (revocation, holder key, at least one caveat); the
-//! caveats themselves describe tool calls, so a caveat that evaluates to
-//! false does not stop the message, and a capability for one tool can
-//! still initialize the session and list the tools. A caveat that does not
-//! parse, or cannot be evaluated against the message (an unknown
-//! identifier, a type mismatch), does stop it (fail closed): write
-//! `tool == ...` as a token's first caveat, so that every other message
-//! stops at a comparison that is simply false. *Open* ([`McpAccess::Open`]) lets a message through without a
-//! token; no message is open by default, because the MCP authorization
-//! specification expects a credential on every request and `initialize`
-//! creates server-side state (a session). Change any of this with
-//! [`McpPolicy::method`] and friends. The `mcp:` prefix lies outside the
-//! tool-name alphabet of the MCP specification (`A-Z a-z 0-9 _ - .`), and a
-//! `tools/call` whose name starts with it is refused, so a receipt's `tool`
-//! always says which kind of message it judged.
-//!
-//! Every request the layer sees leaves exactly one receipt, as elsewhere:
-//! one per `tools/call`, and one per other message with the `mcp:` tool.
-//!
-//! ## Protocol revisions
-//!
-//! The layer reads what every revision that rmcp 3.11 and the Python SDK
-//! 2.3 speak has in common, a JSON-RPC message in a POST body, and checks
-//! what is revision-specific when it is present:
-//!
-//! - 2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25 (handshake era):
-//!   `initialize`, `notifications/initialized`, a session in
-//!   `Mcp-Session-Id`, a `GET` stream. 2025-03-26 allowed JSON-RPC batches;
-//!   neither SDK sends them, and the layer refuses them.
-//! - 2026-07-28: no handshake (`server/discover` instead), no session, the
-//!   protocol version in every request's `params._meta`, and the
-//!   `Mcp-Method` / `Mcp-Name` headers (SEP-2243) that mirror the body.
-//!   When those headers are present they must agree with the body, or the
-//!   request is refused (400, JSON-RPC `-32020`): the layer judged the
-//!   body, so nothing downstream may act on a different name. Tool results
-//!   the layer writes carry `"resultType":"complete"` for this revision.
-//!
-//! ## Denials
-//!
-//! | cause | HTTP | answer |
-//! | --- | --- | --- |
-//! | a caveat denies a `tools/call` | **200** | a `CallToolResult` with `isError: true`, the reason as text, the signed receipt in `_meta["capnagent/receipt"]` |
-//! | missing token | 401, `WWW-Authenticate: Bearer` (no error code, RFC 6750 §3.1) | JSON-RPC error [`DENIED_ERROR_CODE`] |
-//! | malformed, forged, revoked token; holder key without proof | 401, `Bearer error="invalid_token"` | JSON-RPC error [`DENIED_ERROR_CODE`] |
-//! | a caveat denies another judged message | 403, `Bearer error="insufficient_scope"` | JSON-RPC error [`DENIED_ERROR_CODE`] |
-//! | method denied by the policy | 403 | JSON-RPC error `-32601` |
-//! | not JSON / not one message / bad params / header mismatch | 400 | JSON-RPC error `-32700` / `-32600` / `-32602` / `-32020` |
-//! | allowed, but the sink could not record the receipt ([`ReceiptSink`](crate::ReceiptSink)) | 503, `Retry-After: 1` | JSON-RPC error [`AUDIT_UNAVAILABLE_ERROR_CODE`], no receipt |
-//!
-//! Every JSON-RPC error carries the request's `id` (or `null` when it could
-//! not be read), the reason as `message`, and `data: {"code", "receipt"}`;
-//! every challenge carries `resource_metadata` when
-//! [`McpPolicy::resource_metadata`] is set. Answers are `application/json`,
-//! which the Streamable HTTP transport allows for every request; a client
-//! that accepts only `text/event-stream` gets the 200 answer as one SSE
-//! event.
-//!
-//! Why a tool result for caveat denials: it is the channel the MCP
-//! specification reserves for errors the model should see and act on, and
-//! what both SDKs hand to the model: rmcp's client returns it as
-//! `Ok(CallToolResult { is_error: Some(true), .. })` and the Python SDK as
-//! a `CallToolResult` with `isError`, while a 4xx becomes a transport error
-//! in rmcp (`AuthRequired` / `InsufficientScope`, body dropped) and a 403
-//! `insufficient_scope` sends OAuth clients into a step-up flow that
-//! cannot succeed: no authorization server can widen a capability. The
-//! model reads "caveat failed: arg.amount_cents <= 5000" and can retry
-//! within the limit or ask its user. Token problems stay HTTP 401s, as the
-//! MCP authorization specification requires, with a JSON-RPC body so that
-//! the Python SDK (which reads JSON-RPC errors from 4xx bodies) shows the
-//! reason.
-//!
-//! ## Listing tools
-//!
-//! The layer does not rewrite responses. A server that wants `tools/list`
-//! to show only the tools the presented capability could allow filters in
-//! its handler with [`Verified::could_allow`](crate::Verified::could_allow)
-//! (rmcp hands the request's `http::request::Parts`, and with them
-//! [`Verified`](crate::Verified), to every handler).
+//! Classifying an MCP request: from its HTTP method and, for a POST, the
+//! one JSON-RPC message in its buffered body, what it is ([`McpCall`]: the
+//! tool and args facts, what the policy says it needs, how to answer it)
+//! or why it is refused before any capability is consulted
+//! ([`McpReject`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine;
-use bytes::Bytes;
-use capnagent::Receipt;
-use capnagent::json::{JsonObject, JsonValue, write_escaped_str};
+use capnagent::json::{JsonObject, JsonValue};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderMap, Method, header};
 
-use crate::extract::BufferedBody;
-use crate::response::DenialKind;
-
-/// Prefix of the `tool` fact of every message that is not a `tools/call`.
-pub const TOOL_PREFIX: &str = "mcp:";
-
-/// JSON-RPC error code of a denial by the capability (missing, invalid or
-/// insufficient): in the range JSON-RPC reserves for implementation-defined
-/// server errors, and used by neither MCP nor its SDKs.
-pub const DENIED_ERROR_CODE: i64 = -32003;
-
-/// The JSON-RPC error code of a message that was allowed but refused
-/// because its receipt could not be recorded (fail closed; HTTP 503, `data`
-/// `{"code": "audit_unavailable"}`, no receipt).
-pub const AUDIT_UNAVAILABLE_ERROR_CODE: i64 = -32004;
-
-/// The `_meta` key of a denied tool result that carries the signed receipt.
-pub const RECEIPT_META_KEY: &str = "capnagent/receipt";
-
-/// The `_meta` key of a denied tool result that carries the stable code of
-/// the denial (`insufficient_scope`).
-pub const CODE_META_KEY: &str = "capnagent/code";
+use super::policy::{INPUT_RESPONSES, McpAccess, McpPolicy, TOOL_PREFIX};
+use crate::http::BufferedBody;
+use crate::http::problem::DenialKind;
 
 /// The first protocol revision without the `initialize` handshake.
 const FIRST_MODERN_REVISION: &str = "2026-07-28";
@@ -172,219 +24,6 @@ const PROTOCOL_VERSION_META_KEY: &str = "io.modelcontextprotocol/protocolVersion
 const HEADER_PROTOCOL_VERSION: &str = "mcp-protocol-version";
 const HEADER_METHOD: &str = "mcp-method";
 const HEADER_NAME: &str = "mcp-name";
-
-/// What a kind of MCP message needs to pass the layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum McpAccess {
-    /// Passes without a token. A token that is sent anyway must be genuine
-    /// (as for [`Authenticated`](Self::Authenticated)): a client holding a
-    /// forged or revoked one should learn it at once.
-    Open,
-    /// Needs a genuine capability: its chain verifies and every gate before
-    /// the caveats passes (revocation, holder key, at least one caveat). A
-    /// caveat that evaluates to false does not stop the message; one that
-    /// does not parse or cannot be evaluated against it does (fail closed).
-    Authenticated,
-    /// Judged like a tool call: every caveat must hold, with `tool` =
-    /// `mcp:<method>` and `args` = the message's `params` (without `_meta`).
-    Judged,
-    /// Refused, with or without a capability.
-    Denied,
-}
-
-/// Which MCP messages need what; see the [module docs](self) for the
-/// defaults and why.
-///
-/// ```
-/// use capnagent_tower::{McpAccess, McpPolicy};
-///
-/// let policy = McpPolicy::new()
-///     .method("ping", McpAccess::Open) // health checks without a token
-///     .method("prompts/get", McpAccess::Judged) // `tool == "mcp:prompts/get" AND arg.name == "summary"`
-///     .method("skills/list", McpAccess::Authenticated); // an extension this server serves
-/// assert_eq!(policy.access("tools/call"), McpAccess::Judged);
-/// assert_eq!(policy.access("tools/list"), McpAccess::Authenticated);
-/// assert_eq!(policy.access("no/such/method"), McpAccess::Denied);
-/// ```
-#[derive(Debug, Clone)]
-pub struct McpPolicy {
-    methods: HashMap<Box<str>, McpAccess>,
-    unknown: McpAccess,
-    responses: McpAccess,
-    input_responses: McpAccess,
-    get: McpAccess,
-    delete: McpAccess,
-    resource_metadata: Option<Arc<str>>,
-}
-
-/// Methods a client sends that need a genuine capability by default.
-const AUTHENTICATED_METHODS: &[&str] = &[
-    // lifecycle, every revision
-    "initialize",
-    "notifications/initialized",
-    "ping",
-    "notifications/cancelled",
-    "notifications/progress",
-    "notifications/roots/list_changed",
-    // 2026-07-28
-    "server/discover",
-    "subscriptions/listen",
-    // listings
-    "tools/list",
-    "resources/list",
-    "resources/templates/list",
-    "prompts/list",
-    // tasks (2025-11-25, and the SEP-2663 extension): a task id only
-    "tasks/get",
-    "tasks/list",
-    "tasks/result",
-    "tasks/cancel",
-];
-
-/// Methods judged against the caveats by default (besides `tools/call`):
-/// they read or watch a named resource, or hand arguments to server code
-/// (a prompt template, a completion handler, a running task, the
-/// session's logging).
-const JUDGED_METHODS: &[&str] = &[
-    "resources/read",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "prompts/get",
-    "completion/complete",
-    "logging/setLevel",
-    "tasks/update",
-];
-
-/// The `params` member of a retried request (MCP 2026-07-28 multi
-/// round-trip requests) or a task update that carries the client's answers
-/// to the server's questions, which reach the tool.
-pub const INPUT_RESPONSES: &str = "inputResponses";
-
-impl Default for McpPolicy {
-    fn default() -> Self {
-        McpPolicy::new()
-    }
-}
-
-impl McpPolicy {
-    /// The default policy (see the [module docs](self)).
-    pub fn new() -> McpPolicy {
-        let methods = AUTHENTICATED_METHODS
-            .iter()
-            .map(|m| (Box::from(*m), McpAccess::Authenticated))
-            .chain(
-                JUDGED_METHODS
-                    .iter()
-                    .map(|m| (Box::from(*m), McpAccess::Judged)),
-            )
-            .collect();
-        McpPolicy {
-            methods,
-            unknown: McpAccess::Denied,
-            responses: McpAccess::Judged,
-            input_responses: McpAccess::Denied,
-            get: McpAccess::Authenticated,
-            delete: McpAccess::Authenticated,
-            resource_metadata: None,
-        }
-    }
-
-    /// Sets what `method` needs. `tools/call` is always judged against the
-    /// caveats; the only other setting it takes is [`McpAccess::Denied`]
-    /// (a server whose tools nobody may call).
-    pub fn method(mut self, method: impl Into<String>, access: McpAccess) -> McpPolicy {
-        self.methods.insert(method.into().into_boxed_str(), access);
-        self
-    }
-
-    /// Sets what a method missing from the table needs. Default
-    /// [`McpAccess::Denied`]: a method this policy does not know (a future
-    /// revision's, an extension's) might run a tool.
-    pub fn unknown_methods(mut self, access: McpAccess) -> McpPolicy {
-        self.unknown = access;
-        self
-    }
-
-    /// Sets what a client's JSON-RPC response to a server request (an
-    /// elicitation, sampling or roots answer, which reaches the tool that
-    /// asked) needs. Default [`McpAccess::Judged`]: `tool` =
-    /// `mcp:response`, `args` = its `result` (or its `error`), so only a
-    /// capability with caveats for `tool == "mcp:response"` lets answers
-    /// through (for example `tool == "mcp:response" AND arg.action ==
-    /// "decline"`). [`McpAccess::Authenticated`] lets any genuine
-    /// capability answer, unjudged.
-    pub fn client_responses(mut self, access: McpAccess) -> McpPolicy {
-        self.responses = access;
-        self
-    }
-
-    /// Sets what a request carrying `params.inputResponses` needs: a
-    /// `tools/call`, `prompts/get` or `resources/read` retried with the
-    /// client's answers to the server's questions (MCP 2026-07-28 multi
-    /// round-trip requests), or a `tasks/update`. Those answers reach the
-    /// tool after the capability judged its arguments. Default
-    /// [`McpAccess::Denied`]: refused, whatever the method.
-    ///
-    /// [`McpAccess::Judged`] judges the request with the answers in its
-    /// args: a `tools/call`'s args are its `arguments` plus an
-    /// `inputResponses` member (a call whose `arguments` already have one is
-    /// refused), other methods' args are their `params` (without `_meta`)
-    /// as always; so `arg.inputResponses.confirm.action == "accept"`
-    /// reads an answer. [`McpAccess::Authenticated`] (or `Open`) lets the
-    /// answers through unjudged, the method's own access deciding.
-    pub fn input_responses(mut self, access: McpAccess) -> McpPolicy {
-        self.input_responses = access;
-        self
-    }
-
-    /// Sets what an HTTP `GET` (the server-to-client SSE stream of the
-    /// handshake-era revisions) needs. Default [`McpAccess::Authenticated`].
-    pub fn http_get(mut self, access: McpAccess) -> McpPolicy {
-        self.get = access;
-        self
-    }
-
-    /// Sets what an HTTP `DELETE` (ending a session) needs. Default
-    /// [`McpAccess::Authenticated`].
-    pub fn http_delete(mut self, access: McpAccess) -> McpPolicy {
-        self.delete = access;
-        self
-    }
-
-    /// Adds `resource_metadata="<uri>"` to every `WWW-Authenticate`
-    /// challenge: the RFC 9728 protected resource metadata document the
-    /// MCP authorization specification points clients to.
-    pub fn resource_metadata(mut self, uri: http::Uri) -> McpPolicy {
-        // `http::Uri` admits no `"`, `\`, spaces or control characters, so
-        // the text can be quoted as it is.
-        self.resource_metadata = Some(Arc::from(uri.to_string()));
-        self
-    }
-
-    /// What a message with this method needs.
-    pub fn access(&self, method: &str) -> McpAccess {
-        let configured = self.methods.get(method).copied();
-        if method == "tools/call" {
-            return match configured {
-                Some(McpAccess::Denied) => McpAccess::Denied,
-                _ => McpAccess::Judged,
-            };
-        }
-        configured.unwrap_or(self.unknown)
-    }
-
-    /// Whether some POST body could pass without a token, so that a request
-    /// without one must be read before it is refused.
-    fn opens_any_message(&self) -> bool {
-        self.unknown == McpAccess::Open
-            || self.responses == McpAccess::Open
-            || self.methods.values().any(|a| *a == McpAccess::Open)
-    }
-}
-
-// ---------------------------------------------------------------------------
-// reading a request
 
 /// The HTTP method of a request to the MCP endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -397,7 +36,7 @@ enum HttpMethod {
 
 /// What the layer knows of an MCP request from its head.
 #[derive(Debug, Clone)]
-pub(crate) struct McpHead {
+pub struct McpHead {
     policy: Arc<McpPolicy>,
     http: HttpMethod,
     sse_only: bool,
@@ -427,12 +66,12 @@ pub(crate) struct McpReject {
 /// How to answer the request: the JSON-RPC `id` to echo and the shape the
 /// client reads.
 #[derive(Debug, Clone)]
-pub(crate) struct McpReply {
-    id: Option<JsonValue>,
-    tool_call: bool,
-    modern: bool,
-    sse_only: bool,
-    resource_metadata: Option<Arc<str>>,
+pub struct McpReply {
+    pub(super) id: Option<JsonValue>,
+    pub(super) tool_call: bool,
+    pub(super) modern: bool,
+    pub(super) sse_only: bool,
+    pub(super) resource_metadata: Option<Arc<str>>,
 }
 
 impl McpHead {
@@ -898,145 +537,12 @@ fn decode_header_value(value: &str) -> Option<String> {
     }
 }
 
-// ---------------------------------------------------------------------------
-// answering a denial
-
-/// The JSON-RPC error code of a denial.
-fn rpc_code(kind: DenialKind) -> i64 {
-    match kind {
-        DenialKind::MissingToken
-        | DenialKind::MalformedToken
-        | DenialKind::InvalidChain
-        | DenialKind::InvalidProof
-        | DenialKind::TokenRejected
-        | DenialKind::InsufficientScope => DENIED_ERROR_CODE,
-        DenialKind::ParseError => -32700,
-        DenialKind::BadRequest
-        | DenialKind::InvalidRequest
-        | DenialKind::PayloadTooLarge
-        | DenialKind::HttpMethodNotAllowed => -32600,
-        DenialKind::MethodDenied => -32601,
-        DenialKind::InvalidParams => -32602,
-        DenialKind::Misconfigured => -32603,
-        DenialKind::HeaderMismatch => -32020,
-    }
-}
-
-/// Builds the answer to a denied MCP request.
-pub(crate) fn denial<B: From<Bytes>>(
-    kind: DenialKind,
-    receipt: &Receipt,
-    reply: &McpReply,
-) -> Response<B> {
-    let reason = receipt.outcome().reason().unwrap_or("denied");
-    let receipt_json = receipt.to_json();
-    if kind == DenialKind::InsufficientScope && reply.tool_call {
-        let body = tool_error(reply, kind, reason, &receipt_json);
-        return respond(StatusCode::OK, body, reply.sse_only);
-    }
-
-    let mut body = String::with_capacity(128 + reason.len() + receipt_json.len());
-    body.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
-    write_id(&mut body, reply.id.as_ref());
-    body.push_str(",\"error\":{\"code\":");
-    body.push_str(&rpc_code(kind).to_string());
-    body.push_str(",\"message\":");
-    write_escaped_str(&mut body, reason);
-    body.push_str(",\"data\":{\"code\":\"");
-    body.push_str(kind.code());
-    body.push_str("\",\"receipt\":");
-    body.push_str(&receipt_json);
-    body.push_str("}}}");
-
-    let mut response = respond(kind.status(), body, false);
-    if let Some(challenge) = crate::response::challenge(kind, reply.resource_metadata.as_deref()) {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, challenge);
-    }
-    if kind == DenialKind::HttpMethodNotAllowed {
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
-    }
-    response
-}
-
-/// The answer to an allowed message whose receipt could not be recorded:
-/// a JSON-RPC error with HTTP 503 (the caller's `Retry-After` is added by
-/// the shared renderer).
-pub(crate) fn unavailable<B: From<Bytes>>(reason: &str, reply: &McpReply) -> Response<B> {
-    let mut body = String::with_capacity(128 + reason.len());
-    body.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
-    write_id(&mut body, reply.id.as_ref());
-    body.push_str(",\"error\":{\"code\":");
-    body.push_str(&AUDIT_UNAVAILABLE_ERROR_CODE.to_string());
-    body.push_str(",\"message\":");
-    write_escaped_str(&mut body, reason);
-    body.push_str(",\"data\":{\"code\":\"");
-    body.push_str(crate::response::AUDIT_UNAVAILABLE_CODE);
-    body.push_str("\"}}}");
-    respond(StatusCode::SERVICE_UNAVAILABLE, body, false)
-}
-
-/// A `CallToolResult` with `isError: true`: the denial as the model sees it.
-fn tool_error(reply: &McpReply, kind: DenialKind, reason: &str, receipt_json: &str) -> String {
-    let text = format!(
-        "capnagent: the capability does not allow this call ({reason}); nothing was executed"
-    );
-    let mut body = String::with_capacity(192 + text.len() + receipt_json.len());
-    body.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
-    write_id(&mut body, reply.id.as_ref());
-    body.push_str(",\"result\":{");
-    if reply.modern {
-        body.push_str("\"resultType\":\"complete\",");
-    }
-    body.push_str("\"content\":[{\"type\":\"text\",\"text\":");
-    write_escaped_str(&mut body, &text);
-    body.push_str("}],\"isError\":true,\"_meta\":{");
-    write_escaped_str(&mut body, CODE_META_KEY);
-    body.push(':');
-    write_escaped_str(&mut body, kind.code());
-    body.push(',');
-    write_escaped_str(&mut body, RECEIPT_META_KEY);
-    body.push(':');
-    body.push_str(receipt_json);
-    body.push_str("}}}");
-    body
-}
-
-fn write_id(out: &mut String, id: Option<&JsonValue>) {
-    match id {
-        Some(JsonValue::String(s)) => write_escaped_str(out, s),
-        Some(JsonValue::Number(n)) => out.push_str(n.as_str()),
-        _ => out.push_str("null"),
-    }
-}
-
-/// A JSON-RPC answer: `application/json`, or one SSE event for a client
-/// that accepts nothing else.
-fn respond<B: From<Bytes>>(status: StatusCode, json: String, sse: bool) -> Response<B> {
-    let (content_type, body) = if sse && status == StatusCode::OK {
-        (
-            "text/event-stream",
-            format!("event: message\ndata: {json}\n\n"),
-        )
-    } else {
-        ("application/json", json)
-    };
-    let mut response = Response::new(B::from(Bytes::from(body)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use bytes::Bytes;
     use capnagent::json::JsonLimits;
 
     fn head(request: http::Request<()>, policy: McpPolicy) -> (McpHead, Parts) {

@@ -1,16 +1,16 @@
-//! Denial responses: the one place where a cause of denial becomes a status
-//! code, a `WWW-Authenticate` challenge and an RFC 9457
-//! `application/problem+json` body.
+//! HTTP denials: the one place where a [`Denial`] becomes a status code, a
+//! `WWW-Authenticate` challenge and an RFC 9457 `application/problem+json`
+//! body.
 //!
 //! | cause | status | `WWW-Authenticate` |
 //! | --- | --- | --- |
 //! | no token | 401 | `Bearer` (RFC 6750 §3.1: no error code) |
 //! | token malformed, or forged (chain does not verify) | 401 | `Bearer error="invalid_token"` |
-//! | holder-bound token without a (well-formed) proof header | 401 | `Bearer error="invalid_token"` |
-//! | a caveat (or another gate) denied the call | 403 | `Bearer error="insufficient_scope"` |
+//! | holder-bound token without a (well-formed) proof | 401 | `Bearer error="invalid_token"` |
+//! | the verifier denied the call at another gate (a caveat, revocation, a proof that does not verify) | 403 | `Bearer error="insufficient_scope"` |
 //! | args required but the body is not JSON, or another bad fact | 400 | — |
 //! | body over the layer's limit | 413 | — |
-//! | server wiring (no authenticated caller, no tool configured) | 500 | — |
+//! | server wiring (no authenticated caller) | 500 | — |
 //! | an allowed call whose receipt the sink could not record ([`ReceiptSink`](crate::ReceiptSink)) | 503, `Retry-After: 1` | — |
 //!
 //! The body carries `type`, `title`, `status`, `detail` (the denial
@@ -19,17 +19,15 @@
 //! `detail`, and no receipt: its receipt says "allowed" and was not
 //! recorded, so it is not handed out as if the call had run.
 //!
-//! On an MCP endpoint ([`CapabilityLayer::mcp`](crate::CapabilityLayer::mcp))
-//! the same causes keep their status and challenge (rendered here, by
-//! [`challenge`], with the MCP `resource_metadata` pointer when one is
-//! configured), but the body is a JSON-RPC answer; see [`crate::mcp`] for
-//! its table.
+//! The status, code and challenge of each [`DenialKind`] are shared with
+//! the MCP renderer (`mcp::render`), which answers with JSON-RPC bodies.
 
 use bytes::Bytes;
-use capnagent::Receipt;
 use capnagent::json::write_escaped_str;
+use capnagent::{Gate, Receipt};
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::protocol::Denial;
 use crate::sink::SinkError;
 
 /// Why a request was denied, at the granularity of the response.
@@ -64,6 +62,41 @@ pub(crate) enum DenialKind {
 }
 
 impl DenialKind {
+    /// How HTTP answers `denial`. The verifier's denials are told apart by
+    /// their gate: the holder-key gate is an authentication failure, every
+    /// other gate a refusal of scope.
+    pub(crate) fn of(denial: Denial) -> DenialKind {
+        match denial {
+            Denial::MissingToken => DenialKind::MissingToken,
+            Denial::MalformedToken => DenialKind::MalformedToken,
+            Denial::InvalidChain => DenialKind::InvalidChain,
+            Denial::MalformedProof
+            | Denial::ProofUnsupported
+            | Denial::Verifier(Some(Gate::HolderKey)) => DenialKind::InvalidProof,
+            Denial::Verifier(_) => DenialKind::InsufficientScope,
+            Denial::BadRequest | Denial::Unclassified(_) => DenialKind::BadRequest,
+            Denial::InvalidParams => DenialKind::InvalidParams,
+            Denial::TooLarge => DenialKind::PayloadTooLarge,
+            Denial::Misconfigured => DenialKind::Misconfigured,
+        }
+    }
+
+    /// The kind whose [`code`](Self::code) is `code` (an adapter's
+    /// [`Denial::Unclassified`]); a bad request for any other.
+    pub(crate) fn of_code(code: &str) -> DenialKind {
+        [
+            DenialKind::ParseError,
+            DenialKind::InvalidRequest,
+            DenialKind::InvalidParams,
+            DenialKind::HeaderMismatch,
+            DenialKind::MethodDenied,
+            DenialKind::HttpMethodNotAllowed,
+        ]
+        .into_iter()
+        .find(|kind| kind.code() == code)
+        .unwrap_or(DenialKind::BadRequest)
+    }
+
     pub(crate) fn status(self) -> StatusCode {
         match self {
             DenialKind::MissingToken
@@ -143,28 +176,6 @@ pub(crate) fn challenge(kind: DenialKind, resource_metadata: Option<&str>) -> Op
     HeaderValue::from_str(&value).ok()
 }
 
-/// How a denial is answered: the shape of the endpoint the layer guards.
-#[derive(Debug, Clone)]
-pub(crate) enum Reply {
-    /// An HTTP tool API: RFC 9457 problem details.
-    Problem,
-    /// An MCP endpoint: a JSON-RPC answer to the request's message.
-    Mcp(Box<crate::mcp::McpReply>),
-}
-
-/// Builds the denial response for `receipt` (whose outcome is the denial),
-/// in the shape `reply` asks for.
-pub(crate) fn denial<B: From<Bytes>>(
-    kind: DenialKind,
-    receipt: &Receipt,
-    reply: &Reply,
-) -> Response<B> {
-    match reply {
-        Reply::Problem => problem(kind, receipt),
-        Reply::Mcp(reply) => crate::mcp::denial(kind, receipt, reply),
-    }
-}
-
 /// Stable `code` of the refusal of an allowed call whose receipt could not
 /// be recorded.
 pub(crate) const AUDIT_UNAVAILABLE_CODE: &str = "audit_unavailable";
@@ -172,28 +183,30 @@ pub(crate) const AUDIT_UNAVAILABLE_CODE: &str = "audit_unavailable";
 /// The refusal of an allowed call whose receipt the sink could not record
 /// (fail closed): 503, in the shape `reply` asks for, with the sink's
 /// reason and without the unrecorded receipt.
-pub(crate) fn unavailable<B: From<Bytes>>(error: &SinkError, reply: &Reply) -> Response<B> {
-    let mut response = match reply {
-        Reply::Problem => {
-            let status = StatusCode::SERVICE_UNAVAILABLE;
-            let mut body = String::with_capacity(128 + error.reason().len());
-            body.push_str("{\"type\":\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503,\"code\":\"");
-            body.push_str(AUDIT_UNAVAILABLE_CODE);
-            body.push_str("\",\"detail\":");
-            write_escaped_str(&mut body, error.reason());
-            body.push('}');
-            problem_response(status, body)
-        }
-        Reply::Mcp(reply) => crate::mcp::unavailable(error.reason(), reply),
-    };
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+pub(crate) fn unavailable(error: &SinkError) -> Response<Bytes> {
+    let status = StatusCode::SERVICE_UNAVAILABLE;
+    let mut body = String::with_capacity(128 + error.reason().len());
+    body.push_str(
+        "{\"type\":\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503,\"code\":\"",
+    );
+    body.push_str(AUDIT_UNAVAILABLE_CODE);
+    body.push_str("\",\"detail\":");
+    write_escaped_str(&mut body, error.reason());
+    body.push('}');
+    let mut response = problem_response(status, body);
+    retry_after(&mut response);
     response
 }
 
+/// Adds `Retry-After: 1` to the refusal of an unrecorded call.
+pub(crate) fn retry_after<B>(response: &mut Response<B>) {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+}
+
 /// An RFC 9457 `application/problem+json` denial.
-fn problem<B: From<Bytes>>(kind: DenialKind, receipt: &Receipt) -> Response<B> {
+pub(crate) fn problem(kind: DenialKind, receipt: &Receipt) -> Response<Bytes> {
     let status = kind.status();
     let detail = receipt.outcome().reason().unwrap_or("denied");
     let receipt_json = receipt.to_json();
@@ -222,8 +235,8 @@ fn problem<B: From<Bytes>>(kind: DenialKind, receipt: &Receipt) -> Response<B> {
 
 /// A `status` response with an `application/problem+json` `body`, never
 /// cached.
-fn problem_response<B: From<Bytes>>(status: StatusCode, body: String) -> Response<B> {
-    let mut response = Response::new(B::from(Bytes::from(body)));
+fn problem_response(status: StatusCode, body: String) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -244,8 +257,8 @@ mod tests {
     #[test]
     fn an_unrecorded_call_is_a_503_without_a_receipt() {
         let error = SinkError::new("audit log unavailable: \"disk\" full");
-        let response: Response<String> = unavailable::<Bytes>(&error, &Reply::Problem)
-            .map(|b| String::from_utf8(b.to_vec()).unwrap());
+        let response: Response<String> =
+            unavailable(&error).map(|b| String::from_utf8(b.to_vec()).unwrap());
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
@@ -267,9 +280,8 @@ mod tests {
                 reason: "missing \"capability\" token".into(),
             },
         );
-        let response: Response<String> =
-            denial::<Bytes>(DenialKind::MissingToken, &receipt, &Reply::Problem)
-                .map(|b| String::from_utf8(b.to_vec()).unwrap());
+        let response: Response<String> = problem(DenialKind::MissingToken, &receipt)
+            .map(|b| String::from_utf8(b.to_vec()).unwrap());
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
         let body: serde_json::Value = serde_json::from_str(response.body()).unwrap();
