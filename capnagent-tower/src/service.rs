@@ -80,6 +80,12 @@ impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for CapabilityService<S, P> {
     }
 }
 
+/// Keeps a wrapped tonic service addable with `add_service`.
+#[cfg(feature = "tonic")]
+impl<S: tonic::server::NamedService, P> tonic::server::NamedService for CapabilityService<S, P> {
+    const NAME: &'static str = S::NAME;
+}
+
 impl<S, P, B, R> Service<Request<B>> for CapabilityService<S, P>
 where
     P: RequestBody<B> + ResponseBody<R>,
