@@ -8,7 +8,6 @@
 //! `capnagent_tower`.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -39,11 +38,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// an 8 MiB bound on a message's args JSON, and a 4 MiB body limit
 /// ([`DEFAULT_MESSAGE_LIMIT`](Self::DEFAULT_MESSAGE_LIMIT); set another
 /// with the layer's `body_limit`).
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Grpc {
     descriptors: Descriptors,
     tools: HashMap<Box<str>, Arc<str>>,
     max_args_json: Option<usize>,
+    /// The one tool of every call, for a check that sees no path (the
+    /// interceptor).
+    fixed_tool: Option<Arc<str>>,
 }
 
 impl Grpc {
@@ -93,22 +95,21 @@ impl Grpc {
         self
     }
 
+    /// Every call is `tool`, whatever its path: what an interceptor, which
+    /// never sees the path, judges.
+    pub(crate) fn fixed_tool(tool: Arc<str>) -> Grpc {
+        Grpc {
+            fixed_tool: Some(tool),
+            ..Grpc::default()
+        }
+    }
+
     /// The tool fact of a call of `path`.
     fn tool_for(&self, path: &str) -> Arc<str> {
-        match self.tools.get(path) {
+        match self.fixed_tool.as_ref().or_else(|| self.tools.get(path)) {
             Some(name) => Arc::clone(name),
             None => Arc::from(path),
         }
-    }
-}
-
-impl fmt::Debug for Grpc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Grpc")
-            .field("descriptors", &self.descriptors)
-            .field("tools", &self.tools)
-            .field("max_args_json", &self.max_args_json)
-            .finish()
     }
 }
 

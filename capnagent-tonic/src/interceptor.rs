@@ -12,17 +12,14 @@
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use capnagent::Receipt;
-use capnagent::json::{JsonLimits, JsonValue};
-use capnagent_tower::protocol::{Call, Denial, Need, Protocol, Refusal};
+use capnagent_tower::protocol::Protocol;
 use capnagent_tower::{CapabilityLayer, Checked, Record, SinkError};
-use http::request::Parts;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
+use crate::Grpc;
 use crate::status;
 
 /// A [`tonic::service::Interceptor`] that checks every call against its
@@ -73,7 +70,7 @@ use crate::status;
 /// ```
 #[derive(Clone)]
 pub struct CapabilityInterceptor {
-    layer: CapabilityLayer<MetadataOnly>,
+    layer: CapabilityLayer<Grpc>,
 }
 
 impl CapabilityInterceptor {
@@ -83,7 +80,7 @@ impl CapabilityInterceptor {
     pub fn new<P: Protocol>(layer: CapabilityLayer<P>, tool: impl Into<Arc<str>>) -> Self {
         let tool = tool.into();
         CapabilityInterceptor {
-            layer: layer.protocol(MetadataOnly { tool }),
+            layer: layer.protocol(Grpc::fixed_tool(tool)),
         }
     }
 }
@@ -115,58 +112,6 @@ impl Interceptor for CapabilityInterceptor {
                 Err(answer)
             }
         }
-    }
-}
-
-/// The interceptor's protocol: a fixed tool, args `null`, `Status`
-/// denials. It never reads a body.
-#[derive(Debug, Clone)]
-struct MetadataOnly {
-    tool: Arc<str>,
-}
-
-impl Protocol for MetadataOnly {
-    type Head = ();
-    type Reply = ();
-    type Answer = Status;
-
-    const DEFAULT_BODY_LIMIT: usize = 0;
-
-    fn head(&self, _parts: &mut Parts) -> Result<(), Refusal<()>> {
-        Ok(())
-    }
-
-    fn reads_body(&self, _head: &()) -> bool {
-        false
-    }
-
-    fn early_tool(&self, _head: &()) -> Arc<str> {
-        Arc::clone(&self.tool)
-    }
-
-    fn early_reply(&self, _head: &()) {}
-
-    fn call(
-        &self,
-        _head: (),
-        _parts: &mut Parts,
-        _body: &Bytes,
-        _limits: &JsonLimits,
-    ) -> Result<Call<()>, Refusal<()>> {
-        Ok(Call {
-            tool: Arc::clone(&self.tool),
-            args: JsonValue::Null.into(),
-            need: Need::Caveats,
-            reply: (),
-        })
-    }
-
-    fn deny(&self, denial: Denial, receipt: &Receipt, _reply: &()) -> Status {
-        status::denial(denial, receipt)
-    }
-
-    fn unavailable(error: &SinkError, _reply: &()) -> Status {
-        status::unavailable(error)
     }
 }
 

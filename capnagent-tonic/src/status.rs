@@ -70,15 +70,9 @@ mod tests {
     #[test]
     fn status_carries_reason_and_receipt() {
         let auditor = Auditor::new(&[9; 32]).unwrap();
+        let reason = "caveat failed: arg.amount <= 5000".to_owned();
         let ctx = Context::builder().now_millis(1).tool("/a.B/C").build();
-        let receipt = auditor.sign(
-            "cap",
-            Vec::new(),
-            &ctx,
-            Outcome::Denied {
-                reason: "caveat failed: arg.amount <= 5000".into(),
-            },
-        );
+        let receipt = auditor.sign("cap", Vec::new(), &ctx, Outcome::Denied { reason });
         let caveat = Gate::Caveat {
             index: 0,
             failure: capnagent::CaveatFailure::False,

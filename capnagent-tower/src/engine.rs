@@ -829,3 +829,277 @@ fn bounded(ctx: &Context) -> Cow<'_, Context> {
     }
     Cow::Owned(builder.build())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The engine driven directly, from a request head and body bytes,
+    //! with a protocol whose "rendering" is the typed denial itself.
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Mutex;
+
+    use capnagent::{CaveatFailure, HolderKey, Issuer, Proof};
+
+    use super::*;
+    use crate::layer::CapabilityLayer;
+    use crate::sink::SinkError;
+
+    const ROOT: [u8; 32] = [7; 32];
+
+    /// Tool `t`; args: the body as JSON when `body` is set, else `null`;
+    /// a denial "renders" as itself and its reason.
+    #[derive(Debug, Clone)]
+    struct Bare {
+        body: bool,
+        need: Need,
+    }
+
+    impl Protocol for Bare {
+        type Head = ();
+        type Reply = ();
+        type Answer = (Denial, String);
+
+        const DEFAULT_BODY_LIMIT: usize = 1024;
+
+        fn head(&self, _parts: &mut Parts) -> Result<(), Refusal<()>> {
+            Ok(())
+        }
+
+        fn reads_body(&self, _head: &()) -> bool {
+            self.body
+        }
+
+        fn early_tool(&self, _head: &()) -> Arc<str> {
+            Arc::from("t")
+        }
+
+        fn early_reply(&self, _head: &()) {}
+
+        fn may_pass_without_token(&self, _head: &()) -> bool {
+            self.need == Need::Open
+        }
+
+        fn call(
+            &self,
+            _head: (),
+            _parts: &mut Parts,
+            body: &Bytes,
+            limits: &JsonLimits,
+        ) -> Result<Call<()>, Refusal<()>> {
+            let args = if self.body {
+                capnagent::json::parse_bytes(body, limits).map_err(|e| Refusal {
+                    denial: Denial::BadRequest,
+                    reason: e.to_string(),
+                    tool: Arc::from("t"),
+                    reply: (),
+                })?
+            } else {
+                JsonValue::Null
+            };
+            Ok(Call {
+                tool: Arc::from("t"),
+                args: args.into(),
+                need: self.need.clone(),
+                reply: (),
+            })
+        }
+
+        fn deny(&self, denial: Denial, receipt: &Receipt, _reply: &()) -> (Denial, String) {
+            let reason = receipt.outcome().reason().unwrap_or("").to_owned();
+            (denial, reason)
+        }
+
+        fn unavailable(error: &SinkError, _reply: &()) -> (Denial, String) {
+            (Denial::Misconfigured, error.reason().to_owned())
+        }
+    }
+
+    type Receipts = Arc<Mutex<Vec<Receipt>>>;
+
+    fn engine(body: bool, need: Need) -> (Arc<Engine<Bare>>, Receipts) {
+        let receipts: Receipts = Arc::default();
+        let sink = Arc::clone(&receipts);
+        let layer = CapabilityLayer::with_protocol(
+            Verifier::new(&ROOT).unwrap(),
+            Auditor::new(&[9; 32]).unwrap(),
+            Bare { body, need },
+        )
+        .unwrap()
+        .caller(crate::Anonymous)
+        .sink(move |r: &Receipt| sink.lock().unwrap().push(r.clone()));
+        (layer.engine, receipts)
+    }
+
+    fn token(key: &[u8; 32], caveats: &[&str], holder: Option<&HolderKey>) -> String {
+        let issuer = Issuer::from_key(key).unwrap();
+        let mut builder = issuer.issue("agent");
+        if let Some(holder) = holder {
+            builder.holder_of_key(holder.public_key()).unwrap();
+        }
+        for caveat in caveats {
+            builder.caveat(caveat).unwrap();
+        }
+        builder.build().unwrap().serialize()
+    }
+
+    fn parts(token: Option<&str>) -> Parts {
+        let mut request = http::Request::post("/t");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    /// Head, then the body: the decision.
+    fn decide(engine: &Engine<Bare>, token: Option<&str>, body: &str) -> Decision<Bare> {
+        let mut parts = parts(token);
+        match engine.head(&mut parts) {
+            Head::Deny((record, answer)) => Decision::Deny { record, answer },
+            Head::Ready(pending) => {
+                engine.decide(pending, &mut parts, &Bytes::from(body.to_owned()))
+            }
+        }
+    }
+
+    fn denial(decision: Decision<Bare>) -> (Denial, String) {
+        match decision {
+            Decision::Deny { answer, .. } => answer,
+            Decision::Allow { .. } => panic!("allowed"),
+            Decision::Prove(_) => panic!("proving"),
+        }
+    }
+
+    #[test]
+    fn allows_within_the_caveats_and_records_once() {
+        let (engine, receipts) = engine(true, Need::Caveats);
+        let token = token(&ROOT, &["arg.n <= 5"], None);
+        match decide(&engine, Some(&token), r#"{"n":3}"#) {
+            Decision::Allow {
+                verified: Some(verified),
+                record,
+                ..
+            } => {
+                assert!(record.is_done());
+                assert_eq!(verified.receipt().context_summary().tool(), "t");
+            }
+            _ => panic!("not allowed"),
+        }
+        assert_eq!(receipts.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_caveat_denial_names_its_gate() {
+        let (engine, receipts) = engine(true, Need::Caveats);
+        let token = token(&ROOT, &["arg.n <= 5"], None);
+        let (denial, reason) = denial(decide(&engine, Some(&token), r#"{"n":9}"#));
+        let gate = Gate::Caveat {
+            index: 0,
+            failure: CaveatFailure::False,
+        };
+        assert_eq!(denial, Denial::Verifier(Some(gate)));
+        assert_eq!(reason, "caveat failed: arg.n <= 5");
+        assert_eq!(receipts.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_head_denies_missing_malformed_and_forged_tokens() {
+        let (engine, receipts) = engine(true, Need::Caveats);
+        let cases = [
+            (None, Denial::MissingToken),
+            (Some("not-a-token".to_owned()), Denial::MalformedToken),
+            (
+                Some(token(&[8; 32], &["arg.n <= 5"], None)),
+                Denial::InvalidChain,
+            ),
+        ];
+        for (token, expected) in cases {
+            let mut parts = parts(token.as_deref());
+            let Head::Deny((_, (denial, _))) = engine.head(&mut parts) else {
+                panic!("{expected:?}: not denied from the head");
+            };
+            assert_eq!(denial, expected);
+        }
+        let receipts = receipts.lock().unwrap();
+        assert_eq!(receipts.len(), 3);
+        // A forged token is named by its hash only.
+        assert!(
+            receipts[2]
+                .capability_identifier()
+                .starts_with("unverified:sha256:")
+        );
+        assert!(receipts[2].caveats().is_empty());
+    }
+
+    #[test]
+    fn a_genuine_capability_is_all_a_bookkeeping_message_needs() {
+        let (engine, receipts) = engine(false, Need::Genuine);
+        let token = token(&ROOT, &[r#"tool == "other""#], None);
+        assert!(matches!(
+            decide(&engine, Some(&token), ""),
+            Decision::Allow { .. }
+        ));
+        assert!(receipts.lock().unwrap()[0].is_allowed());
+        // A caveat that cannot be evaluated is not "genuine".
+        let token = self::token(&ROOT, &["arg.n <= 5"], None);
+        let (denial, _) = denial(decide(&engine, Some(&token), ""));
+        assert!(
+            matches!(denial, Denial::Verifier(Some(gate)) if gate.is_caveat() && !gate.is_caveat_false())
+        );
+    }
+
+    #[test]
+    fn an_open_request_passes_without_a_token_and_is_recorded() {
+        let (engine, receipts) = engine(false, Need::Open);
+        match decide(&engine, None, "") {
+            Decision::Allow { verified, .. } => assert!(verified.is_none()),
+            _ => panic!("not allowed"),
+        }
+        assert_eq!(receipts.lock().unwrap()[0].capability_identifier(), "");
+    }
+
+    #[test]
+    fn bound_tokens_are_proved_asynchronously_or_refused_by_a_head_check() {
+        let (engine, receipts) = engine(false, Need::Caveats);
+        let holder = HolderKey::from_seed([3; 32]);
+        let token = token(&ROOT, &[r#"tool == "t""#], Some(&holder));
+
+        // Without a proof: the verifier's holder-key gate.
+        let (denial, _) = denial(decide(&engine, Some(&token), ""));
+        assert_eq!(denial, Denial::Verifier(Some(Gate::HolderKey)));
+
+        // With one: the proof path.
+        let mut parts = parts(Some(&token));
+        let proof = Proof::new(1, [0; 64]).encode();
+        parts
+            .headers
+            .insert("capnagent-proof", proof.parse().unwrap());
+        let Head::Ready(pending) = engine.head(&mut parts) else {
+            panic!("denied from the head");
+        };
+        assert!(matches!(
+            engine.decide(pending, &mut parts, &Bytes::new()),
+            Decision::Prove(_)
+        ));
+
+        // A head-only check cannot prove: refused.
+        let mut parts = self::parts(Some(&token));
+        match engine.check_head(&mut parts) {
+            Checked::Denied { answer, .. } => assert_eq!(answer.0, Denial::ProofUnsupported),
+            Checked::Allowed { .. } => panic!("allowed"),
+        }
+        assert_eq!(receipts.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_cancelled_request_leaves_one_denied_receipt() {
+        let (engine, receipts) = engine(true, Need::Caveats);
+        let token = token(&ROOT, &["arg.n <= 5"], None);
+        let Head::Ready(pending) = engine.head(&mut parts(Some(&token))) else {
+            panic!("denied from the head");
+        };
+        engine.cancel_pending(pending);
+        let receipts = receipts.lock().unwrap();
+        assert_eq!(receipts[0].outcome().reason(), Some(REASON_CANCELLED));
+        assert_eq!(receipts[0].capability_identifier(), "agent");
+    }
+}

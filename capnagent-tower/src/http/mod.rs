@@ -11,7 +11,6 @@ pub(crate) mod extract;
 pub(crate) mod problem;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -37,7 +36,7 @@ pub use extract::{PathArgs, PathParam};
 /// [`CapabilityLayer::tool`]), the args from an [`ArgsExtractor`]
 /// ([`JsonBody`] by default), per-route overrides of both and of the
 /// caller, and RFC 9457 problem+json denials.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Http {
     tool: Option<Named<dyn ToolExtractor>>,
     args: Named<dyn ArgsExtractor>,
@@ -51,16 +50,6 @@ impl Default for Http {
             args: named!(JsonBody, ArgsExtractor),
             routes: HashMap::new(),
         }
-    }
-}
-
-impl fmt::Debug for Http {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Http")
-            .field("tool", &self.tool)
-            .field("args", &self.args)
-            .field("routes", &self.routes)
-            .finish()
     }
 }
 
@@ -257,7 +246,7 @@ impl<R: From<Bytes>> ResponseBody<R> for Http {
 /// let wire = RouteOverride::new().tool(FixedTool::new("bank.wire")).args(QueryArgs);
 /// # let _ = wire;
 /// ```
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RouteOverride {
     tool: Option<Named<dyn ToolExtractor>>,
     caller: Option<Named<dyn CallerExtractor>>,
@@ -286,15 +275,5 @@ impl RouteOverride {
     pub fn args(mut self, extractor: impl ArgsExtractor) -> Self {
         self.args = Some(named!(extractor, ArgsExtractor));
         self
-    }
-}
-
-impl fmt::Debug for RouteOverride {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RouteOverride")
-            .field("tool", &self.tool)
-            .field("caller", &self.caller)
-            .field("args", &self.args)
-            .finish()
     }
 }

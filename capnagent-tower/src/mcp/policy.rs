@@ -45,7 +45,7 @@ pub enum McpAccess {
     Denied,
 }
 
-/// Which MCP messages need what; see the [module docs](self) for the
+/// Which MCP messages need what; see the [module docs](crate::mcp) for the
 /// defaults and why.
 ///
 /// ```
@@ -120,7 +120,7 @@ impl Default for McpPolicy {
 }
 
 impl McpPolicy {
-    /// The default policy (see the [module docs](self)).
+    /// The default policy (see the [module docs](crate::mcp)).
     pub fn new() -> McpPolicy {
         let methods = AUTHENTICATED_METHODS
             .iter()
