@@ -212,7 +212,7 @@ pub fn verified<T>(request: &tonic::Request<T>) -> Result<&Verified, tonic::Stat
     })
 }
 
-const MISSING_VERIFIED: &str = "`capnagent_tonic::Verified` was not found in the request \
+const MISSING_VERIFIED: &str = "`Verified` (capnagent_tower's, re-exported here) was not found in the request \
      extensions. Is this service behind the capability layer? Add it with \
      `Server::builder().layer(capnagent_tonic::CapabilityLayer::with_protocol(..))`, \
      wrap the service with `CapabilityLayer::layer`, or use \

@@ -149,19 +149,20 @@ where
     /// `poll_ready` was called on.
     pub(crate) fn new(
         engine: &Arc<Engine<P>>,
-        inner: S,
+        inner: &mut S,
         mut parts: Parts,
         body: B,
         pending: Pending<P>,
     ) -> Self {
         let kind = if !pending.reads_body(&engine.protocol) {
             let decision = engine.decide(pending, &mut parts, &Bytes::new());
-            act(engine, decision, inner, parts, P::pass(body))
+            act(engine, decision, Slot::Ready(inner), parts, P::pass(body))
         } else if announced_over(&parts, engine.body_limit()) {
             let reason = too_large(engine.body_limit());
             let decision = engine.deny_pending(pending, Denial::TooLarge, reason);
-            act(engine, decision, inner, parts, P::pass(body))
+            act(engine, decision, Slot::Ready(inner), parts, P::pass(body))
         } else {
+            let inner = Slot::Ready(inner).take();
             let read = ReadBody::new(body, engine.body_limit());
             let engine = Arc::clone(engine);
             let state = Reading {
@@ -179,17 +180,49 @@ where
     }
 }
 
+/// The inner service: the service's own (ready, still in `call`) or one
+/// the future owns.
+enum Slot<'a, S> {
+    Ready(&'a mut S),
+    Owned(S),
+}
+
+impl<S: Clone> Slot<'_, S> {
+    /// The service, owned: the service's own is replaced by a clone, so
+    /// that the one `poll_ready` was called on is the one used (see "Be
+    /// careful when cloning inner services" in the tower docs).
+    fn take(self) -> S {
+        match self {
+            Slot::Ready(inner) => {
+                let not_ready = inner.clone();
+                std::mem::replace(inner, not_ready)
+            }
+            Slot::Owned(inner) => inner,
+        }
+    }
+
+    fn call<Req>(self, request: Req) -> S::Future
+    where
+        S: Service<Req>,
+    {
+        match self {
+            Slot::Ready(inner) => inner.call(request),
+            Slot::Owned(mut inner) => inner.call(request),
+        }
+    }
+}
+
 /// The state after `decision`: call the inner service at once when the
 /// receipt is already recorded, else wait for it (or for the proof).
 fn act<S, B, P>(
     engine: &Arc<Engine<P>>,
     decision: Decision<P>,
-    mut inner: S,
+    inner: Slot<'_, S>,
     mut parts: Parts,
     body: P::Body,
 ) -> Kind<S, B, P>
 where
-    S: Service<InnerRequest<B, P>>,
+    S: Service<InnerRequest<B, P>> + Clone,
     P: RequestBody<B>,
 {
     match decision {
@@ -210,7 +243,7 @@ where
             // Write-ahead: the inner service is called once the receipt is
             // recorded.
             let next = Next::Call {
-                inner,
+                inner: inner.take(),
                 request,
                 reply,
             };
@@ -226,7 +259,7 @@ where
         Decision::Prove(Proving { verdict, judged }) => {
             let engine = Arc::clone(engine);
             let state = Waiting {
-                inner,
+                inner: inner.take(),
                 parts,
                 body,
                 engine,
@@ -242,7 +275,7 @@ where
 
 impl<S, B, P, R> Future for ResponseFuture<S, B, P>
 where
-    S: Service<InnerRequest<B, P>, Response = Response<R>>,
+    S: Service<InnerRequest<B, P>, Response = Response<R>> + Clone,
     P: RequestBody<B> + ResponseBody<R>,
     B: Body,
     B::Error: Into<BoxError>,
@@ -291,7 +324,13 @@ where
                             let decision = engine.decide(pending, &mut parts, &bytes);
                             // The inner service gets exactly the bytes that
                             // were checked.
-                            act(&engine, decision, inner, parts, P::rebuild(bytes))
+                            act(
+                                &engine,
+                                decision,
+                                Slot::Owned(inner),
+                                parts,
+                                P::rebuild(bytes),
+                            )
                         }
                         Err(error) => {
                             let (denial, reason) = match error {
@@ -301,7 +340,13 @@ where
                                 ReadError::Body(error) => (Denial::BadRequest, unreadable(&error)),
                             };
                             let decision = engine.deny_pending(pending, denial, reason);
-                            act(&engine, decision, inner, parts, P::rebuild(Bytes::new()))
+                            act(
+                                &engine,
+                                decision,
+                                Slot::Owned(inner),
+                                parts,
+                                P::rebuild(Bytes::new()),
+                            )
                         }
                     }
                 }
@@ -318,7 +363,7 @@ where
                         panic!("ResponseFuture polled after completion");
                     };
                     let decision = engine.conclude(verdict, judged);
-                    act(&engine, decision, inner, parts, body)
+                    act(&engine, decision, Slot::Owned(inner), parts, body)
                 }
             };
             this.kind.set(next);

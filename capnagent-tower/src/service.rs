@@ -108,11 +108,6 @@ where
             Head::Deny(denied) => return ResponseFuture::denied(denied),
             Head::Ready(pending) => pending,
         };
-        // The future may call the inner service later: give it the one
-        // `poll_ready` was called on, and keep a clone (see "Be careful
-        // when cloning inner services" in the tower docs).
-        let not_ready = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, not_ready);
-        ResponseFuture::new(&self.engine, inner, parts, body, pending)
+        ResponseFuture::new(&self.engine, &mut self.inner, parts, body, pending)
     }
 }

@@ -17,12 +17,11 @@ use bytes::Bytes;
 use capnagent::json::JsonLimits;
 use http::Response;
 use http::request::Parts;
-use http_body::Body;
 
 use crate::engine::{Named, named};
 use crate::extract::CallerExtractor;
 use crate::layer::CapabilityLayer;
-use crate::protocol::{Call, Denial, Need, Protocol, Refusal, RequestBody, ResponseBody};
+use crate::protocol::{Call, Denial, Need, Protocol, Refusal};
 use crate::sink::SinkError;
 
 pub use extract::{
@@ -218,23 +217,36 @@ impl Protocol for Http {
     }
 }
 
-impl<B: Body + From<Bytes> + Send + 'static> RequestBody<B> for Http {
-    type Body = B;
+/// The bodies of an adapter over plain HTTP (HTTP and MCP): the inner
+/// service gets the request body type it would get without the layer,
+/// rebuilt with `B::from(Bytes)` when it was read; a denial's body is
+/// built with `R::from(Bytes)`.
+macro_rules! http_bodies {
+    ($protocol:ty) => {
+        impl<B: http_body::Body + From<Bytes> + Send + 'static> $crate::protocol::RequestBody<B>
+            for $protocol
+        {
+            type Body = B;
 
-    fn pass(body: B) -> B {
-        body
-    }
+            fn pass(body: B) -> B {
+                body
+            }
 
-    fn rebuild(bytes: Bytes) -> B {
-        B::from(bytes)
-    }
+            fn rebuild(bytes: Bytes) -> B {
+                B::from(bytes)
+            }
+        }
+
+        impl<R: From<Bytes>> $crate::protocol::ResponseBody<R> for $protocol {
+            fn respond(answer: http::Response<Bytes>) -> http::Response<R> {
+                answer.map(R::from)
+            }
+        }
+    };
 }
+pub(crate) use http_bodies;
 
-impl<R: From<Bytes>> ResponseBody<R> for Http {
-    fn respond(answer: Response<Bytes>) -> Response<R> {
-        answer.map(R::from)
-    }
-}
+http_bodies!(Http);
 
 /// Per-route extractors for a router-wide [`CapabilityLayer`]; see
 /// [`CapabilityLayer::route`]. Whatever is not set falls back to the

@@ -140,11 +140,10 @@ use bytes::Bytes;
 use capnagent::json::JsonLimits;
 use http::Response;
 use http::request::Parts;
-use http_body::Body;
 
 use crate::http::{BufferedBody, Http};
 use crate::layer::CapabilityLayer;
-use crate::protocol::{Call, Denial, Need, Protocol, Refusal, RequestBody, ResponseBody};
+use crate::protocol::{Call, Denial, Need, Protocol, Refusal};
 use crate::sink::SinkError;
 
 pub use classify::{McpHead, McpReply};
@@ -265,20 +264,4 @@ impl Protocol for Mcp {
     }
 }
 
-impl<B: Body + From<Bytes> + Send + 'static> RequestBody<B> for Mcp {
-    type Body = B;
-
-    fn pass(body: B) -> B {
-        body
-    }
-
-    fn rebuild(bytes: Bytes) -> B {
-        B::from(bytes)
-    }
-}
-
-impl<R: From<Bytes>> ResponseBody<R> for Mcp {
-    fn respond(answer: Response<Bytes>) -> Response<R> {
-        answer.map(R::from)
-    }
-}
+crate::http::http_bodies!(Mcp);
