@@ -505,7 +505,7 @@ async fn holder_bound_tokens_need_a_fresh_proof() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    assert_eq!(status.message(), capnagent::REASON_HOLDER_KEY_BOUND);
+    assert!(client::denied_receipt(&status).is_some());
     let mut request = bearer(&token).unary(WIRE, wire(1)).unwrap();
     request.metadata_mut().insert(
         capnagent_tonic::PROOF_METADATA,

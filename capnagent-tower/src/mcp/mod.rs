@@ -1,7 +1,9 @@
-//! The layer in front of an MCP server: this module owns how a request to a
-//! Model Context Protocol endpoint (Streamable HTTP) becomes the facts of a
-//! decision, the [`McpPolicy`] that says what each kind of message needs,
-//! and the JSON-RPC answers a denial becomes.
+//! The layer in front of an MCP server: the [`Mcp`] adapter of the engine.
+//! This module owns how a request to a Model Context Protocol endpoint
+//! (Streamable HTTP) becomes the facts of a decision: the [`McpPolicy`]
+//! that says what each kind of message needs (`policy.rs`), the
+//! classification of a request (`classify.rs`), and the JSON-RPC answers a
+//! denial becomes (`render.rs`). Behind the `mcp` cargo feature (default).
 //!
 //! Turn it on with [`CapabilityLayer::mcp`](crate::CapabilityLayer::mcp).
 //! The layer then reads the JSON-RPC message in each POST body (bounded by
