@@ -147,6 +147,15 @@
 //! cannot record is refused with `UNAVAILABLE` ([`SinkError`]), by the
 //! layer and the interceptor alike.
 //!
+//! ## Cost
+//!
+//! A call that carries no message to decode (a streaming or unknown
+//! method, a bearer token) is decided in `call`, synchronously; otherwise
+//! the request is buffered first. Verified tokens are kept parsed by the
+//! engine ([`token_cache`](capnagent_tower::CapabilityLayer::token_cache),
+//! shared with the HTTP layer's code): a token seen before is not decoded
+//! again, though every call is still verified in full.
+//!
 //! ## Scope
 //!
 //! `Server::builder().layer(..)` protects every service of the server,
