@@ -27,8 +27,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use capnagent::json::{JsonLimits, JsonValue};
 use capnagent::{
-    Args, Auditor, BoxFuture, Capability, Caveat, Context, Error, Gate, Outcome, Receipt,
-    Timestamp, Verifier, bounded_text, unverified_identifier,
+    Args, Auditor, BoxFuture, Capability, Context, Error, Gate, Outcome, Receipt, Timestamp,
+    Verifier, bounded_text,
 };
 use http::HeaderName;
 use http::request::Parts;
@@ -36,6 +36,7 @@ use http::request::Parts;
 use crate::cache::TokenCache;
 use crate::extract::{CallerExtractor, Clock};
 use crate::protocol::{Call, Denial, Need, Protocol, Refusal};
+use crate::receipt::{Subject, bounded, context, over_long};
 use crate::sink::{ReceiptSink, Record};
 use crate::token::{TokenSource, read_proof};
 use crate::verified::Verified;
@@ -48,10 +49,6 @@ pub const REASON_CANCELLED: &str = "request cancelled before a decision (body no
 pub(crate) const REASON_PROOF_UNSUPPORTED: &str = "capability is bound to a holder key; a check \
      that sees only the request head cannot verify holder-of-key proofs (they cover the \
      message): protect this service with the CapabilityLayer";
-
-/// The identifier of a receipt about a token header that could not be
-/// read as text.
-pub(crate) const UNREADABLE_IDENTIFIER: &str = "unverified:unreadable";
 
 /// A shared trait object that remembers the name of its concrete type, so
 /// that `Debug` can say which extractor is configured.
@@ -729,105 +726,6 @@ impl<P: Protocol> Engine<P> {
             Subject::unverified_cap(cap, text)
         }
     }
-}
-
-/// The capability a receipt the engine signs itself names.
-///
-/// Only a token whose chain verified under the root key is named by its
-/// identifier and caveats: those of any other token are the client's own
-/// claims, made without a key. A token that did not verify (forged, does
-/// not parse, too long) is named `unverified:sha256:<hex of its text>`
-/// ([`unverified_identifier`]), one that could not be read (a non-ASCII or
-/// repeated header) `unverified:unreadable`, and no token at all `""`;
-/// none of them carries caveats.
-struct Subject {
-    identifier: Arc<str>,
-    caveats: Vec<Caveat>,
-}
-
-impl Subject {
-    fn nobody() -> Subject {
-        Subject {
-            identifier: Arc::from(""),
-            caveats: Vec::new(),
-        }
-    }
-
-    fn unreadable() -> Subject {
-        Subject {
-            identifier: Arc::from(UNREADABLE_IDENTIFIER),
-            caveats: Vec::new(),
-        }
-    }
-
-    /// A token (its text as sent) that did not verify.
-    fn unverified(text: &str) -> Subject {
-        Subject {
-            identifier: unverified_identifier(text).into(),
-            caveats: Vec::new(),
-        }
-    }
-
-    /// A decoded token that did not verify: the text as sent when known,
-    /// else its serialized form.
-    fn unverified_cap(cap: &Capability, text: Option<&str>) -> Subject {
-        match text {
-            Some(text) => Subject::unverified(text),
-            None => Subject::unverified(&cap.serialize()),
-        }
-    }
-}
-
-/// Why the caller or tool fact is refused as too long, if it is: longer
-/// than [`MAX_RECEIPT_TEXT`](capnagent::MAX_RECEIPT_TEXT), it would make
-/// every receipt of the request that long (the facts come from the
-/// request).
-fn over_long(caller: &str, tool: &str) -> Option<String> {
-    let max = capnagent::MAX_RECEIPT_TEXT;
-    if caller.len() > max {
-        Some(format!(
-            "the caller fact is {} bytes, over the limit of {max}",
-            caller.len()
-        ))
-    } else if tool.len() > max {
-        Some(format!(
-            "the tool fact is {} bytes, over the limit of {max}",
-            tool.len()
-        ))
-    } else {
-        None
-    }
-}
-
-/// The context of a denial made before the args were read: args are
-/// `null` in its receipt.
-fn context(now: Timestamp, caller: Arc<str>, tool: Arc<str>) -> Context {
-    Context::builder()
-        .timestamp(now)
-        .caller(caller)
-        .tool(tool)
-        .args_json(JsonValue::Null)
-        .build()
-}
-
-/// `ctx`, with its caller and tool cut to
-/// [`MAX_RECEIPT_TEXT`](capnagent::MAX_RECEIPT_TEXT) bytes for a receipt
-/// (the same context when both fit, which is the usual case).
-fn bounded(ctx: &Context) -> Cow<'_, Context> {
-    let (caller, tool) = (ctx.caller(), ctx.tool());
-    let max = capnagent::MAX_RECEIPT_TEXT;
-    if caller.len() <= max && tool.len() <= max {
-        return Cow::Borrowed(ctx);
-    }
-    let mut builder = Context::builder()
-        .timestamp(ctx.now())
-        .caller(bounded_text(caller).as_ref())
-        .tool(bounded_text(tool).as_ref())
-        .args_json(ctx.call_args().clone());
-    for (key, value) in ctx.env() {
-        builder = builder.env(key, value);
-    }
-    Cow::Owned(builder.build())
 }
 
 #[cfg(test)]

@@ -211,7 +211,8 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | `engine` | the decision: gates in order, the verifier's typed answer, receipts (subject, bounds, cancellation), the token cache |
+//! | `engine` | the decision: gates in order, the verifier's typed answer, recording receipts (cancellations included), the token cache |
+//! | `receipt` | what a receipt the engine signs may say: the subject rules, the bounds on facts and reasons |
 //! | [`protocol`] | the adapter trait and the words the engine and adapters share |
 //! | `token` | reading the token and the proof from headers or gRPC metadata |
 //! | `extract` | the caller extractors, the clock, [`ExtractError`] |
@@ -245,6 +246,7 @@ mod layer;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 pub mod protocol;
+mod receipt;
 mod service;
 mod sink;
 mod token;
