@@ -8,6 +8,7 @@
 //! route, the real body), never the token; any error denies the call with
 //! a signed receipt (fail closed).
 
+#[cfg(feature = "axum")]
 use std::borrow::Cow;
 use std::sync::Arc;
 

@@ -244,6 +244,7 @@ macro_rules! http_bodies {
         }
     };
 }
+#[cfg(feature = "mcp")]
 pub(crate) use http_bodies;
 
 http_bodies!(Http);

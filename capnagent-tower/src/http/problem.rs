@@ -32,6 +32,8 @@ use crate::sink::SinkError;
 
 /// Why a request was denied, at the granularity of the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// The MCP-only kinds are unused without the `mcp` feature.
+#[cfg_attr(not(feature = "mcp"), allow(dead_code))]
 pub(crate) enum DenialKind {
     MissingToken,
     MalformedToken,
@@ -83,6 +85,7 @@ impl DenialKind {
 
     /// The kind whose [`code`](Self::code) is `code` (an adapter's
     /// [`Denial::Unclassified`]); a bad request for any other.
+    #[cfg(feature = "mcp")]
     pub(crate) fn of_code(code: &str) -> DenialKind {
         [
             DenialKind::ParseError,
