@@ -219,6 +219,29 @@ impl<P: Protocol> CapabilityLayer<P> {
         })
     }
 
+    /// Checks that the protocol has what it needs to judge a request (an
+    /// [`Http`](crate::Http) layer: a [`tool`](CapabilityLayer::tool)
+    /// source), as applying the layer does, and returns the layer. Call it
+    /// where the layer is built to get the wiring error as a value instead
+    /// of the panic of [`Layer::layer`].
+    ///
+    /// ```
+    /// use capnagent::{Auditor, Verifier};
+    /// use capnagent_tower::{CapabilityLayer, FixedTool};
+    ///
+    /// let base = CapabilityLayer::new(Verifier::new(&[7; 32])?, Auditor::new(&[9; 32])?)?;
+    /// assert!(base.clone().build().is_err());
+    /// let layer = base.tool(FixedTool::new("bank.wire")).build()?;
+    /// # let _ = layer;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn build(self) -> Result<Self, ConfigError> {
+        match self.engine.protocol.missing() {
+            Some(missing) => Err(ConfigError(missing)),
+            None => Ok(self),
+        }
+    }
+
     /// Decides a request from its head alone, synchronously, as the
     /// service would with an empty body: the token, the caller, the
     /// protocol's head facts, args `null`, and the verifier. A holder-bound
@@ -230,6 +253,19 @@ impl<P: Protocol> CapabilityLayer<P> {
         self.engine.check_head(parts)
     }
 }
+
+/// What a layer lacks to judge any request (see
+/// [`CapabilityLayer::build`]): a wiring bug, named with its fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigError(&'static str);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "capnagent CapabilityLayer: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// # Panics
 ///

@@ -266,7 +266,7 @@ pub use http::{
 };
 #[cfg(feature = "axum")]
 pub use http::{PathArgs, PathParam};
-pub use layer::CapabilityLayer;
+pub use layer::{CapabilityLayer, ConfigError};
 #[cfg(feature = "mcp")]
 pub use mcp::{McpAccess, McpPolicy};
 pub use protocol::{Denial, Protocol};

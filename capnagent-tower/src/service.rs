@@ -41,8 +41,8 @@ impl<S, P: Protocol> CapabilityService<S, P> {
     /// When the layer's protocol lacks what it needs (an HTTP layer without
     /// a tool source): see [`CapabilityLayer`]'s `Layer` implementation.
     pub fn new(inner: S, layer: &CapabilityLayer<P>) -> CapabilityService<S, P> {
-        if let Some(missing) = layer.engine.protocol.missing() {
-            panic!("capnagent CapabilityLayer: {missing}");
+        if let Err(error) = layer.clone().build() {
+            panic!("{error}");
         }
         let engine = Arc::clone(&layer.engine);
         CapabilityService { inner, engine }
