@@ -18,7 +18,8 @@ use capnagent_examples::grpc::pb::{
 };
 use capnagent_examples::grpc::{self, PURCHASE_TOOL};
 use capnagent_tonic::{
-    Anonymous, AuditLogSink, CapabilityInterceptor, ReceiptSink, Record, SinkError, Verified,
+    Anonymous, AuditLogSink, CapabilityInterceptor, CapabilityLayer, Grpc, ReceiptSink, Record,
+    SinkError,
 };
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -61,7 +62,7 @@ impl ToolService for Counting {
         request: Request<PurchaseRequest>,
     ) -> Result<Response<PurchaseReply>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let verified = Verified::from_request(&request)?;
+        let verified = capnagent_tonic::verified(&request)?;
         let signature = verified.receipt().signature_hex();
         let logged = self.log.as_ref().is_some_and(|path| {
             AuditLog::open(path)
@@ -117,14 +118,15 @@ async fn through_interceptor(
     sink: impl ReceiptSink,
     tools: &Counting,
 ) -> ToolServiceClient<Channel> {
-    let interceptor = CapabilityInterceptor::new(
+    let layer = CapabilityLayer::with_protocol(
         Verifier::new(&ROOT).unwrap(),
         Auditor::new(&AUDIT).unwrap(),
-        PURCHASE_TOOL,
+        Grpc::new(),
     )
     .unwrap()
     .caller(Anonymous)
     .sink(sink);
+    let interceptor = CapabilityInterceptor::new(layer, PURCHASE_TOOL);
     let (incoming, url) = listen().await;
     let router = Server::builder().add_service(ToolServiceServer::with_interceptor(
         tools.clone(),

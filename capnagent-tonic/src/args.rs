@@ -40,7 +40,7 @@ use prost_reflect::{
 
 /// Default bound on the JSON text of one message's args: 8 MiB (see the
 /// [crate docs](crate#args)); set it with
-/// [`CapabilityLayer::max_args_json`](crate::CapabilityLayer::max_args_json).
+/// [`Grpc::max_args_json`](crate::Grpc::max_args_json).
 pub const DEFAULT_MAX_ARGS_JSON: usize = 8 * 1024 * 1024;
 
 /// The one JSON encoding of messages into args (see the module docs).

@@ -36,7 +36,7 @@ use tonic::Status;
 use tonic::metadata::errors::InvalidMetadataValue;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
-use crate::gate::PROOF_METADATA;
+use crate::PROOF_METADATA;
 use crate::status::RECEIPT_METADATA;
 
 /// Sets `authorization: Bearer <token>`, marked sensitive (so that

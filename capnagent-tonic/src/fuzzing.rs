@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use capnagent::json::{JsonLimits, JsonValue};
 
-use crate::{Descriptors, frame, service};
+use crate::{Descriptors, frame, grpc};
 
 /// What the layer makes of a buffered unary request body for the method at
 /// `path`: the one frame's message decoded into args (`null` for a method
@@ -18,7 +18,7 @@ pub fn request_args(
 ) -> Result<JsonValue, String> {
     match descriptors.method(path) {
         Some(method) => {
-            service::decode_body(body, &method.input(), limits).map_err(|(_, reason)| reason)
+            grpc::decode_body(body, &method.input(), limits).map_err(|(_, reason)| reason)
         }
         None => frame::single_message(body)
             .map(|_| JsonValue::Null)

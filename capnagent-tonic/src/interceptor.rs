@@ -12,25 +12,25 @@
 use std::fmt;
 use std::sync::Arc;
 
-use capnagent::json::JsonValue;
-use capnagent::{Auditor, RevocationCell, Verifier};
-use capnagent_tower::{CallerExtractor, Clock, ReceiptSink, Record, SinkError, TokenSource};
+use capnagent_tower::protocol::Protocol;
+use capnagent_tower::{CapabilityLayer, Checked, Record, SinkError};
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
-use crate::gate::{Gate, Verdict, named};
+use crate::Grpc;
 use crate::status;
 
 /// A [`tonic::service::Interceptor`] that checks every call against its
 /// capability, as one fixed tool with args `null`.
 ///
-/// Use it with a generated server's `with_interceptor`
+/// Build it from a configured [`CapabilityLayer`] (any protocol: its keys,
+/// caller, sink, clock, token source, `env` and revocations are used) and
+/// the tool name; use it with a generated server's `with_interceptor`
 /// (`ToolServiceServer::with_interceptor(service, interceptor)`), which
-/// keeps `NamedService`. Caller, sink, clock and token source are
-/// configured as on [`CapabilityLayer`](crate::CapabilityLayer), and
-/// allowed calls carry [`Verified`](crate::Verified) into the handler.
+/// keeps `NamedService`. Allowed calls carry
+/// [`Verified`](crate::Verified) into the handler.
 ///
 /// **When to use which.** The interceptor is enough when the tokens for a
 /// service only name the tool, the caller, the time or `env` (no `arg.*`
@@ -57,15 +57,12 @@ use crate::status;
 ///
 /// ```
 /// use capnagent::{Auditor, Verifier};
-/// use capnagent_tonic::{Anonymous, CapabilityInterceptor};
+/// use capnagent_tonic::{Anonymous, CapabilityInterceptor, CapabilityLayer, Grpc};
 ///
 /// # fn main() -> Result<(), capnagent::Error> {
-/// let interceptor = CapabilityInterceptor::new(
-///     Verifier::new(&[7; 32])?,
-///     Auditor::new(&[9; 32])?,
-///     "logs.upload",
-/// )?
-/// .caller(Anonymous);
+/// let layer = CapabilityLayer::with_protocol(Verifier::new(&[7; 32])?, Auditor::new(&[9; 32])?, Grpc::new())?
+///     .caller(Anonymous);
+/// let interceptor = CapabilityInterceptor::new(layer, "logs.upload");
 /// // ToolServiceServer::with_interceptor(service, interceptor)
 /// # let _ = interceptor;
 /// # Ok(())
@@ -73,99 +70,46 @@ use crate::status;
 /// ```
 #[derive(Clone)]
 pub struct CapabilityInterceptor {
-    gate: Arc<Gate>,
-    tool: Arc<str>,
+    layer: CapabilityLayer<Grpc>,
 }
 
 impl CapabilityInterceptor {
-    /// Judges every call as `tool`, with capabilities minted under
-    /// `verifier`'s root key, and signs receipts with `auditor`.
-    ///
-    /// Refuses an auditor whose key is the root key
-    /// ([`KeyError::AuditKeyIsRootKey`](capnagent::KeyError::AuditKeyIsRootKey)):
-    /// every receipt in a denial would then be a capability (see
-    /// [`Verifier::check_audit_key`]). Checked here, once, never per call.
-    pub fn new(
-        verifier: Verifier,
-        auditor: Auditor,
-        tool: impl Into<String>,
-    ) -> Result<Self, capnagent::Error> {
-        Ok(CapabilityInterceptor {
-            gate: Arc::new(Gate::new(verifier, auditor)?),
-            tool: Arc::from(tool.into()),
-        })
-    }
-
-    fn edit(mut self, f: impl FnOnce(&mut Gate)) -> Self {
-        f(Arc::make_mut(&mut self.gate));
-        self
-    }
-
-    /// Sets how the `caller` fact is found; see
-    /// [`CapabilityLayer::caller`](crate::CapabilityLayer::caller).
-    pub fn caller(self, extractor: impl CallerExtractor) -> Self {
-        self.edit(|g| g.caller = named!(extractor, CallerExtractor))
-    }
-
-    /// Sets where receipts go (exactly once per call).
-    pub fn sink(self, sink: impl ReceiptSink) -> Self {
-        self.edit(|g| g.sink = named!(sink, ReceiptSink))
-    }
-
-    /// Sets the clock that supplies `now`.
-    pub fn clock(self, clock: impl Clock) -> Self {
-        self.edit(|g| g.clock = named!(clock, Clock))
-    }
-
-    /// Sets where the token is read from (default
-    /// `authorization: Bearer <token>`).
-    pub fn token_source(self, source: TokenSource) -> Self {
-        self.edit(|g| g.token = source)
-    }
-
-    /// Adds a static `env.<key>` fact.
-    pub fn env(self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        let (key, value) = (key.into(), value.into());
-        self.edit(|g| {
-            g.env.retain(|(k, _)| *k != key);
-            g.env.push((key, value));
-        })
-    }
-
-    /// Enforces a revocation list (the verifier's
-    /// [`with_revocations`](Verifier::with_revocations)).
-    pub fn revocations(self, cell: RevocationCell) -> Self {
-        self.edit(|g| g.verifier = g.verifier.clone().with_revocations(cell))
+    /// Judges every call as `tool`, with `layer`'s configuration (its
+    /// keys were checked when it was built: an audit key equal to the root
+    /// key is refused there).
+    pub fn new<P: Protocol>(layer: CapabilityLayer<P>, tool: impl Into<Arc<str>>) -> Self {
+        let tool = tool.into();
+        CapabilityInterceptor {
+            layer: layer.protocol(Grpc::fixed_tool(tool)),
+        }
     }
 }
 
 impl Interceptor for CapabilityInterceptor {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        // The caller extractors read `http::request::Parts`: lend them the
-        // metadata and extensions (moves, no copies).
+        // The engine reads `http::request::Parts`: lend it the metadata and
+        // the extensions (moves, no copies).
         let (metadata, extensions, ()) = request.into_parts();
         let (mut parts, ()) = http::Request::new(()).into_parts();
         parts.headers = metadata.into_headers();
         parts.extensions = extensions;
 
-        let verdict = match self.gate.admit(&mut parts, self.tool.to_string(), false) {
-            Ok(admitted) => self.gate.decide_bearer(&admitted, JsonValue::Null),
-            Err(denial) => Verdict::Deny(denial),
-        };
-        match verdict {
-            Verdict::Allow { record, verified } => {
+        match self.layer.check_head(&mut parts) {
+            Checked::Allowed { record, verified } => {
                 // No receipt, no call (fail closed).
                 wait_for(record).map_err(|error| status::unavailable(&error))?;
-                parts.extensions.insert(verified);
+                if let Some(verified) = verified {
+                    parts.extensions.insert(verified);
+                }
                 Ok(Request::from_parts(
                     MetadataMap::from_headers(parts.headers),
                     parts.extensions,
                     (),
                 ))
             }
-            Verdict::Deny(denial) => {
-                drop(denial.record);
-                Err(denial.status)
+            Checked::Denied { record, answer } => {
+                drop(record);
+                Err(answer)
             }
         }
     }
@@ -192,8 +136,7 @@ fn wait_for(record: Record) -> Result<(), SinkError> {
 impl fmt::Debug for CapabilityInterceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CapabilityInterceptor")
-            .field("tool", &self.tool)
-            .field("gate", &self.gate)
+            .field("layer", &self.layer)
             .finish()
     }
 }

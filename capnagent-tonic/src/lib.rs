@@ -3,12 +3,15 @@
 //! Capabilities for gRPC tool services: one layer on a tonic server, and
 //! every call is checked against the caller's [capnagent] capability, with
 //! a signed [`Receipt`](capnagent::Receipt) for every decision, allowed or
-//! denied. The gRPC side of [`capnagent_tower`], sharing its receipt sinks,
-//! clock and caller extractors.
+//! denied. This crate is the gRPC adapter ([`Grpc`]) of the engine in
+//! [`capnagent_tower`]: the token, the proof, the caller, the clock, the
+//! verifier, the receipt and its sink, and [`Verified`] are the engine's;
+//! what is gRPC's is here: the method path as the tool, protobuf args
+//! ([`Descriptors`]), `Status` denials, the interceptor, the client helpers.
 //!
 //! ```no_run
 //! use capnagent::{Auditor, Verifier};
-//! use capnagent_tonic::{Anonymous, CapabilityLayer};
+//! use capnagent_tonic::{Anonymous, CapabilityLayer, Grpc};
 //! use tonic::transport::Server;
 //! # use tonic::service::Routes;
 //! # const FILE_DESCRIPTOR_SET: &[u8] = &[];
@@ -16,11 +19,12 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let root_key = [7u8; 32]; // 32 random bytes in real life: `capnagent keygen`
-//! let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&[9u8; 32])?)?
+//! let grpc = Grpc::new()
 //!     // The service's descriptors, embedded by its build script: unary
 //!     // requests are decoded into `arg.*` facts.
 //!     .file_descriptor_set(FILE_DESCRIPTOR_SET)?
-//!     .tool_name("/tools.v1.ToolService/Purchase", "checkout.purchase")
+//!     .tool_name("/tools.v1.ToolService/Purchase", "checkout.purchase");
+//! let layer = CapabilityLayer::with_protocol(Verifier::new(&root_key)?, Auditor::new(&[9u8; 32])?, grpc)?
 //!     .caller(Anonymous); // the token is the only credential here
 //!
 //! Server::builder()
@@ -35,8 +39,8 @@
 //! A client sends `authorization: Bearer <token>`; a token with the caveats
 //! `tool == "checkout.purchase"` and `arg.amount <= 5000` then allows a
 //! `Purchase` of 1200 and denies one of 9000 with `PERMISSION_DENIED`.
-//! The handler reads the receipt with
-//! `request.extensions().get::<capnagent_tonic::Verified>()`. The
+//! The handler reads the receipt with [`verified`]`(&request)` (the same
+//! [`Verified`] an axum handler takes). The
 //! `capnagent-examples` package has a complete server and client
 //! (`grpc-tool-server`, `grpc-tool-client`).
 //!
@@ -44,7 +48,7 @@
 //!
 //! | fact | source |
 //! | --- | --- |
-//! | `tool` | the method path `/package.Service/Method`, or the name given with [`CapabilityLayer::tool_name`] |
+//! | `tool` | the method path `/package.Service/Method`, or the name given with [`Grpc::tool_name`] |
 //! | `caller` | the [`AuthenticatedCaller`] extension an earlier layer set (default; missing is `INTERNAL`, naming the fix), [`Anonymous`], or [`TrustedHeader`] for gateway-set metadata (read its warning) |
 //! | `args` | unary and server-streaming calls: the request message, decoded with the service's file descriptor set (see [Args](#args)); client-streaming, bidi and unknown methods: `null` |
 //! | `now` | the layer's [`Clock`] ([`SystemClock`] by default) |
@@ -57,7 +61,7 @@
 //! ## Args
 //!
 //! For a method with one request message, the layer buffers the request
-//! (up to [`CapabilityLayer::message_limit`], 4 MiB by default), reads the
+//! (up to the layer's `body_limit`, 4 MiB by default for gRPC), reads the
 //! gRPC frame (exactly one uncompressed message), decodes it with the
 //! method's input type from the [`Descriptors`], and prints it as JSON with
 //! the proto3 JSON mapping and three deliberate choices:
@@ -72,7 +76,7 @@
 //! `bytes` base64, unknown fields dropped. The handler then receives the
 //! very bytes that were checked.
 //!
-//! The JSON text has its own bound, [`CapabilityLayer::max_args_json`]
+//! The JSON text has its own bound, [`Grpc::max_args_json`]
 //! ([`DEFAULT_MAX_ARGS_JSON`], 8 MiB): a message's JSON form can be many
 //! times its wire size (each element of a repeated empty message is 2
 //! bytes on the wire and prints every field at its default; a packed zero
@@ -103,12 +107,14 @@
 //!
 //! | cause | status |
 //! | --- | --- |
-//! | token missing, malformed or forged; proof missing or malformed | `UNAUTHENTICATED` |
+//! | token missing, malformed or forged; proof missing (the verifier's holder-key gate) or malformed | `UNAUTHENTICATED` |
 //! | a caveat (or revocation, a bad or replayed proof) denies | `PERMISSION_DENIED` |
 //! | the message does not decode, is compressed, or is not one frame | `INVALID_ARGUMENT` |
 //! | the message, or its JSON form, is over its limit | `RESOURCE_EXHAUSTED` |
 //! | server wiring (no authenticated caller) | `INTERNAL` |
 //!
+//! The gRPC code is chosen in one place ([`status`]'s table), from the
+//! engine's typed denial (for the verifier's own, the gate that decided).
 //! The status message is the reason. Every denial carries its signed
 //! receipt in the binary metadata [`RECEIPT_METADATA`]
 //! (`capnagent-receipt-bin`, read it with [`client::denied_receipt`]). The
@@ -131,15 +137,24 @@
 //! malformed token is `unverified:sha256:<hex of the token>`, without
 //! caveats, and a caller or tool fact over
 //! [`MAX_RECEIPT_TEXT`](capnagent::MAX_RECEIPT_TEXT) (1 KiB) is refused
-//! with `INVALID_ARGUMENT`. The layer and the interceptor refuse to be
-//! built with an audit key equal to the root key: every receipt would be
-//! a capability. The sinks are `capnagent-tower`'s: [`AuditLogSink`]
+//! with `INVALID_ARGUMENT`. The layer (and so the interceptor, built from
+//! one) refuses to be built with an audit key equal to the root key: every
+//! receipt would be a capability. The sinks are `capnagent-tower`'s: [`AuditLogSink`]
 //! writes the core audit log, each allowed call's receipt before the call
 //! runs (or off the request path when built
 //! [`fail_open`](AuditLogSinkBuilder::fail_open)), [`TracingSink`] (the
 //! default) emits `tracing` events. An allowed call whose receipt the sink
 //! cannot record is refused with `UNAVAILABLE` ([`SinkError`]), by the
 //! layer and the interceptor alike.
+//!
+//! ## Cost
+//!
+//! A call that carries no message to decode (a streaming or unknown
+//! method, a bearer token) is decided in `call`, synchronously; otherwise
+//! the request is buffered first. Verified tokens are kept parsed by the
+//! engine ([`token_cache`](capnagent_tower::CapabilityLayer::token_cache),
+//! shared with the HTTP layer's code): a token seen before is not decoded
+//! again, though every call is still verified in full.
 //!
 //! ## Scope
 //!
@@ -150,30 +165,67 @@
 mod args;
 pub mod client;
 mod frame;
-pub mod future;
 #[doc(hidden)]
 pub mod fuzzing;
-mod gate;
+mod grpc;
 mod interceptor;
-mod layer;
-mod service;
-mod status;
-mod verified;
+pub mod status;
 
 pub use args::{ArgsError, DEFAULT_MAX_ARGS_JSON, Descriptors, message_to_args};
-pub use gate::PROOF_METADATA;
+pub use grpc::{Grpc, GrpcHead};
 pub use interceptor::CapabilityInterceptor;
-pub use layer::CapabilityLayer;
-pub use service::CapabilityService;
 pub use status::RECEIPT_METADATA;
-pub use verified::Verified;
 
-/// The sinks, clock and caller extractors shared with `capnagent-tower`.
+/// Default metadata key of the holder-of-key proof: `capnagent-proof`
+/// (set another with the layer's `proof_header`).
+pub const PROOF_METADATA: &str = "capnagent-proof";
+
+/// The capability layer for tonic servers: `capnagent_tower`'s engine
+/// speaking [`Grpc`]. Build it with
+/// `CapabilityLayer::with_protocol(verifier, auditor, Grpc::new()...)`.
+pub type CapabilityLayer = capnagent_tower::CapabilityLayer<Grpc>;
+
+/// The service [`CapabilityLayer`] builds.
+pub type CapabilityService<S> = capnagent_tower::CapabilityService<S, Grpc>;
+
+/// The response future of [`CapabilityService`].
+pub mod future {
+    /// The response future of [`CapabilityService`](crate::CapabilityService)
+    /// for a request body `B`.
+    pub type ResponseFuture<S, B> = capnagent_tower::future::ResponseFuture<S, B, crate::Grpc>;
+}
+
+/// The same `Verified` as `capnagent_tower`'s, so a handler can be shared
+/// between an axum route and a tonic service; the sinks, clock and caller
+/// extractors are the engine's too.
 pub use capnagent_tower::{
     Anonymous, AuditLogSink, AuditLogSinkBuilder, AuditLogStats, AuthenticatedCaller,
-    CallerExtension, CallerExtractor, Clock, ExtractError, ReceiptSink, Record, SinkError,
-    SystemClock, TokenSource, TracingSink, TrustedHeader,
+    CallerExtension, CallerExtractor, Clock, ExtractError, REASON_CANCELLED, ReceiptSink, Record,
+    SinkError, SystemClock, TokenSource, TracingSink, TrustedHeader, Verified,
 };
+
+/// The [`Verified`] of an allowed call, or `INTERNAL` naming the fix when
+/// the service is not behind the capability layer (a wiring bug).
+///
+/// ```
+/// fn purchase(request: &tonic::Request<()>) -> Result<String, tonic::Status> {
+///     let verified = capnagent_tonic::verified(request)?;
+///     Ok(verified.receipt().signature_hex())
+/// }
+/// # let _ = purchase;
+/// ```
+pub fn verified<T>(request: &tonic::Request<T>) -> Result<&Verified, tonic::Status> {
+    Verified::from_extensions(request.extensions()).ok_or_else(|| {
+        tracing::error!(target: "capnagent::rejection", "{MISSING_VERIFIED}");
+        tonic::Status::internal(MISSING_VERIFIED)
+    })
+}
+
+const MISSING_VERIFIED: &str = "`Verified` (capnagent_tower's, re-exported here) was not found in the request \
+     extensions. Is this service behind the capability layer? Add it with \
+     `Server::builder().layer(capnagent_tonic::CapabilityLayer::with_protocol(..))`, \
+     wrap the service with `CapabilityLayer::layer`, or use \
+     `XxxServer::with_interceptor(svc, CapabilityInterceptor::new(..))`.";
 
 /// The `prost-reflect` this crate decodes messages with (its
 /// `DescriptorPool`, `MessageDescriptor` and `DescriptorError` appear in

@@ -3,7 +3,7 @@
 //!
 //! | cause | code |
 //! | --- | --- |
-//! | token missing, malformed or forged (chain does not verify); holder-of-key proof missing or malformed; a holder-bound token at the interceptor | `UNAUTHENTICATED` |
+//! | token missing, malformed or forged (chain does not verify); holder-of-key proof missing (the verifier's holder-key gate) or malformed; a holder-bound token at the interceptor | `UNAUTHENTICATED` |
 //! | the verifier denied the call (a caveat, revocation, a proof that does not verify or was replayed) | `PERMISSION_DENIED` |
 //! | the request message does not decode (or is compressed), or a caller fact is unreadable, or the caller or tool fact is over 1 KiB | `INVALID_ARGUMENT` |
 //! | the request message, or its args JSON, is over the layer's limit | `RESOURCE_EXHAUSTED` |
@@ -15,8 +15,8 @@
 //! The token is never echoed. `UNAVAILABLE` carries the sink's reason and
 //! no receipt: its receipt says "allowed" and was not recorded.
 
-use capnagent::Receipt;
-use capnagent_tower::SinkError;
+use capnagent::{Gate, Receipt};
+use capnagent_tower::{Denial, SinkError};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
@@ -25,42 +25,21 @@ use tonic::{Code, Status};
 /// [`client::denied_receipt`](crate::client::denied_receipt).
 pub const RECEIPT_METADATA: &str = "capnagent-receipt-bin";
 
-/// Why a call was denied, at the granularity of the status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DenialKind {
-    /// No token at all.
-    MissingToken,
-    /// A token that does not parse, or unreadable token metadata.
-    MalformedToken,
-    /// The chain does not verify under the root key.
-    InvalidChain,
-    /// A holder-bound token without a usable proof.
-    MissingProof,
-    /// A holder-bound token where proofs cannot be checked (interceptor).
-    ProofUnsupported,
-    /// The verifier's decision.
-    Denied,
-    /// The request (message, a fact) cannot be read.
-    InvalidArgument,
-    /// The message is over the limit.
-    TooLarge,
-    /// Server wiring.
-    Misconfigured,
-}
-
-impl DenialKind {
-    pub(crate) fn code(self) -> Code {
-        match self {
-            DenialKind::MissingToken
-            | DenialKind::MalformedToken
-            | DenialKind::InvalidChain
-            | DenialKind::MissingProof
-            | DenialKind::ProofUnsupported => Code::Unauthenticated,
-            DenialKind::Denied => Code::PermissionDenied,
-            DenialKind::InvalidArgument => Code::InvalidArgument,
-            DenialKind::TooLarge => Code::ResourceExhausted,
-            DenialKind::Misconfigured => Code::Internal,
-        }
+/// The gRPC code of `denial`. The verifier's denials are told apart by
+/// their gate: the holder-key gate (a bound token without a proof) is an
+/// authentication failure, every other gate a refusal.
+pub(crate) fn code(denial: Denial) -> Code {
+    match denial {
+        Denial::MissingToken
+        | Denial::MalformedToken
+        | Denial::InvalidChain
+        | Denial::MalformedProof
+        | Denial::ProofUnsupported
+        | Denial::Verifier(Some(Gate::HolderKey)) => Code::Unauthenticated,
+        Denial::Verifier(_) => Code::PermissionDenied,
+        Denial::TooLarge => Code::ResourceExhausted,
+        Denial::Misconfigured => Code::Internal,
+        _ => Code::InvalidArgument,
     }
 }
 
@@ -71,9 +50,9 @@ pub(crate) fn unavailable(error: &SinkError) -> Status {
 }
 
 /// The status for a denial whose signed receipt is `receipt`.
-pub(crate) fn denial(kind: DenialKind, receipt: &Receipt) -> Status {
+pub(crate) fn denial(denial: Denial, receipt: &Receipt) -> Status {
     let reason = receipt.outcome().reason().unwrap_or("denied");
-    let mut status = Status::new(kind.code(), reason);
+    let mut status = Status::new(code(denial), reason);
     status.metadata_mut().insert_bin(
         RECEIPT_METADATA,
         MetadataValue::from_bytes(receipt.to_json().as_bytes()),
@@ -91,16 +70,14 @@ mod tests {
     #[test]
     fn status_carries_reason_and_receipt() {
         let auditor = Auditor::new(&[9; 32]).unwrap();
+        let reason = "caveat failed: arg.amount <= 5000".to_owned();
         let ctx = Context::builder().now_millis(1).tool("/a.B/C").build();
-        let receipt = auditor.sign(
-            "cap",
-            Vec::new(),
-            &ctx,
-            Outcome::Denied {
-                reason: "caveat failed: arg.amount <= 5000".into(),
-            },
-        );
-        let status = denial(DenialKind::Denied, &receipt);
+        let receipt = auditor.sign("cap", Vec::new(), &ctx, Outcome::Denied { reason });
+        let caveat = Gate::Caveat {
+            index: 0,
+            failure: capnagent::CaveatFailure::False,
+        };
+        let status = denial(Denial::Verifier(Some(caveat)), &receipt);
         assert_eq!(status.code(), Code::PermissionDenied);
         assert_eq!(status.message(), "caveat failed: arg.amount <= 5000");
         let bytes = status
@@ -122,10 +99,16 @@ mod tests {
 
     #[test]
     fn each_cause_has_one_code() {
-        assert_eq!(DenialKind::MissingToken.code(), Code::Unauthenticated);
-        assert_eq!(DenialKind::MissingProof.code(), Code::Unauthenticated);
-        assert_eq!(DenialKind::InvalidArgument.code(), Code::InvalidArgument);
-        assert_eq!(DenialKind::TooLarge.code(), Code::ResourceExhausted);
-        assert_eq!(DenialKind::Misconfigured.code(), Code::Internal);
+        assert_eq!(code(Denial::MissingToken), Code::Unauthenticated);
+        assert_eq!(code(Denial::MalformedProof), Code::Unauthenticated);
+        let holder = Denial::Verifier(Some(Gate::HolderKey));
+        assert_eq!(code(holder), Code::Unauthenticated);
+        assert_eq!(
+            code(Denial::Verifier(Some(Gate::Revocation))),
+            Code::PermissionDenied
+        );
+        assert_eq!(code(Denial::BadRequest), Code::InvalidArgument);
+        assert_eq!(code(Denial::TooLarge), Code::ResourceExhausted);
+        assert_eq!(code(Denial::Misconfigured), Code::Internal);
     }
 }

@@ -1,14 +1,17 @@
 //! [`ResponseFuture`], the future returned by
-//! [`CapabilityService`](crate::CapabilityService).
+//! [`CapabilityService`](crate::CapabilityService): a small state machine
+//! that reads the body, waits for a holder-of-key proof, waits for the
+//! receipt to be recorded, then calls the inner service or answers with
+//! the denial. Every decision is the engine's; this file only sequences.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use std::sync::Arc;
-
-use bytes::{Buf, Bytes, BytesMut};
-use capnagent::{BoxFuture, Capability, Context as Facts, Error, Receipt};
+use bytes::Bytes;
+use capnagent::{BoxFuture, Error, Receipt};
 use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body;
@@ -16,48 +19,47 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::extract::BufferedBody;
-use crate::layer::Shared;
-use crate::response::{self, DenialKind, Reply};
-use crate::service::{Buffering, Check, Decision, Next, Proving, too_large};
+use crate::body::{ReadBody, ReadError, announced_over, too_large, unreadable};
+use crate::engine::{Decision, Engine, Judged, Pending, Proving};
+use crate::protocol::{Denial, Protocol, RequestBody, ResponseBody};
 use crate::sink::Record;
+
+type InnerRequest<B, P> = Request<<P as RequestBody<B>>::Body>;
 
 pin_project! {
     /// Response future for [`CapabilityService`](crate::CapabilityService).
     ///
     /// Resolves to the inner service's response for an allowed request whose
-    /// receipt was recorded, to a 503 for an allowed request whose receipt
-    /// could not be, or to a denial response; the inner error type is kept
-    /// unchanged.
-    pub struct ResponseFuture<S, B>
+    /// receipt was recorded, to the protocol's "unavailable" answer for an
+    /// allowed request whose receipt could not be, or to a denial; the
+    /// inner error type is kept unchanged.
+    pub struct ResponseFuture<S, B, P>
     where
-        S: Service<Request<B>>,
-        B: Body,
-        B::Error: Into<BoxError>,
+        S: Service<InnerRequest<B, P>>,
+        P: RequestBody<B>,
     {
         #[pin]
-        kind: Kind<S, B>,
+        kind: Kind<S, B, P>,
     }
 
-    impl<S, B> PinnedDrop for ResponseFuture<S, B>
+    impl<S, B, P> PinnedDrop for ResponseFuture<S, B, P>
     where
-        S: Service<Request<B>>,
-        B: Body,
-        B::Error: Into<BoxError>,
+        S: Service<InnerRequest<B, P>>,
+        P: RequestBody<B>,
     {
         fn drop(this: Pin<&mut Self>) {
-            // Dropped while the body was still being read (the server shut
-            // down, an outer timeout fired): no decision was made, but the
-            // request was seen, so it still leaves a denied receipt.
+            // Dropped before a decision (the server shut down, an outer
+            // timeout fired): the request was seen, so it still leaves a
+            // denied receipt.
             match this.project().kind.project() {
-                KindProj::Buffering { state, .. } => {
+                KindProj::Reading { state, .. } => {
                     if let Some(state) = state.take() {
-                        state.shared.cancel(state.pending);
+                        state.engine.cancel_pending(state.pending);
                     }
                 }
                 KindProj::Proving { state, .. } => {
                     if let Some(state) = state.take() {
-                        state.shared.cancel_with(Some(&state.cap), &state.ctx);
+                        state.engine.cancel_judged(&state.judged);
                     }
                 }
                 _ => {}
@@ -68,430 +70,321 @@ pin_project! {
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<S, B>
+    enum Kind<S, B, P>
     where
-        S: Service<Request<B>>,
-        B: Body,
-        B::Error: Into<BoxError>,
+        S: Service<InnerRequest<B, P>>,
+        P: RequestBody<B>,
     {
         // Allowed, receipt recorded: the inner service's future.
         Inner {
             #[pin]
             future: S::Future,
         },
-        // Decided: wait for the receipt to be recorded, then call the inner
-        // service (or refuse, if it could not be) or answer with the denial.
-        Decided {
+        // Decided: wait for the receipt to be recorded, then go on.
+        Recording {
             record: Record,
-            next: Option<Next<S, Request<B>, S::Response>>,
+            next: Option<Next<S, InnerRequest<B, P>, P>>,
         },
-        // Reading the body the args come from.
-        Buffering {
+        // Reading the body the protocol classifies the request by.
+        Reading {
             #[pin]
             read: ReadBody<B>,
-            state: Option<Buffering<S>>,
+            state: Option<Reading<S, P>>,
         },
         // Waiting for the verifier's answer on a holder-of-key proof.
         Proving {
             verdict: BoxFuture<'static, Result<Receipt, Error>>,
-            state: Option<ProvingState<S, B>>,
+            state: Option<Waiting<S, P, P::Body>>,
         },
     }
 }
 
-/// What a request waiting on its proof keeps.
-struct ProvingState<S, B> {
-    inner: S,
-    parts: Parts,
-    body: B,
-    shared: Arc<Shared>,
-    cap: Arc<Capability>,
-    uncached: Option<Box<str>>,
-    ctx: Facts,
-    check: Check,
-    reply: Reply,
+/// What to do once the receipt is recorded.
+enum Next<S, Req, P: Protocol> {
+    /// Call the (ready) inner service, or refuse in `reply`'s shape if the
+    /// receipt could not be recorded.
+    Call {
+        inner: S,
+        request: Req,
+        reply: P::Reply,
+    },
+    /// Answer with the denial, whatever became of its receipt (the sink
+    /// reports its own failures).
+    Deny(P::Answer),
 }
 
-impl<S, B> ProvingState<S, B> {
-    fn new(
-        proving: Proving,
-        inner: S,
-        parts: Parts,
+/// What a request whose body is being read keeps.
+struct Reading<S, P: Protocol> {
+    inner: S,
+    parts: Parts,
+    pending: Pending<P>,
+    engine: Arc<Engine<P>>,
+}
+
+/// What a request waiting on its proof keeps.
+struct Waiting<S, P: Protocol, Body> {
+    inner: S,
+    parts: Parts,
+    body: Body,
+    engine: Arc<Engine<P>>,
+    judged: Judged<P>,
+}
+
+impl<S, B, P> ResponseFuture<S, B, P>
+where
+    S: Service<InnerRequest<B, P>> + Clone,
+    P: RequestBody<B>,
+    B: Body,
+{
+    /// A denial decided from the head.
+    pub(crate) fn denied((record, answer): (Record, P::Answer)) -> Self {
+        let next = Some(Next::Deny(answer));
+        ResponseFuture {
+            kind: Kind::Recording { record, next },
+        }
+    }
+
+    /// A request that passed its head: decided now when the protocol does
+    /// not read the body, else read first. `inner` is the service
+    /// `poll_ready` was called on.
+    pub(crate) fn new(
+        engine: &Arc<Engine<P>>,
+        inner: &mut S,
+        mut parts: Parts,
         body: B,
-        shared: Arc<Shared>,
-    ) -> (BoxFuture<'static, Result<Receipt, Error>>, Self) {
-        let Proving {
-            verdict,
-            cap,
-            uncached,
-            ctx,
-            check,
-            reply,
-        } = proving;
-        (
-            verdict,
-            ProvingState {
+        pending: Pending<P>,
+    ) -> Self {
+        let kind = if !pending.reads_body(&engine.protocol) {
+            let decision = engine.decide(pending, &mut parts, &Bytes::new());
+            act(engine, decision, Slot::Ready(inner), parts, P::pass(body))
+        } else if announced_over(&parts, engine.body_limit()) {
+            let reason = too_large(engine.body_limit());
+            let decision = engine.deny_pending(pending, Denial::TooLarge, reason);
+            act(engine, decision, Slot::Ready(inner), parts, P::pass(body))
+        } else {
+            let inner = Slot::Ready(inner).take();
+            let read = ReadBody::new(body, engine.body_limit());
+            let engine = Arc::clone(engine);
+            let state = Reading {
                 inner,
                 parts,
-                body,
-                shared,
-                cap,
-                uncached,
-                ctx,
-                check,
-                reply,
-            },
-        )
+                pending,
+                engine,
+            };
+            Kind::Reading {
+                read,
+                state: Some(state),
+            }
+        };
+        ResponseFuture { kind }
     }
 }
 
-impl<S, B> ResponseFuture<S, B>
+/// The inner service: the service's own (ready, still in `call`) or one
+/// the future owns.
+enum Slot<'a, S> {
+    Ready(&'a mut S),
+    Owned(S),
+}
+
+impl<S: Clone> Slot<'_, S> {
+    /// The service, owned: the service's own is replaced by a clone, so
+    /// that the one `poll_ready` was called on is the one used (see "Be
+    /// careful when cloning inner services" in the tower docs).
+    fn take(self) -> S {
+        match self {
+            Slot::Ready(inner) => {
+                let not_ready = inner.clone();
+                std::mem::replace(inner, not_ready)
+            }
+            Slot::Owned(inner) => inner,
+        }
+    }
+
+    fn call<Req>(self, request: Req) -> S::Future
+    where
+        S: Service<Req>,
+    {
+        match self {
+            Slot::Ready(inner) => inner.call(request),
+            Slot::Owned(mut inner) => inner.call(request),
+        }
+    }
+}
+
+/// The state after `decision`: call the inner service at once when the
+/// receipt is already recorded, else wait for it (or for the proof).
+fn act<S, B, P>(
+    engine: &Arc<Engine<P>>,
+    decision: Decision<P>,
+    inner: Slot<'_, S>,
+    mut parts: Parts,
+    body: P::Body,
+) -> Kind<S, B, P>
 where
-    S: Service<Request<B>>,
+    S: Service<InnerRequest<B, P>> + Clone,
+    P: RequestBody<B>,
+{
+    match decision {
+        Decision::Allow {
+            record,
+            verified,
+            reply,
+        } => {
+            if let Some(verified) = verified {
+                parts.extensions.insert(verified);
+            }
+            let request = Request::from_parts(parts, body);
+            if record.is_done() {
+                return Kind::Inner {
+                    future: inner.call(request),
+                };
+            }
+            // Write-ahead: the inner service is called once the receipt is
+            // recorded.
+            let next = Next::Call {
+                inner: inner.take(),
+                request,
+                reply,
+            };
+            Kind::Recording {
+                record,
+                next: Some(next),
+            }
+        }
+        Decision::Deny { record, answer } => Kind::Recording {
+            record,
+            next: Some(Next::Deny(answer)),
+        },
+        Decision::Prove(Proving { verdict, judged }) => {
+            let engine = Arc::clone(engine);
+            let state = Waiting {
+                inner: inner.take(),
+                parts,
+                body,
+                engine,
+                judged,
+            };
+            Kind::Proving {
+                verdict,
+                state: Some(state),
+            }
+        }
+    }
+}
+
+impl<S, B, P, R> Future for ResponseFuture<S, B, P>
+where
+    S: Service<InnerRequest<B, P>, Response = Response<R>> + Clone,
+    P: RequestBody<B> + ResponseBody<R>,
     B: Body,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn inner(future: S::Future) -> Self {
-        ResponseFuture {
-            kind: Kind::Inner { future },
-        }
-    }
-
-    pub(crate) fn decided(record: Record, next: Next<S, Request<B>, S::Response>) -> Self {
-        ResponseFuture {
-            kind: Kind::Decided {
-                record,
-                next: Some(next),
-            },
-        }
-    }
-
-    pub(crate) fn proving(
-        proving: Proving,
-        inner: S,
-        parts: Parts,
-        body: B,
-        shared: Arc<Shared>,
-    ) -> Self {
-        let (verdict, state) = ProvingState::new(proving, inner, parts, body, shared);
-        ResponseFuture {
-            kind: Kind::Proving {
-                verdict,
-                state: Some(state),
-            },
-        }
-    }
-
-    pub(crate) fn buffering(body: B, limit: usize, state: Buffering<S>) -> Self {
-        ResponseFuture {
-            kind: Kind::Buffering {
-                read: ReadBody::new(body, limit),
-                state: Some(state),
-            },
-        }
-    }
-}
-
-impl<S, B, ResBody> Future for ResponseFuture<S, B>
-where
-    S: Service<Request<B>, Response = Response<ResBody>>,
-    B: Body + From<Bytes>,
-    B::Error: Into<BoxError>,
-    ResBody: From<Bytes>,
-{
-    type Output = Result<Response<ResBody>, S::Error>;
+    type Output = Result<Response<R>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.kind.as_mut().project() {
+            let next = match this.kind.as_mut().project() {
                 KindProj::Inner { future } => return future.poll(cx),
-                KindProj::Decided { record, next } => {
+                KindProj::Recording { record, next } => {
                     let recorded = ready!(Pin::new(record).poll(cx));
-                    match next.take().expect("future polled after completion") {
-                        Next::Call {
+                    match next.take() {
+                        Some(Next::Call {
                             mut inner,
                             request,
                             reply,
-                        } => match recorded {
-                            Ok(()) => {
-                                let future = inner.call(request);
-                                this.kind.set(Kind::Inner { future });
-                            }
+                        }) => match recorded {
+                            Ok(()) => Kind::Inner {
+                                future: inner.call(request),
+                            },
                             // No receipt, no call (fail closed).
                             Err(error) => {
-                                return Poll::Ready(Ok(response::unavailable(&error, &reply)));
+                                let answer = P::unavailable(&error, &reply);
+                                return Poll::Ready(Ok(P::respond(answer)));
                             }
                         },
-                        // A denial is a refusal whatever became of its
-                        // receipt (the sink reports its own failures).
-                        Next::Deny(response) => return Poll::Ready(Ok(response)),
+                        Some(Next::Deny(answer)) => return Poll::Ready(Ok(P::respond(answer))),
+                        None => panic!("ResponseFuture polled after completion"),
                     }
                 }
-                KindProj::Buffering { read, state } => {
+                KindProj::Reading { read, state } => {
                     let result = ready!(read.poll(cx));
-                    let Buffering {
+                    let Some(Reading {
                         inner,
                         mut parts,
                         pending,
-                        shared,
-                    } = state.take().expect("future polled after completion");
-                    let (record, next) = match result {
+                        engine,
+                    }) = state.take()
+                    else {
+                        panic!("ResponseFuture polled after completion");
+                    };
+                    match result {
                         Ok(bytes) => {
-                            let view = BufferedBody::new(&bytes, shared.json_limits());
-                            match shared.decide(pending, &mut parts, view) {
-                                Decision::Allow {
-                                    record,
-                                    verified,
-                                    reply,
-                                } => {
-                                    if let Some(verified) = verified {
-                                        parts.extensions.insert(verified);
-                                    }
-                                    // The handler gets exactly the bytes that were checked.
-                                    let request = Request::from_parts(parts, B::from(bytes));
-                                    if record.is_done() {
-                                        let mut inner = inner;
-                                        let future = inner.call(request);
-                                        this.kind.set(Kind::Inner { future });
-                                        continue;
-                                    }
-                                    let next = Next::Call {
-                                        inner,
-                                        request,
-                                        reply,
-                                    };
-                                    (record, next)
-                                }
-                                Decision::Deny(denied) => {
-                                    (denied.record, Next::Deny(denied.response))
-                                }
-                                Decision::Prove(proving) => {
-                                    let (verdict, state) = ProvingState::new(
-                                        proving,
-                                        inner,
-                                        parts,
-                                        B::from(bytes),
-                                        shared,
-                                    );
-                                    this.kind.set(Kind::Proving {
-                                        verdict,
-                                        state: Some(state),
-                                    });
-                                    continue;
-                                }
-                            }
+                            let decision = engine.decide(pending, &mut parts, &bytes);
+                            // The inner service gets exactly the bytes that
+                            // were checked.
+                            act(
+                                &engine,
+                                decision,
+                                Slot::Owned(inner),
+                                parts,
+                                P::rebuild(bytes),
+                            )
                         }
                         Err(error) => {
-                            let (kind, reason) = match error {
+                            let (denial, reason) = match error {
                                 ReadError::TooLarge => {
-                                    (DenialKind::PayloadTooLarge, too_large(shared.body_limit))
+                                    (Denial::TooLarge, too_large(engine.body_limit()))
                                 }
-                                ReadError::Body(error) => (
-                                    DenialKind::BadRequest,
-                                    format!("request body could not be read: {error}"),
-                                ),
+                                ReadError::Body(error) => (Denial::BadRequest, unreadable(&error)),
                             };
-                            let denied = shared.deny_pending(pending, kind, reason);
-                            (denied.record, Next::Deny(denied.response))
+                            let decision = engine.deny_pending(pending, denial, reason);
+                            act(
+                                &engine,
+                                decision,
+                                Slot::Owned(inner),
+                                parts,
+                                P::rebuild(Bytes::new()),
+                            )
                         }
-                    };
-                    this.kind.set(Kind::Decided {
-                        record,
-                        next: Some(next),
-                    });
+                    }
                 }
                 KindProj::Proving { verdict, state } => {
                     let verdict = ready!(verdict.as_mut().poll(cx));
-                    let ProvingState {
+                    let Some(Waiting {
                         inner,
-                        mut parts,
+                        parts,
                         body,
-                        shared,
-                        cap,
-                        uncached,
-                        ctx,
-                        check,
-                        reply,
-                    } = state.take().expect("future polled after completion");
-                    let decision = shared.conclude(verdict, cap, uncached, &ctx, check, reply);
-                    let (record, next) = match decision {
-                        Decision::Allow {
-                            record,
-                            verified,
-                            reply,
-                        } => {
-                            if let Some(verified) = verified {
-                                parts.extensions.insert(verified);
-                            }
-                            let request = Request::from_parts(parts, body);
-                            let next = Next::Call {
-                                inner,
-                                request,
-                                reply,
-                            };
-                            (record, next)
-                        }
-                        Decision::Deny(denied) => (denied.record, Next::Deny(denied.response)),
-                        // `conclude` never asks for another proof.
-                        Decision::Prove(_) => unreachable!("a verdict is final"),
+                        engine,
+                        judged,
+                    }) = state.take()
+                    else {
+                        panic!("ResponseFuture polled after completion");
                     };
-                    this.kind.set(Kind::Decided {
-                        record,
-                        next: Some(next),
-                    });
+                    let decision = engine.conclude(verdict, judged);
+                    act(&engine, decision, Slot::Owned(inner), parts, body)
                 }
-            }
-        }
-    }
-}
-
-pin_project! {
-    /// Reads a whole body, up to `limit` bytes. A body that arrives as one
-    /// chunk (the usual case for a small request) is kept as that chunk,
-    /// without a copy; more chunks are gathered into one buffer. Trailers
-    /// are ignored.
-    pub(crate) struct ReadBody<B> {
-        #[pin]
-        body: B,
-        first: Option<Bytes>,
-        rest: BytesMut,
-        len: usize,
-        limit: usize,
-    }
-}
-
-pub(crate) enum ReadError {
-    TooLarge,
-    Body(BoxError),
-}
-
-impl<B> ReadBody<B> {
-    fn new(body: B, limit: usize) -> ReadBody<B> {
-        ReadBody {
-            body,
-            first: None,
-            rest: BytesMut::new(),
-            len: 0,
-            limit,
-        }
-    }
-}
-
-impl<B> Future for ReadBody<B>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    type Output = Result<Bytes, ReadError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if usize::try_from(this.body.size_hint().lower()).map_or(true, |len| len > *this.limit) {
-            return Poll::Ready(Err(ReadError::TooLarge));
-        }
-        loop {
-            let Some(frame) = ready!(this.body.as_mut().poll_frame(cx)) else {
-                return Poll::Ready(Ok(take_whole(this.first, this.rest)));
             };
-            let frame = frame.map_err(|e| ReadError::Body(e.into()))?;
-            let Ok(mut data) = frame.into_data() else {
-                continue;
-            };
-            let len = data.remaining();
-            *this.len = this.len.saturating_add(len);
-            if *this.len > *this.limit {
-                return Poll::Ready(Err(ReadError::TooLarge));
-            }
-            if len == 0 {
-                continue;
-            }
-            let chunk = data.copy_to_bytes(len);
-            match this.first.take() {
-                None if this.rest.is_empty() => *this.first = Some(chunk),
-                first => {
-                    if let Some(first) = first {
-                        this.rest.reserve(*this.len);
-                        this.rest.extend_from_slice(&first);
-                    }
-                    this.rest.extend_from_slice(&chunk);
-                }
-            }
-            if this.body.is_end_stream() {
-                // The body says nothing follows (hyper: Content-Length
-                // reached): done, without polling it again.
-                return Poll::Ready(Ok(take_whole(this.first, this.rest)));
-            }
+            this.kind.set(next);
         }
     }
 }
 
-/// The body read so far: the one chunk as it came, or the gathered ones.
-fn take_whole(first: &mut Option<Bytes>, rest: &mut BytesMut) -> Bytes {
-    match first.take() {
-        Some(first) if rest.is_empty() => first,
-        _ => std::mem::take(rest).freeze(),
-    }
-}
-
-impl<S, B> std::fmt::Debug for ResponseFuture<S, B>
+impl<S, B, P> fmt::Debug for ResponseFuture<S, B, P>
 where
-    S: Service<Request<B>>,
-    B: Body,
-    B::Error: Into<BoxError>,
+    S: Service<InnerRequest<B, P>>,
+    P: RequestBody<B>,
 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.kind {
             Kind::Inner { .. } => "Inner",
-            Kind::Decided { .. } => "Decided",
-            Kind::Buffering { .. } => "Buffering",
+            Kind::Recording { .. } => "Recording",
+            Kind::Reading { .. } => "Reading",
             Kind::Proving { .. } => "Proving",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-    use http_body::Frame;
-
-    /// One data frame, then says it has ended; polled again, it never
-    /// answers (a reader that did not trust `is_end_stream` would hang).
-    struct OneFrame(Option<Bytes>);
-
-    impl Body for OneFrame {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            match self.0.take() {
-                Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
-                None => Poll::Pending,
-            }
-        }
-
-        fn is_end_stream(&self) -> bool {
-            self.0.is_none()
-        }
-    }
-
-    #[test]
-    fn reading_stops_where_the_body_says_it_ends() {
-        let body = OneFrame(Some(Bytes::from_static(b"{\"a\":1}")));
-        let mut read = std::pin::pin!(ReadBody::new(body, 64));
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match read.as_mut().poll(&mut cx) {
-            Poll::Ready(Ok(bytes)) => assert_eq!(&bytes[..], b"{\"a\":1}"),
-            Poll::Ready(Err(_)) => panic!("read failed"),
-            Poll::Pending => panic!("polled the body again after its end"),
-        }
     }
 }

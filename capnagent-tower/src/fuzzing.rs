@@ -9,9 +9,10 @@ use capnagent::Receipt;
 use capnagent::json::{JsonLimits, JsonValue};
 use http::Request;
 
-use crate::extract::BufferedBody;
-use crate::mcp::{self, McpAccess, McpHead, McpPolicy};
-use crate::response::DenialKind;
+use crate::Denial;
+use crate::http::BufferedBody;
+use crate::mcp::{Mcp, McpAccess, McpHead, McpPolicy};
+use crate::protocol::Protocol;
 
 /// What the MCP layer made of one request: its classification, and the
 /// denial it would answer with (for a refused message, that refusal; for a
@@ -37,20 +38,22 @@ pub fn mcp_classify(
     receipt: &Receipt,
 ) -> McpOutcome {
     let (parts, bytes) = request.into_parts();
+    let mcp = Mcp::from_policy(Arc::clone(policy));
     let head = McpHead::new(policy, &parts);
     let read = head.read(&parts, BufferedBody::new(&bytes, limits));
     let (classified, response) = match read {
         Ok(call) => {
-            let response =
-                mcp::denial::<Bytes>(DenialKind::InsufficientScope, receipt, &call.reply);
+            let caveat = Some(capnagent::Gate::Caveat {
+                index: 0,
+                failure: capnagent::CaveatFailure::False,
+            });
+            let response = mcp.deny(Denial::Verifier(caveat), receipt, &call.reply);
             (Ok((call.access, call.tool, call.args)), response)
         }
         Err(reject) => {
-            let response = mcp::denial::<Bytes>(reject.kind, receipt, &reject.reply);
-            (
-                Err((reject.kind.code(), reject.reason, reject.tool)),
-                response,
-            )
+            let code = reject.kind.code();
+            let response = mcp.deny(Denial::Unclassified(code), receipt, &reject.reply);
+            (Err((code, reject.reason, reject.tool)), response)
         }
     };
     let status = response.status().as_u16();
@@ -108,7 +111,7 @@ mod tests {
 
         let batch = classify(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#);
         let (code, _, _) = batch.classified.unwrap_err();
-        assert_eq!(code, DenialKind::InvalidRequest.code());
+        assert_eq!(code, "invalid_request");
         assert_eq!(batch.status, 400);
     }
 }

@@ -1,224 +1,174 @@
-//! [`CapabilityLayer`]: the configuration (verifier, auditor, extractors,
-//! sink, clock, limits, per-route overrides) shared by every
-//! [`CapabilityService`] it builds.
+//! [`CapabilityLayer`]: the configuration every [`CapabilityService`] it
+//! builds shares (verifier, auditor, token and proof sources, caller,
+//! clock, sink, `env`, body limit, token cache) and the protocol adapter
+//! it speaks. The builder methods here are the ones every protocol has;
+//! each adapter adds its own (`tool` and `route` for [`Http`](crate::Http),
+//! `mcp` to switch to [`Mcp`](crate::mcp::Mcp)).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use capnagent::json::JsonLimits;
 use capnagent::{Auditor, NonceStore, RevocationCell, Verifier};
 use http::HeaderName;
 use http::request::Parts;
 use tower_layer::Layer;
 
 use crate::cache::TokenCache;
-use crate::extract::{
-    ArgsExtractor, CallerExtension, CallerExtractor, Clock, JsonBody, NoTool, SystemClock,
-    TokenSource, ToolExtractor,
-};
-use crate::mcp::McpPolicy;
+use crate::engine::{Checked, Engine, named};
+use crate::extract::{CallerExtension, CallerExtractor, Clock, SystemClock};
+use crate::protocol::Protocol;
 use crate::service::CapabilityService;
 use crate::sink::{ReceiptSink, TracingSink};
+use crate::token::TokenSource;
 
 /// Layer that applies [`CapabilityService`]: every request is checked
 /// against the capability it carries, and a signed receipt of the decision
 /// goes to the [sink](Self::sink).
 ///
-/// Defaults: token from `Authorization: Bearer`, no tool (configure one;
-/// until then every call is denied with a 500 saying so), caller from the
-/// [`AuthenticatedCaller`](crate::AuthenticatedCaller) extension, args from
-/// the JSON body (1 MiB limit), the system clock, no `env`, and receipts to
-/// [`TracingSink`].
+/// `P` is the protocol adapter: [`Http`](crate::Http) (the default, built
+/// by [`new`](CapabilityLayer::new)), [`Mcp`](crate::mcp::Mcp) (see
+/// [`mcp`](CapabilityLayer::mcp)), or another crate's, such as
+/// `capnagent_tonic::Grpc` (see [`with_protocol`](Self::with_protocol)).
+///
+/// Defaults: token from `Authorization: Bearer`, proof from
+/// `capnagent-proof`, caller from the
+/// [`AuthenticatedCaller`](crate::AuthenticatedCaller) extension, the
+/// system clock, no `env`, the protocol's body limit, 1024 tokens kept
+/// parsed, and receipts to [`TracingSink`].
 ///
 /// Cheap to clone: the configuration is shared. `Debug` never shows keys.
 ///
 /// See the [crate docs](crate) for examples.
-#[derive(Clone)]
-pub struct CapabilityLayer {
-    pub(crate) shared: Arc<Shared>,
+#[cfg(feature = "http")]
+pub struct CapabilityLayer<P = crate::Http> {
+    pub(crate) engine: Arc<Engine<P>>,
 }
 
-/// Everything a [`CapabilityService`] needs, shared behind one `Arc`.
-#[derive(Clone)]
-pub(crate) struct Shared {
-    pub(crate) verifier: Verifier,
-    pub(crate) auditor: Auditor,
-    pub(crate) sink: Named<dyn ReceiptSink>,
-    pub(crate) clock: Named<dyn Clock>,
-    pub(crate) token: TokenSource,
-    pub(crate) body_limit: usize,
-    pub(crate) env: Vec<(String, String)>,
-    pub(crate) tool: Named<dyn ToolExtractor>,
-    pub(crate) caller: Named<dyn CallerExtractor>,
-    pub(crate) args: Named<dyn ArgsExtractor>,
-    pub(crate) routes: HashMap<Box<str>, RouteOverride>,
-    pub(crate) tokens: Arc<TokenCache>,
-    pub(crate) proof_header: HeaderName,
-    pub(crate) mcp: Option<Arc<McpPolicy>>,
+/// Layer that applies [`CapabilityService`]: every request is checked
+/// against the capability it carries, and a signed receipt of the decision
+/// goes to the [sink](Self::sink). `P` is the protocol adapter.
+#[cfg(not(feature = "http"))]
+pub struct CapabilityLayer<P> {
+    pub(crate) engine: Arc<Engine<P>>,
 }
 
-/// A shared trait object that remembers the name of its concrete type, so
-/// that `Debug` can say which extractor is configured.
-pub(crate) struct Named<T: ?Sized> {
-    pub(crate) value: Arc<T>,
-    name: &'static str,
-}
-
-impl<T: ?Sized> Clone for Named<T> {
+impl<P> Clone for CapabilityLayer<P> {
     fn clone(&self) -> Self {
-        Named {
-            value: Arc::clone(&self.value),
-            name: self.name,
+        CapabilityLayer {
+            engine: Arc::clone(&self.engine),
         }
     }
 }
 
-impl<T: ?Sized> fmt::Debug for Named<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name)
-    }
-}
-
-macro_rules! named {
-    ($value:expr, $trait:ident) => {{
-        fn name_of<T>(_: &T) -> &'static str {
-            std::any::type_name::<T>()
-        }
-        let value = $value;
-        let name = name_of(&value);
-        let value: Arc<dyn $trait> = Arc::new(value);
-        Named { value, name }
-    }};
-}
-
-impl CapabilityLayer {
-    /// Default limit on a buffered request body: 1 MiB.
-    pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
-
+impl<P: Protocol> CapabilityLayer<P> {
     /// Default number of verified tokens kept parsed: 1024.
     pub const DEFAULT_TOKEN_CACHE: usize = 1024;
 
-    /// Default header carrying a holder-of-key proof:
-    /// `Capnagent-Proof: t=<unix ms>;sig=<base64url>` (see
+    /// Default header (or gRPC metadata key) carrying a holder-of-key
+    /// proof: `capnagent-proof: t=<unix ms>;sig=<base64url>` (see
     /// [`capnagent::Proof`]).
     pub const DEFAULT_PROOF_HEADER: &'static str = "capnagent-proof";
 
-    /// A layer that checks capabilities minted under `verifier`'s root key
-    /// and signs receipts with `auditor`.
+    /// A layer speaking `protocol` that checks capabilities minted under
+    /// `verifier`'s root key and signs receipts with `auditor`.
     ///
     /// Refuses an auditor whose key is the root key
     /// ([`KeyError::AuditKeyIsRootKey`](capnagent::KeyError::AuditKeyIsRootKey)):
     /// every receipt in a denial would then be a capability (see
     /// [`Verifier::check_audit_key`]). This is the only time the keys are
     /// compared; no request pays for it.
-    ///
-    /// ```
-    /// use capnagent::{Auditor, Verifier};
-    /// use capnagent_tower::CapabilityLayer;
-    ///
-    /// let same = CapabilityLayer::new(Verifier::new(&[7; 32])?, Auditor::new(&[7; 32])?);
-    /// assert_eq!(same.unwrap_err().code(), "key.audit_is_root");
-    /// let layer = CapabilityLayer::new(Verifier::new(&[7; 32])?, Auditor::new(&[9; 32])?)?;
-    /// # let _ = layer;
-    /// # Ok::<(), capnagent::Error>(())
-    /// ```
-    pub fn new(verifier: Verifier, auditor: Auditor) -> Result<CapabilityLayer, capnagent::Error> {
+    pub fn with_protocol(
+        verifier: Verifier,
+        auditor: Auditor,
+        protocol: P,
+    ) -> Result<CapabilityLayer<P>, capnagent::Error> {
         verifier.check_audit_key(&auditor)?;
         Ok(CapabilityLayer {
-            shared: Arc::new(Shared {
+            engine: Arc::new(Engine {
                 verifier,
                 auditor,
                 sink: named!(TracingSink, ReceiptSink),
                 clock: named!(SystemClock, Clock),
-                token: TokenSource::Bearer,
-                body_limit: Self::DEFAULT_BODY_LIMIT,
-                env: Vec::new(),
-                tool: named!(NoTool, ToolExtractor),
                 caller: named!(CallerExtension, CallerExtractor),
-                args: named!(JsonBody, ArgsExtractor),
-                routes: HashMap::new(),
-                tokens: Arc::new(TokenCache::new(Self::DEFAULT_TOKEN_CACHE)),
+                token: TokenSource::Bearer,
                 proof_header: HeaderName::from_static(Self::DEFAULT_PROOF_HEADER),
-                mcp: None,
+                env: Vec::new(),
+                tokens: Arc::new(TokenCache::new(Self::DEFAULT_TOKEN_CACHE)),
+                body_limit: None,
+                protocol,
             }),
         })
     }
 
-    fn edit(mut self, f: impl FnOnce(&mut Shared)) -> Self {
-        f(Arc::make_mut(&mut self.shared));
+    /// The same layer speaking `protocol` instead: every other setting is
+    /// kept.
+    pub fn protocol<Q: Protocol>(self, protocol: Q) -> CapabilityLayer<Q> {
+        let engine = Arc::unwrap_or_clone(self.engine);
+        CapabilityLayer {
+            engine: Arc::new(Engine {
+                verifier: engine.verifier,
+                auditor: engine.auditor,
+                sink: engine.sink,
+                clock: engine.clock,
+                caller: engine.caller,
+                token: engine.token,
+                proof_header: engine.proof_header,
+                env: engine.env,
+                tokens: engine.tokens,
+                body_limit: engine.body_limit,
+                protocol,
+            }),
+        }
+    }
+
+    /// The protocol adapter.
+    pub fn protocol_ref(&self) -> &P {
+        &self.engine.protocol
+    }
+
+    /// Changes the protocol adapter's settings.
+    pub fn map_protocol(self, f: impl FnOnce(P) -> P) -> Self {
+        self.edit(|engine| {
+            let protocol = engine.protocol.clone();
+            engine.protocol = f(protocol);
+        })
+    }
+
+    pub(crate) fn edit(mut self, f: impl FnOnce(&mut Engine<P>)) -> Self {
+        f(Arc::make_mut(&mut self.engine));
         self
     }
 
-    /// Sets how the `tool` fact is found (for every route without an
-    /// override).
-    pub fn tool(self, extractor: impl ToolExtractor) -> Self {
-        self.edit(|s| s.tool = named!(extractor, ToolExtractor))
-    }
-
-    /// Sets how the `caller` fact is found (for every route without an
-    /// override). Never from the token or the body by default; see
-    /// [`TrustedHeader`](crate::TrustedHeader) for the header option and
-    /// its warning.
+    /// Sets how the `caller` fact is found. Never from the token or the
+    /// body by default; see [`TrustedHeader`](crate::TrustedHeader) for
+    /// the header option and its warning.
     pub fn caller(self, extractor: impl CallerExtractor) -> Self {
-        self.edit(|s| s.caller = named!(extractor, CallerExtractor))
-    }
-
-    /// Sets how the `args` fact is found (for every route without an
-    /// override).
-    pub fn args(self, extractor: impl ArgsExtractor) -> Self {
-        self.edit(|s| s.args = named!(extractor, ArgsExtractor))
-    }
-
-    /// Guards an MCP server (Streamable HTTP): the tool and args of each
-    /// request come from its JSON-RPC message (`tools/call`: `params.name`
-    /// and `params.arguments`), and `policy` says what every other message
-    /// needs. The `tool` and `args` extractors (and route overrides of
-    /// them) are not used; the caller extractor is. Denials are JSON-RPC
-    /// answers. See [`crate::mcp`].
-    ///
-    /// Apply the layer to the MCP endpoint only (one route, such as
-    /// `/mcp`).
-    pub fn mcp(self, policy: McpPolicy) -> Self {
-        self.edit(|s| s.mcp = Some(Arc::new(policy)))
-    }
-
-    /// Overrides the extractors for one route of a router-wide layer.
-    ///
-    /// `path` is the route as written in axum's `Router::route` (the
-    /// request's `MatchedPath`, such as `/tools/{name}`; in a nested router,
-    /// the full path). Without axum, or when no `MatchedPath` is present, it
-    /// is compared with the request's path exactly. Facts the override does
-    /// not set come from the layer's defaults.
-    pub fn route(self, path: impl Into<String>, overrides: RouteOverride) -> Self {
-        let path: Box<str> = path.into().into_boxed_str();
-        self.edit(|s| {
-            s.routes.insert(path, overrides);
-        })
+        self.edit(|e| e.caller = named!(extractor, CallerExtractor))
     }
 
     /// Sets where receipts go. Called exactly once per request, including
     /// missing and forged tokens. Default: [`TracingSink`].
     pub fn sink(self, sink: impl ReceiptSink) -> Self {
-        self.edit(|s| s.sink = named!(sink, ReceiptSink))
+        self.edit(|e| e.sink = named!(sink, ReceiptSink))
     }
 
     /// Sets the clock that supplies `now` (inject a fixed one in tests).
     pub fn clock(self, clock: impl Clock) -> Self {
-        self.edit(|s| s.clock = named!(clock, Clock))
+        self.edit(|e| e.clock = named!(clock, Clock))
     }
 
     /// Sets where the token is read from. Default:
     /// [`TokenSource::Bearer`].
     pub fn token_source(self, source: TokenSource) -> Self {
-        self.edit(|s| s.token = source)
+        self.edit(|e| e.token = source)
     }
 
-    /// Sets the largest request body buffered for args; larger ones are
-    /// refused with 413 (by `Content-Length` before reading, or while
-    /// reading). Default 1 MiB.
+    /// Sets the largest request body buffered before deciding; larger ones
+    /// are refused (by `Content-Length` before reading, or while reading):
+    /// HTTP 413, gRPC `RESOURCE_EXHAUSTED`. Default: the protocol's (1 MiB
+    /// for HTTP and MCP).
     pub fn body_limit(self, bytes: usize) -> Self {
-        self.edit(|s| s.body_limit = bytes)
+        self.edit(|e| e.body_limit = Some(bytes))
     }
 
     /// Sets how many distinct tokens whose chain verified are kept parsed
@@ -226,192 +176,113 @@ impl CapabilityLayer {
     /// skipped for a cached token: every call is still verified in full.
     /// Default 1024.
     pub fn token_cache(self, capacity: usize) -> Self {
-        self.edit(|s| s.tokens = Arc::new(TokenCache::new(capacity)))
+        self.edit(|e| e.tokens = Arc::new(TokenCache::new(capacity)))
     }
 
-    /// Sets the header a holder-of-key proof is read from. Default
-    /// [`Self::DEFAULT_PROOF_HEADER`].
+    /// Sets the header (gRPC: metadata key) a holder-of-key proof is read
+    /// from. Default [`Self::DEFAULT_PROOF_HEADER`].
     ///
     /// A capability bound to a holder key is judged with
     /// [`Verifier::verify_with_proof`]: the proof must be present (without
-    /// one the call is denied as the engine's bearer path denies it, with a
-    /// 401), its timestamp within the verifier's skew window, and its
-    /// Ed25519 signature valid over the challenge the verifier derives from
-    /// this request (tool, args hash, identifier, timestamp). Build the
-    /// header on the client with
+    /// one the verifier denies it at the holder-key gate, answered as an
+    /// authentication failure), exactly one value, its timestamp within
+    /// the verifier's skew window, and its Ed25519 signature valid over the
+    /// challenge the verifier derives from this request (tool, args hash,
+    /// identifier, timestamp). Build it on the client with
     /// [`HolderKey::prove`](capnagent::HolderKey::prove) and
     /// [`Proof::encode`](capnagent::Proof::encode).
     pub fn proof_header(self, name: HeaderName) -> Self {
-        self.edit(|s| s.proof_header = name)
+        self.edit(|e| e.proof_header = name)
     }
 
     /// Makes each holder-of-key proof single-use: shorthand for configuring
-    /// the verifier with
-    /// [`Verifier::with_nonce_store`]. A store that fails denies the call.
+    /// the verifier with [`Verifier::with_nonce_store`]. A store that fails
+    /// denies the call.
     pub fn nonce_store(self, store: Arc<dyn NonceStore>) -> Self {
-        self.edit(|s| s.verifier = s.verifier.clone().with_nonce_store(store))
+        self.edit(|e| e.verifier = e.verifier.clone().with_nonce_store(store))
     }
 
     /// Enforces revocations: shorthand for configuring the verifier with
-    /// [`Verifier::with_revocations`].
+    /// [`Verifier::with_revocations`]. Every call is denied while the cell
+    /// holds no list.
     pub fn revocations(self, cell: RevocationCell) -> Self {
-        self.edit(|s| s.verifier = s.verifier.clone().with_revocations(cell))
+        self.edit(|e| e.verifier = e.verifier.clone().with_revocations(cell))
     }
 
     /// Adds a static `env.<key>` fact for caveats such as
     /// `env.region == "eu-west-1"`.
     pub fn env(self, key: impl Into<String>, value: impl Into<String>) -> Self {
         let (key, value) = (key.into(), value.into());
-        self.edit(|s| {
-            s.env.retain(|(k, _)| *k != key);
-            s.env.push((key, value));
+        self.edit(|e| {
+            e.env.retain(|(k, _)| *k != key);
+            e.env.push((key, value));
         })
     }
+
+    /// Checks that the protocol has what it needs to judge a request (an
+    /// [`Http`](crate::Http) layer: a [`tool`](CapabilityLayer::tool)
+    /// source), as applying the layer does, and returns the layer. Call it
+    /// where the layer is built to get the wiring error as a value instead
+    /// of the panic of [`Layer::layer`].
+    ///
+    /// ```
+    /// use capnagent::{Auditor, Verifier};
+    /// use capnagent_tower::{CapabilityLayer, FixedTool};
+    ///
+    /// let base = CapabilityLayer::new(Verifier::new(&[7; 32])?, Auditor::new(&[9; 32])?)?;
+    /// assert!(base.clone().build().is_err());
+    /// let layer = base.tool(FixedTool::new("bank.wire")).build()?;
+    /// # let _ = layer;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn build(self) -> Result<Self, ConfigError> {
+        match self.engine.protocol.missing() {
+            Some(missing) => Err(ConfigError(missing)),
+            None => Ok(self),
+        }
+    }
+
+    /// Decides a request from its head alone, synchronously, as the
+    /// service would with an empty body: the token, the caller, the
+    /// protocol's head facts, args `null`, and the verifier. A holder-bound
+    /// token is refused (a proof covers the message, which a head-only
+    /// check never sees). For checks that see metadata only, such as a
+    /// gRPC interceptor; the receipt is signed and handed to the sink as
+    /// for any request.
+    pub fn check_head(&self, parts: &mut Parts) -> Checked<P::Answer> {
+        self.engine.check_head(parts)
+    }
 }
 
-impl<S> Layer<S> for CapabilityLayer {
-    type Service = CapabilityService<S>;
+/// What a layer lacks to judge any request (see
+/// [`CapabilityLayer::build`]): a wiring bug, named with its fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigError(&'static str);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "capnagent CapabilityLayer: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// # Panics
+///
+/// When the protocol lacks what it needs to judge a request (an
+/// [`Http`](crate::Http) layer without a [`tool`](CapabilityLayer::tool)):
+/// a wiring bug, reported when the layer is applied (as a router is
+/// built), never as a failure of each request.
+impl<S, P: Protocol> Layer<S> for CapabilityLayer<P> {
+    type Service = CapabilityService<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CapabilityService::from_shared(inner, Arc::clone(&self.shared))
+        CapabilityService::new(inner, self)
     }
 }
 
-impl fmt::Debug for CapabilityLayer {
+impl<P: fmt::Debug> fmt::Debug for CapabilityLayer<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.shared.fmt(f)
-    }
-}
-
-impl fmt::Debug for Shared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Keys stay out of it, even redacted: the verifier and auditor are
-        // named only.
-        f.debug_struct("CapabilityLayer")
-            .field("verifier", &format_args!(".."))
-            .field("auditor", &format_args!(".."))
-            .field("token", &self.token)
-            .field("tool", &self.tool)
-            .field("caller", &self.caller)
-            .field("args", &self.args)
-            .field("routes", &self.routes)
-            .field("sink", &self.sink)
-            .field("clock", &self.clock)
-            .field("body_limit", &self.body_limit)
-            .field("token_cache", &self.tokens.capacity())
-            .field("proof_header", &self.proof_header)
-            .field("mcp", &self.mcp)
-            .field(
-                "env",
-                &self.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-            )
-            .finish()
-    }
-}
-
-impl Shared {
-    /// The extractors for this request: the route override's where it sets
-    /// one, the layer's otherwise.
-    pub(crate) fn extractors(&self, parts: &Parts) -> Extractors<'_> {
-        let route = if self.routes.is_empty() {
-            None
-        } else {
-            self.route_key(parts)
-                .and_then(|key| self.routes.get(key))
-                .or_else(|| self.routes.get(parts.uri.path()))
-        };
-        match route {
-            None => Extractors {
-                tool: &self.tool.value,
-                caller: &self.caller.value,
-                args: &self.args.value,
-            },
-            Some(route) => Extractors {
-                tool: &route.tool.as_ref().unwrap_or(&self.tool).value,
-                caller: &route.caller.as_ref().unwrap_or(&self.caller).value,
-                args: &route.args.as_ref().unwrap_or(&self.args).value,
-            },
-        }
-    }
-
-    #[cfg(feature = "axum")]
-    fn route_key<'p>(&self, parts: &'p Parts) -> Option<&'p str> {
-        parts
-            .extensions
-            .get::<axum::extract::MatchedPath>()
-            .map(|matched| matched.as_str())
-    }
-
-    #[cfg(not(feature = "axum"))]
-    fn route_key<'p>(&self, _parts: &'p Parts) -> Option<&'p str> {
-        None
-    }
-
-    /// Limits for parsing a buffered body: the body limit, and the
-    /// verifier's JSON depth.
-    pub(crate) fn json_limits(&self) -> JsonLimits {
-        JsonLimits {
-            max_depth: self.verifier.limits().max_json_depth,
-            max_len: self.body_limit,
-        }
-    }
-}
-
-/// The extractors chosen for one request.
-pub(crate) struct Extractors<'a> {
-    pub(crate) tool: &'a Arc<dyn ToolExtractor>,
-    pub(crate) caller: &'a Arc<dyn CallerExtractor>,
-    pub(crate) args: &'a Arc<dyn ArgsExtractor>,
-}
-
-/// Per-route extractors for a router-wide [`CapabilityLayer`]; see
-/// [`CapabilityLayer::route`]. Whatever is not set falls back to the
-/// layer's.
-///
-/// ```
-/// use capnagent_tower::{FixedTool, QueryArgs, RouteOverride};
-///
-/// let wire = RouteOverride::new().tool(FixedTool::new("bank.wire")).args(QueryArgs);
-/// # let _ = wire;
-/// ```
-#[derive(Clone, Default)]
-pub struct RouteOverride {
-    tool: Option<Named<dyn ToolExtractor>>,
-    caller: Option<Named<dyn CallerExtractor>>,
-    args: Option<Named<dyn ArgsExtractor>>,
-}
-
-impl RouteOverride {
-    /// An override that changes nothing yet.
-    pub fn new() -> RouteOverride {
-        RouteOverride::default()
-    }
-
-    /// Sets this route's tool extractor.
-    pub fn tool(mut self, extractor: impl ToolExtractor) -> Self {
-        self.tool = Some(named!(extractor, ToolExtractor));
-        self
-    }
-
-    /// Sets this route's caller extractor.
-    pub fn caller(mut self, extractor: impl CallerExtractor) -> Self {
-        self.caller = Some(named!(extractor, CallerExtractor));
-        self
-    }
-
-    /// Sets this route's args extractor.
-    pub fn args(mut self, extractor: impl ArgsExtractor) -> Self {
-        self.args = Some(named!(extractor, ArgsExtractor));
-        self
-    }
-}
-
-impl fmt::Debug for RouteOverride {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RouteOverride")
-            .field("tool", &self.tool)
-            .field("caller", &self.caller)
-            .field("args", &self.args)
-            .finish()
+        self.engine.fmt(f)
     }
 }

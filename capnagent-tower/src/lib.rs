@@ -50,7 +50,7 @@
 //!
 //! | fact | default | built-ins |
 //! | --- | --- | --- |
-//! | `tool` | none: configure one (else 500) | [`FixedTool`], [`PathParam`] (`/tools/{name}`), a closure |
+//! | `tool` | none: configure one (a layer without one refuses to be applied) | [`FixedTool`], [`PathParam`] (`/tools/{name}`), a closure |
 //! | `caller` | [`CallerExtension`]: the [`AuthenticatedCaller`] extension an authentication layer set | [`Anonymous`], [`TrustedHeader`] (read its warning), a closure |
 //! | `args` | [`JsonBody`]: the body, buffered (1 MiB), read once into a [`capnagent::json::JsonDoc`] (number text kept), given back intact | [`QueryArgs`], [`PathArgs`], [`NoArgs`], a closure returning a `JsonValue` |
 //! | `now` | [`SystemClock`], the layer's clock | any [`Clock`], e.g. a fixed one in tests |
@@ -124,7 +124,7 @@
 //! | a caveat does not hold | 403, `WWW-Authenticate: Bearer error="insufficient_scope"` |
 //! | args required, body not JSON | 400 |
 //! | body over the limit | 413 |
-//! | server wiring (no caller, no tool) | 500, naming the fix |
+//! | server wiring (no authenticated caller) | 500, naming the fix |
 //!
 //! (On an MCP endpoint the answers are JSON-RPC; see [`mcp`].)
 //!
@@ -189,38 +189,92 @@
 //! sign the receipt, hand it to the sink. Numbers for a 1 KiB body and 4
 //! caveats are in `benches/README.md`.
 //!
+//! ## One engine, three protocols
+//!
+//! The layer is one decision engine behind a small [`Protocol`] trait:
+//! [`CapabilityLayer`]`<P>` and [`CapabilityService`]`<S, P>` read the
+//! token and the holder-of-key proof ([`TokenSource`]), take the caller
+//! ([`CallerExtractor`]) and the time ([`Clock`]), call the verifier and
+//! classify its answer by the gate that decided ([`Denial`]), record the
+//! receipt ([`ReceiptSink`]) and hand [`Verified`] to the handler. The
+//! protocol says where the tool and the args come from and how a denial is
+//! rendered:
+//!
+//! | protocol | tool, args | denials |
+//! | --- | --- | --- |
+//! | [`Http`] (the default `P`) | [`ToolExtractor`], [`ArgsExtractor`], per-route overrides | problem+json |
+//! | [`Mcp`](mcp::Mcp) ([`CapabilityLayer::mcp`]) | the JSON-RPC message, an [`McpPolicy`] | JSON-RPC |
+//! | `capnagent_tonic::Grpc` | the method path, the protobuf request message | gRPC `Status` |
+//!
+//! A handler shared between an axum route and a tonic service takes the
+//! same [`Verified`].
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `engine` | the decision: gates in order, the verifier's typed answer, recording receipts (cancellations included), the token cache |
+//! | `receipt` | what a receipt the engine signs may say: the subject rules, the bounds on facts and reasons |
+//! | [`protocol`] | the adapter trait and the words the engine and adapters share |
+//! | `token` | reading the token and the proof from headers or gRPC metadata |
+//! | `extract` | the caller extractors, the clock, [`ExtractError`] |
+//! | `layer`, `service`, [`future`], `body` | the tower plumbing: configuration, the `Service`, the state machine, the one body reader |
+//! | `http` | the HTTP adapter: extractors, route overrides, problem+json |
+//! | [`mcp`] | the MCP adapter: policy, classification, JSON-RPC rendering |
+//! | `sink`, `verified` | receipt sinks; what an allowed request carries |
+//!
 //! ## Features
 //!
-//! `axum` (default): the [`Verified`] extractor, [`PathParam`],
-//! [`PathArgs`], and route overrides keyed by `MatchedPath`.
+//! - `http` (default): the HTTP adapter ([`Http`], the extractors, problem+json).
+//! - `mcp` (default, needs `http`): the MCP adapter ([`mcp`]).
+//! - `axum` (default, needs `http`): the [`Verified`] extractor,
+//!   [`PathParam`], [`PathArgs`], and route overrides keyed by
+//!   `MatchedPath`.
+//! - `tonic`: `tonic::server::NamedService` for a [`CapabilityService`]
+//!   around a tonic service (enabled by `capnagent-tonic`, which builds
+//!   this crate without the other features).
 
+mod body;
 mod cache;
+mod engine;
 mod extract;
 pub mod future;
+#[cfg(feature = "mcp")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "http")]
+mod http;
 mod layer;
+#[cfg(feature = "mcp")]
 pub mod mcp;
-mod response;
+pub mod protocol;
+mod receipt;
 mod service;
 mod sink;
+mod token;
 mod verified;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+pub use engine::{Checked, REASON_CANCELLED};
 pub use extract::{
-    Anonymous, ArgsExtractor, AuthenticatedCaller, BufferedBody, CallerExtension, CallerExtractor,
-    Clock, ExtractError, ExtractErrorKind, FixedTool, JsonBody, NoArgs, NoTool, QueryArgs,
-    SystemClock, TokenSource, ToolExtractor, TrustedHeader,
+    Anonymous, AuthenticatedCaller, CallerExtension, CallerExtractor, Clock, ExtractError,
+    ExtractErrorKind, SystemClock, TrustedHeader,
+};
+#[cfg(feature = "http")]
+pub use http::{
+    ArgsExtractor, BufferedBody, FixedTool, Http, HttpHead, JsonBody, NoArgs, QueryArgs,
+    RouteOverride, ToolExtractor,
 };
 #[cfg(feature = "axum")]
-pub use extract::{PathArgs, PathParam};
-pub use layer::{CapabilityLayer, RouteOverride};
+pub use http::{PathArgs, PathParam};
+pub use layer::{CapabilityLayer, ConfigError};
+#[cfg(feature = "mcp")]
 pub use mcp::{McpAccess, McpPolicy};
+pub use protocol::{Denial, Protocol};
 pub use service::CapabilityService;
 pub use sink::{
     AuditLogSink, AuditLogSinkBuilder, AuditLogStats, ReceiptSink, Record, SinkError, TracingSink,
 };
+pub use token::TokenSource;
 #[cfg(feature = "axum")]
 pub use verified::MissingVerified;
 pub use verified::Verified;

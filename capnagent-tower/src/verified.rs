@@ -10,9 +10,11 @@ use capnagent::{Capability, Context, Receipt, Timestamp, Verifier};
 /// Inserted into the request extensions of every allowed request: the
 /// signed receipt of the decision and the capability that allowed it.
 ///
-/// Cheap to clone. In axum, take it as a handler argument (a missing
-/// layer is a 500 that names the fix, see [`MissingVerified`]); elsewhere
-/// read `request.extensions().get::<Verified>()`.
+/// The same type for every protocol: a handler shared between an axum
+/// route and a tonic service takes this `Verified`. Cheap to clone. In
+/// axum, take it as a handler argument (a missing layer is a 500 that
+/// names the fix); elsewhere read it with
+/// [`Verified::from_extensions`].
 ///
 /// ```
 /// use capnagent_tower::Verified;
@@ -42,6 +44,14 @@ impl Verified {
             capability,
             verifier,
         }
+    }
+
+    /// The `Verified` an allowed request carries in `extensions`: `None`
+    /// when the request did not pass a capability layer (a wiring bug for
+    /// a protected handler). Works for an `http::Request`, axum's `Parts`
+    /// and a `tonic::Request` (`request.extensions()`) alike.
+    pub fn from_extensions(extensions: &http::Extensions) -> Option<&Verified> {
+        extensions.get::<Verified>()
     }
 
     /// The signed receipt of the allowed decision.

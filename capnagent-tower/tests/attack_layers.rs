@@ -5,7 +5,7 @@
 //! arguments reaching server code unjudged, and the RFC 6750 challenge.
 
 #![allow(clippy::unwrap_used)]
-#![cfg(feature = "axum")]
+#![cfg(all(feature = "axum", feature = "mcp"))]
 
 mod support;
 

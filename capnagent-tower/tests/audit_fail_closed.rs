@@ -6,7 +6,7 @@
 //! recording works again; `fail_open` keeps serving.
 
 #![allow(clippy::unwrap_used)]
-#![cfg(feature = "axum")]
+#![cfg(all(feature = "axum", feature = "mcp"))]
 
 mod support;
 

@@ -3,7 +3,7 @@
 //! speak, against a stand-in MCP server that echoes what it received.
 
 #![allow(clippy::unwrap_used)]
-#![cfg(feature = "axum")]
+#![cfg(all(feature = "axum", feature = "mcp"))]
 
 mod support;
 

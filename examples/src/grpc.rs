@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use capnagent::json::JsonValue;
 use capnagent::{Auditor, Capability, HolderKey, Timestamp, Verifier};
 use capnagent_tonic::{
-    AuthenticatedCaller, CapabilityLayer, Descriptors, RECEIPT_METADATA, Verified, client,
+    AuthenticatedCaller, CapabilityLayer, Descriptors, Grpc, RECEIPT_METADATA, Verified, client,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -106,7 +106,7 @@ impl Tools {
         if self.unprotected {
             return Ok(None);
         }
-        Verified::from_request(request).map(|v| Some(v.clone()))
+        capnagent_tonic::verified(request).map(|v| Some(v.clone()))
     }
 
     fn next_id(&self, prefix: &str) -> String {
@@ -205,11 +205,12 @@ pub fn capability_layer(
     verifier: Verifier,
     auditor: Auditor,
 ) -> Result<CapabilityLayer, Box<dyn std::error::Error + Send + Sync>> {
-    Ok(CapabilityLayer::new(verifier, auditor)?
+    let grpc = Grpc::new()
         .file_descriptor_set(pb::FILE_DESCRIPTOR_SET)?
         .tool_name(PURCHASE, PURCHASE_TOOL)
         .tool_name(WIRE, WIRE_TOOL)
-        .tool_name(UPLOAD_LOGS, UPLOAD_LOGS_TOOL))
+        .tool_name(UPLOAD_LOGS, UPLOAD_LOGS_TOOL);
+    Ok(CapabilityLayer::with_protocol(verifier, auditor, grpc)?)
 }
 
 /// Serves `tools` on `listener` until `shutdown` resolves, behind
