@@ -299,7 +299,7 @@ fn bench_steps(c: &mut Criterion) {
     let canonical = doc.canonical_string();
     group.bench_function("sha256_hex_1k", |b| {
         b.iter(|| {
-            capnagent::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(
+            base16ct::lower::encode_string(&<sha2::Sha256 as sha2::Digest>::digest(
                 black_box(&canonical).as_bytes(),
             ))
         })
@@ -322,7 +322,7 @@ fn bench_steps(c: &mut Criterion) {
     });
     group.bench_function("load_body/floor_sha256_hex", |b| {
         b.iter(|| {
-            capnagent::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(
+            base16ct::lower::encode_string(&<sha2::Sha256 as sha2::Digest>::digest(
                 black_box(load_body).as_bytes(),
             ))
         })

@@ -58,32 +58,28 @@
 //! ...), never by formatting text. Every bound on what a token may cost is
 //! in [`Limits`].
 
-mod audit;
+mod audit_log;
+mod auditor;
 mod capability;
 mod context;
 mod crypto;
 mod dsl;
 mod error;
 mod gate;
-pub mod hex;
 mod issuer;
 pub mod json;
 mod limits;
 mod nonce;
 pub mod number;
 mod proof;
+mod receipt;
 mod revocation;
 mod store;
 pub mod timestamp;
 mod verifier;
 
-pub use audit::{
-    AuditLog, AuditLogError, AuditLogIter, Auditor, ContextSummary, Durability, MIN_AUDIT_KEY_LEN,
-    Outcome, RECEIPT_SCHEMA_VERSION, Receipt,
-};
-pub use audit::{
-    MAX_RECEIPT_TEXT, UNVERIFIED_IDENTIFIER_PREFIX, bounded_text, unverified_identifier,
-};
+pub use audit_log::{AuditLog, AuditLogError, AuditLogIter, Durability};
+pub use auditor::{Auditor, MIN_AUDIT_KEY_LEN};
 pub use capability::{Capability, Caveat};
 pub use context::{Args, Context, ContextBuilder};
 pub use dsl::{EvalError, Predicate};
@@ -95,6 +91,10 @@ pub use issuer::{CapabilityBuilder, Issuer, MIN_ROOT_KEY_LEN};
 pub use limits::Limits;
 pub use nonce::{InMemoryNonceStore, NonceStore};
 pub use proof::{HolderKey, Proof, ProofError, pop_challenge, pop_challenge_for};
+pub use receipt::{
+    ContextSummary, MAX_RECEIPT_TEXT, Outcome, RECEIPT_SCHEMA_VERSION, Receipt,
+    UNVERIFIED_IDENTIFIER_PREFIX, bounded_text, unverified_identifier,
+};
 pub use revocation::{
     InMemoryRevocationStore, RevocationCell, RevocationError, RevocationList, RevocationStore,
     Revoker, refresh,

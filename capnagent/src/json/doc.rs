@@ -207,7 +207,7 @@ impl JsonDoc {
             write_canonical_at(self, 0, &mut sink);
             sha2::Digest::finalize(sink.finish())
         };
-        crate::hex::encode(&digest)
+        crate::crypto::hex_encode(&digest)
     }
 
     fn canonical_bytes(&self) -> Vec<u8> {

@@ -913,6 +913,14 @@ impl JsonSink for Vec<u8> {
     }
 }
 
+/// Receipts and proofs stream their signing input into a MAC or hash
+/// through a stack buffer.
+impl<U: sha2::digest::Update> JsonSink for crate::crypto::Buffered<U> {
+    fn put(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+}
+
 impl JsonSink for sha2::Sha256 {
     fn put(&mut self, s: &str) {
         sha2::Digest::update(self, s.as_bytes());
@@ -1138,7 +1146,7 @@ pub fn sha256_canonical_hex(v: &JsonValue) -> String {
 /// and hashed once: feeding the hasher its many small pieces one `update`
 /// at a time costs more than the hashing itself.
 pub(crate) fn sha256_hex(text: &str) -> String {
-    crate::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))
+    crate::crypto::hex_encode(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))
 }
 
 impl From<&serde_json::Value> for JsonValue {
