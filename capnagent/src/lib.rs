@@ -84,7 +84,8 @@ pub use capability::{Capability, Caveat};
 pub use context::{Args, Context, ContextBuilder};
 pub use dsl::{EvalError, Predicate};
 pub use error::{
-    BuildError, CaveatError, ContextError, Error, KeyError, ParseError, ReceiptError, TokenError,
+    BuildError, CaveatError, ContextError, Error, KeyError, ParseError, ReceiptError,
+    RevocationError, TokenError,
 };
 pub use gate::{CaveatFailure, Gate};
 pub use issuer::{CapabilityBuilder, Issuer, MIN_ROOT_KEY_LEN};
@@ -96,8 +97,7 @@ pub use receipt::{
     UNVERIFIED_IDENTIFIER_PREFIX, bounded_text, unverified_identifier,
 };
 pub use revocation::{
-    InMemoryRevocationStore, RevocationCell, RevocationError, RevocationList, RevocationStore,
-    Revoker, refresh,
+    InMemoryRevocationStore, RevocationCell, RevocationList, RevocationStore, Revoker, refresh,
 };
 pub use store::{BoxFuture, DEFAULT_MAX_CLOCK_OFFSET, StoreError};
 pub use timestamp::Timestamp;
