@@ -24,7 +24,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use capnagent::json::JsonValue;
+use capnagent::JsonValue;
 use capnagent::{
     Auditor, Capability, Caveat, Context, Error, MAX_RECEIPT_TEXT, Outcome, Proof,
     REASON_HOLDER_KEY_BOUND, Receipt, Timestamp, Verifier, bounded_text, unverified_identifier,

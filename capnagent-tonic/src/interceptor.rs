@@ -12,7 +12,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use capnagent::json::JsonValue;
+use capnagent::JsonValue;
 use capnagent::{Auditor, RevocationCell, Verifier};
 use capnagent_tower::{CallerExtractor, Clock, ReceiptSink, Record, SinkError, TokenSource};
 use tokio::runtime::{Handle, RuntimeFlavor};

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use capnagent::json::JsonLimits;
+use capnagent::JsonLimits;
 use capnagent::{Auditor, NonceStore, RevocationCell, Verifier};
 use capnagent_tower::{CallerExtractor, Clock, ReceiptSink, TokenSource};
 use http::HeaderName;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
-use capnagent::json::{JsonLimits, JsonValue};
+use capnagent::{JsonLimits, JsonValue};
 use http::request::Parts;
 use http::{Request, Response, header};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};

@@ -136,7 +136,7 @@ use std::sync::Arc;
 use base64::Engine;
 use bytes::Bytes;
 use capnagent::Receipt;
-use capnagent::json::{JsonObject, JsonValue, write_escaped_str};
+use capnagent::{JsonObject, JsonValue, write_json_string};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 
@@ -941,7 +941,7 @@ pub(crate) fn denial<B: From<Bytes>>(
     body.push_str(",\"error\":{\"code\":");
     body.push_str(&rpc_code(kind).to_string());
     body.push_str(",\"message\":");
-    write_escaped_str(&mut body, reason);
+    write_json_string(&mut body, reason);
     body.push_str(",\"data\":{\"code\":\"");
     body.push_str(kind.code());
     body.push_str("\",\"receipt\":");
@@ -972,7 +972,7 @@ pub(crate) fn unavailable<B: From<Bytes>>(reason: &str, reply: &McpReply) -> Res
     body.push_str(",\"error\":{\"code\":");
     body.push_str(&AUDIT_UNAVAILABLE_ERROR_CODE.to_string());
     body.push_str(",\"message\":");
-    write_escaped_str(&mut body, reason);
+    write_json_string(&mut body, reason);
     body.push_str(",\"data\":{\"code\":\"");
     body.push_str(crate::response::AUDIT_UNAVAILABLE_CODE);
     body.push_str("\"}}}");
@@ -992,13 +992,13 @@ fn tool_error(reply: &McpReply, kind: DenialKind, reason: &str, receipt_json: &s
         body.push_str("\"resultType\":\"complete\",");
     }
     body.push_str("\"content\":[{\"type\":\"text\",\"text\":");
-    write_escaped_str(&mut body, &text);
+    write_json_string(&mut body, &text);
     body.push_str("}],\"isError\":true,\"_meta\":{");
-    write_escaped_str(&mut body, CODE_META_KEY);
+    write_json_string(&mut body, CODE_META_KEY);
     body.push(':');
-    write_escaped_str(&mut body, kind.code());
+    write_json_string(&mut body, kind.code());
     body.push(',');
-    write_escaped_str(&mut body, RECEIPT_META_KEY);
+    write_json_string(&mut body, RECEIPT_META_KEY);
     body.push(':');
     body.push_str(receipt_json);
     body.push_str("}}}");
@@ -1007,7 +1007,7 @@ fn tool_error(reply: &McpReply, kind: DenialKind, reason: &str, receipt_json: &s
 
 fn write_id(out: &mut String, id: Option<&JsonValue>) {
     match id {
-        Some(JsonValue::String(s)) => write_escaped_str(out, s),
+        Some(JsonValue::String(s)) => write_json_string(out, s),
         Some(JsonValue::Number(n)) => out.push_str(n.as_str()),
         _ => out.push_str("null"),
     }
@@ -1037,7 +1037,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use capnagent::json::JsonLimits;
+    use capnagent::JsonLimits;
 
     fn head(request: http::Request<()>, policy: McpPolicy) -> (McpHead, Parts) {
         let parts = request.into_parts().0;
@@ -1065,10 +1065,7 @@ mod tests {
         .unwrap();
         assert_eq!(call.access, McpAccess::Judged);
         assert_eq!(call.tool, "bank_wire");
-        assert_eq!(
-            capnagent::json::canonical_string(&call.args),
-            r#"{"amount_cents":1.50}"#
-        );
+        assert_eq!(call.args.canonical_string(), r#"{"amount_cents":1.50}"#);
         assert!(call.reply.tool_call);
         assert!(!call.reply.modern);
     }
@@ -1185,10 +1182,7 @@ mod tests {
         .unwrap();
         assert_eq!(call.access, McpAccess::Judged);
         assert_eq!(call.tool, "mcp:resources/read");
-        assert_eq!(
-            capnagent::json::canonical_string(&call.args),
-            r#"{"uri":"file:///srv/a"}"#
-        );
+        assert_eq!(call.args.canonical_string(), r#"{"uri":"file:///srv/a"}"#);
         let call = read(
             post().body(()).unwrap(),
             r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
@@ -1204,7 +1198,7 @@ mod tests {
         assert_eq!(call.tool, "mcp:response");
         assert_eq!(call.access, McpAccess::Judged);
         assert_eq!(
-            capnagent::json::canonical_string(&call.args),
+            call.args.canonical_string(),
             r#"{"action":"accept","content":{"to":"x"}}"#
         );
         let call = read(
@@ -1246,7 +1240,7 @@ mod tests {
             ("deploy", McpAccess::Judged)
         );
         assert_eq!(
-            capnagent::json::canonical_string(&call.args),
+            call.args.canonical_string(),
             r#"{"env":"staging","inputResponses":{"which":{"action":"accept","content":{"env":"prod"}}}}"#
         );
         // An authenticated-only method carrying answers is judged.
@@ -1258,7 +1252,10 @@ mod tests {
         // Without answers, nothing changes.
         let plain = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"deploy","arguments":{"env":"staging"}}}"#;
         assert_eq!(
-            capnagent::json::canonical_string(&read(post().body(()).unwrap(), plain).unwrap().args),
+            read(post().body(()).unwrap(), plain)
+                .unwrap()
+                .args
+                .canonical_string(),
             r#"{"env":"staging"}"#
         );
     }

@@ -27,7 +27,7 @@
 
 use bytes::Bytes;
 use capnagent::Receipt;
-use capnagent::json::write_escaped_str;
+use capnagent::write_json_string;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::sink::SinkError;
@@ -180,7 +180,7 @@ pub(crate) fn unavailable<B: From<Bytes>>(error: &SinkError, reply: &Reply) -> R
             body.push_str("{\"type\":\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503,\"code\":\"");
             body.push_str(AUDIT_UNAVAILABLE_CODE);
             body.push_str("\",\"detail\":");
-            write_escaped_str(&mut body, error.reason());
+            write_json_string(&mut body, error.reason());
             body.push('}');
             problem_response(status, body)
         }
@@ -200,13 +200,13 @@ fn problem<B: From<Bytes>>(kind: DenialKind, receipt: &Receipt) -> Response<B> {
 
     let mut body = String::with_capacity(160 + detail.len() + receipt_json.len());
     body.push_str("{\"type\":\"about:blank\",\"title\":");
-    write_escaped_str(&mut body, status.canonical_reason().unwrap_or("Error"));
+    write_json_string(&mut body, status.canonical_reason().unwrap_or("Error"));
     body.push_str(",\"status\":");
     body.push_str(status.as_str());
     body.push_str(",\"code\":\"");
     body.push_str(kind.code());
     body.push_str("\",\"detail\":");
-    write_escaped_str(&mut body, detail);
+    write_json_string(&mut body, detail);
     body.push_str(",\"receipt\":");
     body.push_str(&receipt_json);
     body.push('}');

@@ -34,7 +34,7 @@ use std::task::{Context as TaskContext, Poll};
 
 use bytes::Bytes;
 use capnagent::Args;
-use capnagent::json::JsonValue;
+use capnagent::JsonValue;
 use capnagent::{
     BoxFuture, Capability, Caveat, Context, Error, Gate, Outcome, Proof, Receipt, Timestamp,
     bounded_text, unverified_identifier,

@@ -11,7 +11,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use crate::error::ContextError;
-use crate::json::{self, JsonDoc, JsonLimits, JsonRef, JsonValue};
+use bytes::Bytes;
+
+use crate::json::{self, JsonDoc, JsonError, JsonLimits, JsonRef, JsonValue};
 use crate::limits::Limits;
 use crate::timestamp::Timestamp;
 
@@ -47,23 +49,39 @@ pub struct Context {
     env: BTreeMap<String, String>,
 }
 
-/// A call's arguments as a [`Context`] holds them: a [`JsonValue`] tree, or
-/// a [`JsonDoc`] (a request body parsed once into a flat index, which is
-/// what the tower layer uses: cheaper to read, look up and hash, and built
-/// into a tree only if someone asks for [`Context::args`]).
-///
-/// Both forms mean the same arguments: the same `arg.*` lookups, the same
+/// A call's arguments as a [`Context`] holds them: a JSON value, indexed
+/// once for `arg.*` lookups and for the canonical writer that makes
 /// `args_hash`.
+///
+/// Read from a request body with [`Args::from_json_bytes`] (the buffer is
+/// kept, not copied, and no tree is built unless someone asks for
+/// [`Args::value`]), or convert a [`JsonValue`] or a `serde_json::Value`
+/// with `.into()`. Either way the same value gives the same lookups and the
+/// same `args_hash`.
+///
+/// ```
+/// use capnagent::{Args, JsonLimits, JsonValue};
+///
+/// let body = bytes::Bytes::from_static(br#"{"b": 1.50, "a": "x"}"#);
+/// let args = Args::from_json_bytes(body, &JsonLimits::default())?;
+/// assert_eq!(args.canonical_string(), r#"{"a":"x","b":1.50}"#);
+/// let tree = JsonValue::parse(r#"{"a":"x","b":1.50}"#, &JsonLimits::default())?;
+/// assert_eq!(Args::from(tree).sha256_canonical_hex(), args.sha256_canonical_hex());
+/// # Ok::<(), capnagent::JsonError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Args(ArgsRepr);
 
 #[derive(Debug, Clone)]
 enum ArgsRepr {
-    Value(JsonValue),
+    /// The document, and the tree: given, or built on first use.
     Doc {
         doc: JsonDoc,
         value: OnceLock<JsonValue>,
     },
+    /// A tree whose compact text is longer than a document can index
+    /// (512 MiB): looked up as a tree, hashed as its compact text.
+    Unindexed(JsonValue),
 }
 
 /// A view of the arguments for evaluation: the tree or the document.
@@ -73,43 +91,76 @@ pub(crate) enum ArgsView<'a> {
 }
 
 impl Args {
-    /// The arguments as a [`JsonValue`] (built from the document, once, if
-    /// they are one).
+    /// Reads arguments from JSON text (copied) under `limits`; accepts what
+    /// [`JsonValue::parse`] accepts.
+    pub fn from_json(text: &str, limits: &JsonLimits) -> Result<Args, JsonError> {
+        JsonDoc::parse(text, limits).map(Args::from_doc)
+    }
+
+    /// Reads arguments from a buffer (a request body, say), which must be
+    /// valid UTF-8, under `limits`, and keeps the buffer: no copy, and no
+    /// tree unless [`value`](Self::value) is called.
+    pub fn from_json_bytes(bytes: Bytes, limits: &JsonLimits) -> Result<Args, JsonError> {
+        JsonDoc::from_bytes(bytes, limits).map(Args::from_doc)
+    }
+
+    fn from_doc(doc: JsonDoc) -> Args {
+        Args(ArgsRepr::Doc {
+            doc,
+            value: OnceLock::new(),
+        })
+    }
+
+    /// The arguments as a [`JsonValue`] (built once, on first use, when
+    /// they were read from JSON text).
     pub fn value(&self) -> &JsonValue {
         match &self.0 {
-            ArgsRepr::Value(value) => value,
             ArgsRepr::Doc { doc, value } => value.get_or_init(|| doc.to_value()),
+            ArgsRepr::Unindexed(value) => value,
         }
     }
 
-    /// The document, when the arguments were given as one.
-    pub fn doc(&self) -> Option<&JsonDoc> {
+    /// The canonical JSON text of the arguments (see
+    /// [`JsonValue::canonical_string`]).
+    pub fn canonical_string(&self) -> String {
         match &self.0 {
-            ArgsRepr::Value(_) => None,
-            ArgsRepr::Doc { doc, .. } => Some(doc),
+            ArgsRepr::Doc { doc, .. } => doc.canonical_string(),
+            ArgsRepr::Unindexed(value) => compact_text(value),
         }
     }
 
-    /// Lowercase hex SHA-256 of the canonical JSON of the arguments.
+    /// Lowercase hex SHA-256 of the canonical JSON of the arguments: the
+    /// `args_hash` of receipts. Arguments built from a tree whose JSON
+    /// text exceeds 512 MiB (more than a document can index; a request
+    /// body never gets there under [`JsonLimits`]) are hashed as their
+    /// compact text, keys in their given order.
     pub fn sha256_canonical_hex(&self) -> String {
         match &self.0 {
-            ArgsRepr::Value(value) => json::sha256_canonical_hex(value),
             ArgsRepr::Doc { doc, .. } => doc.sha256_canonical_hex(),
+            ArgsRepr::Unindexed(value) => crate::crypto::hex_encode(
+                &<sha2::Sha256 as sha2::Digest>::digest(compact_text(value).as_bytes()),
+            ),
         }
     }
 
     pub(crate) fn view(&self) -> ArgsView<'_> {
         match &self.0 {
-            ArgsRepr::Value(value) => ArgsView::Value(value),
             ArgsRepr::Doc { doc, .. } => ArgsView::Doc(doc.root()),
+            ArgsRepr::Unindexed(value) => ArgsView::Value(value),
         }
     }
+}
+
+fn compact_text(value: &JsonValue) -> String {
+    let mut text = String::new();
+    json::write_compact(&mut text, value);
+    text
 }
 
 impl Default for Args {
     /// `null`.
     fn default() -> Args {
-        Args(ArgsRepr::Value(JsonValue::Null))
+        Args::from(JsonValue::Null)
     }
 }
 
@@ -124,24 +175,23 @@ impl PartialEq for Args {
 }
 
 impl From<JsonValue> for Args {
+    /// Indexes the value (through its compact text); the tree is kept for
+    /// [`Args::value`].
     fn from(value: JsonValue) -> Args {
-        Args(ArgsRepr::Value(value))
-    }
-}
-
-impl From<JsonDoc> for Args {
-    fn from(doc: JsonDoc) -> Args {
-        Args(ArgsRepr::Doc {
-            doc,
-            value: OnceLock::new(),
-        })
+        match JsonDoc::from_value(&value) {
+            Ok(doc) => Args(ArgsRepr::Doc {
+                doc,
+                value: OnceLock::from(value),
+            }),
+            Err(_) => Args(ArgsRepr::Unindexed(value)),
+        }
     }
 }
 
 impl From<&serde_json::Value> for Args {
     /// Numbers keep the text `serde_json` prints for them.
     fn from(value: &serde_json::Value) -> Args {
-        Args(ArgsRepr::Value(JsonValue::from(value)))
+        Args::from(json::from_serde(value))
     }
 }
 
@@ -231,7 +281,7 @@ impl Context {
     }
 
     /// The call's arguments as a [`JsonValue`] (built on first use when
-    /// they were given as a [`JsonDoc`]).
+    /// they were read from JSON text).
     pub fn args(&self) -> &JsonValue {
         self.args.value()
     }
@@ -347,15 +397,15 @@ impl ContextBuilder {
 
     /// Sets the arguments from a `serde_json` value. Numbers keep the text
     /// `serde_json` prints for them; to keep a request's exact number text,
-    /// parse it with [`json::parse`](crate::json::parse) and use
-    /// [`args_json`](Self::args_json).
+    /// read it with [`Args::from_json_bytes`] (or [`JsonValue::parse`]) and
+    /// use [`args_json`](Self::args_json).
     pub fn args(mut self, args: serde_json::Value) -> Self {
         self.args = Args::from(&args);
         self
     }
 
-    /// Sets the arguments from an already parsed [`JsonValue`] or
-    /// [`JsonDoc`] (see [`Args`]).
+    /// Sets the arguments from [`Args`] or an already parsed
+    /// [`JsonValue`].
     pub fn args_json(mut self, args: impl Into<Args>) -> Self {
         self.args = args.into();
         self
@@ -391,7 +441,7 @@ mod tests {
         .expect("valid context");
         assert_eq!(ctx.now(), Timestamp::from_unix_millis(5));
         assert_eq!(ctx.env().get("k").map(String::as_str), Some("v"));
-        assert_eq!(json::canonical_string(ctx.args()), r#"{"x":1.50}"#);
+        assert_eq!(ctx.call_args().canonical_string(), r#"{"x":1.50}"#);
     }
 
     #[test]

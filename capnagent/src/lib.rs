@@ -57,6 +57,19 @@
 //! and [`Predicate`] (`caller_is`, `tool_is`, `arg_at_most`, `not_after`,
 //! ...), never by formatting text. Every bound on what a token may cost is
 //! in [`Limits`].
+//!
+//! JSON has one value model, [`JsonValue`] (numbers keep their source
+//! text, objects keep their member order and repeated keys), and one
+//! canonical writer, behind [`Args::canonical_string`] and `args_hash`.
+//! A call's arguments are [`Args`]: read a request body with
+//! [`Args::from_json_bytes`], or convert a [`JsonValue`].
+//!
+//! Public dependencies, on purpose: `serde_json`, in
+//! [`ContextBuilder::args`] and `From<&serde_json::Value> for Args` (the
+//! convenient way to pass arguments written with `serde_json::json!`);
+//! `bytes`, in [`Args::from_json_bytes`] (a request body kept without a
+//! copy); `getrandom`, whose error [`HolderKey::generate`] returns. No
+//! other outside crate's type appears in this crate's API.
 
 mod audit_log;
 mod auditor;
@@ -67,15 +80,15 @@ mod dsl;
 mod error;
 mod gate;
 mod issuer;
-pub mod json;
+mod json;
 mod limits;
 mod nonce;
-pub mod number;
+mod number;
 mod proof;
 mod receipt;
 mod revocation;
 mod store;
-pub mod timestamp;
+mod timestamp;
 mod verifier;
 
 pub use audit_log::{AuditLog, AuditLogError, AuditLogIter, Durability};
@@ -89,6 +102,7 @@ pub use error::{
 };
 pub use gate::{CaveatFailure, Gate};
 pub use issuer::{CapabilityBuilder, Issuer, MIN_ROOT_KEY_LEN};
+pub use json::{JsonError, JsonLimits, JsonNumber, JsonObject, JsonValue, write_json_string};
 pub use limits::Limits;
 pub use nonce::{InMemoryNonceStore, NonceStore};
 pub use proof::{HolderKey, Proof, ProofError, pop_challenge, pop_challenge_for};

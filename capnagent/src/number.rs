@@ -147,6 +147,7 @@ impl Decimal {
     }
 
     /// Whether the value is strictly less than zero.
+    #[cfg(test)]
     pub fn is_negative(&self) -> bool {
         self.negative && !self.is_zero()
     }

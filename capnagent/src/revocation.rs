@@ -154,7 +154,7 @@ impl RevocationList {
     fn body(&self) -> String {
         let mut json = String::with_capacity(64 + self.revoked.len() * 24);
         json.put("{\"issued_at_ms\":");
-        json.put(&self.issued_at_ms.to_string());
+        json.put(itoa::Buffer::new().format(self.issued_at_ms));
         json.put(",\"revoked\":[");
         for (i, id) in self.revoked.iter().enumerate() {
             if i > 0 {

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use capnagent::json::JsonValue;
+use capnagent::JsonValue;
 use capnagent::{Auditor, HolderKey, InMemoryNonceStore, Issuer, Verifier};
 use capnagent_examples::grpc::pb::tool_service_client::ToolServiceClient;
 use capnagent_examples::grpc::pb::{LogLine, PurchaseRequest, WireRequest};
