@@ -1,18 +1,23 @@
 //! JSON: the crate's one value model ([`JsonValue`], [`JsonNumber`],
 //! [`JsonObject`]), its reader, the string escaper, and the one canonical
-//! writer (sorted keys, no whitespace, last duplicate wins) that
-//! `args_hash` and everything signed or hashed goes through.
+//! writer (sorted keys, no whitespace, last duplicate wins) behind
+//! `args_hash`. The signed formats of fixed shape (the capability's wire
+//! form, the receipt, the revocation list, the proof challenge) are
+//! written field by field in their modules, their strings through the
+//! same escaper.
 //!
 //! The reader is our own because the reference's behaviour forces it:
 //! `args_hash` hashes every number as its exact source text (`1.50` stays
-//! `1.50`, a 40-digit integer stays whole), duplicate keys must be kept
+//! `1.50`, a 40-digit integer stays whole), repeated keys must be kept
 //! until the canonical writer drops all but the last, and what is accepted
 //! or refused must be exactly what `serde_json` with `arbitrary_precision`
-//! accepts, with `serde_json`'s error wording and positions. No published
-//! reader does all four. It runs on attacker-controlled text: it never
-//! panics, never converts numbers to floating point, and uses an explicit
-//! stack instead of recursion, so nesting is bounded only by
-//! [`JsonLimits`].
+//! accepts, with `serde_json`'s error wording and positions. `serde_json`'s
+//! own value type drops repeated keys, and keeps number text only with its
+//! `arbitrary_precision` feature, which would change number handling for
+//! every crate in the same build. The reader runs on attacker-controlled
+//! text: it never panics, never converts numbers to floating point, and
+//! uses an explicit stack instead of recursion, so nesting is bounded only
+//! by [`JsonLimits`].
 //!
 //! The reader writes a flat tape (`doc::JsonDoc`: the source text plus
 //! eight bytes per value); [`JsonValue`] is built from the tape when a tree
