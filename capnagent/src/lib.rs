@@ -114,7 +114,7 @@ pub use revocation::{
     InMemoryRevocationStore, RevocationCell, RevocationList, RevocationStore, Revoker, refresh,
 };
 pub use store::{BoxFuture, DEFAULT_MAX_CLOCK_OFFSET, StoreError};
-pub use timestamp::Timestamp;
+pub use timestamp::{Timestamp, TimestampError};
 pub use verifier::{
     DEFAULT_CACHE_CAPACITY, DEFAULT_CHAIN_CACHE_CAPACITY, DEFAULT_PROOF_SKEW,
     REASON_HOLDER_KEY_BOUND, REASON_NOT_HOLDER_BOUND, REASON_REPLAY, REASON_ZERO_CAVEATS, Verifier,
