@@ -125,21 +125,16 @@ impl Args {
     pub fn canonical_string(&self) -> String {
         match &self.0 {
             ArgsRepr::Doc { doc, .. } => doc.canonical_string(),
-            ArgsRepr::Unindexed(value) => compact_text(value),
+            ArgsRepr::Unindexed(value) => value.canonical_string(),
         }
     }
 
     /// Lowercase hex SHA-256 of the canonical JSON of the arguments: the
-    /// `args_hash` of receipts. Arguments built from a tree whose JSON
-    /// text exceeds 512 MiB (more than a document can index; a request
-    /// body never gets there under [`JsonLimits`]) are hashed as their
-    /// compact text, keys in their given order.
+    /// `args_hash` of receipts (see [`JsonValue::sha256_canonical_hex`]).
     pub fn sha256_canonical_hex(&self) -> String {
         match &self.0 {
             ArgsRepr::Doc { doc, .. } => doc.sha256_canonical_hex(),
-            ArgsRepr::Unindexed(value) => crate::crypto::hex_encode(
-                &<sha2::Sha256 as sha2::Digest>::digest(compact_text(value).as_bytes()),
-            ),
+            ArgsRepr::Unindexed(value) => value.sha256_canonical_hex(),
         }
     }
 
@@ -149,12 +144,6 @@ impl Args {
             ArgsRepr::Unindexed(value) => ArgsView::Value(value),
         }
     }
-}
-
-fn compact_text(value: &JsonValue) -> String {
-    let mut text = String::new();
-    json::write_compact(&mut text, value);
-    text
 }
 
 impl Default for Args {

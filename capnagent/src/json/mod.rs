@@ -120,14 +120,26 @@ impl JsonValue {
     /// writes for the same value.
     ///
     /// [`Args::canonical_string`]: crate::Args::canonical_string
+    ///
+    /// A value whose JSON text exceeds 512 MiB (more than the writer's
+    /// index holds; no request body gets there under [`JsonLimits`]) is
+    /// written as its compact text instead, keys in their given order.
     pub fn canonical_string(&self) -> String {
-        crate::Args::from(self.clone()).canonical_string()
+        match JsonDoc::from_value(self) {
+            Ok(doc) => doc.canonical_string(),
+            Err(_) => compact_string(self),
+        }
     }
 
     /// Lowercase hex SHA-256 of [`canonical_string`](Self::canonical_string):
     /// the `args_hash` a receipt carries for these arguments.
     pub fn sha256_canonical_hex(&self) -> String {
-        crate::Args::from(self.clone()).sha256_canonical_hex()
+        match JsonDoc::from_value(self) {
+            Ok(doc) => doc.sha256_canonical_hex(),
+            Err(_) => crate::crypto::hex_encode(&<sha2::Sha256 as sha2::Digest>::digest(
+                compact_string(self).as_bytes(),
+            )),
+        }
     }
 }
 
@@ -1136,6 +1148,13 @@ fn dedup_keep_last<T>(items: &mut Vec<T>, same: impl Fn(&T, &T) -> bool) {
         }
         repeat
     });
+}
+
+/// The compact JSON text of `v` (see [`write_compact`]).
+fn compact_string(v: &JsonValue) -> String {
+    let mut text = String::new();
+    write_compact(&mut text, v);
+    text
 }
 
 /// An open container while writing compact JSON.
