@@ -138,9 +138,14 @@ impl Args {
         }
     }
 
+    /// The tree when there is one (given, or already built: its lookups
+    /// are the quicker), else the document.
     pub(crate) fn view(&self) -> ArgsView<'_> {
         match &self.0 {
-            ArgsRepr::Doc { doc, .. } => ArgsView::Doc(doc.root()),
+            ArgsRepr::Doc { doc, value } => match value.get() {
+                Some(value) => ArgsView::Value(value),
+                None => ArgsView::Doc(doc.root()),
+            },
             ArgsRepr::Unindexed(value) => ArgsView::Value(value),
         }
     }

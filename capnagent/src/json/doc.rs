@@ -14,8 +14,8 @@ use bytes::Bytes;
 use crate::crypto::Buffered;
 
 use super::{
-    JsonError, JsonLimits, JsonSink, JsonValue, decode_string, dedup_keep_last, parse_tape,
-    parse_written_tape, tape_u32, utf8, value_from_tape, write_compact, write_escaped_str,
+    JsonError, JsonLimits, JsonSink, JsonValue, check_tape_len, decode_string, dedup_keep_last,
+    parse_tape, tape_u32, utf8, value_from_tape, write_compact, write_escaped_str,
 };
 
 /// What a tape node is.
@@ -130,12 +130,14 @@ impl JsonDoc {
         })
     }
 
-    /// The document of a tree: its compact text, indexed. Fails only when
-    /// that text is longer than a tape can index (512 MiB).
+    /// The document of a tree: its compact text and the tape the parser
+    /// would make of it, written together. Fails only when that text is
+    /// longer than a tape can index (512 MiB).
     pub(crate) fn from_value(value: &JsonValue) -> Result<JsonDoc, JsonError> {
         let mut text = String::new();
-        write_compact(&mut text, value);
-        let nodes = parse_written_tape(&text)?;
+        let mut nodes = Vec::new();
+        write_compact(&mut text, value, Some(&mut nodes));
+        check_tape_len(text.len())?;
         Ok(JsonDoc {
             text: Bytes::from(text),
             nodes,
@@ -811,6 +813,37 @@ fn sorted_escaped_members(doc: &JsonDoc, members: &[(u64, u32)], order: &mut Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tree's document is exactly what parsing its compact text gives:
+    /// the same text, the same tape, node for node.
+    #[test]
+    fn the_tape_of_a_tree_is_the_tape_of_its_text() {
+        let limits = JsonLimits {
+            max_depth: 512,
+            max_len: 1 << 20,
+        };
+        let deep = format!("{}1{}", "[{\"k\":".repeat(200), "}]".repeat(200));
+        for text in [
+            "null",
+            "[]",
+            "{}",
+            "[true,false,null,-0,1.50,1e400]",
+            r#"{"b":1,"a":[],"b":{"c":{}},"":"","e\u0301":"\n\"\\\u0001é"}"#,
+            r#"[[[]],[{}],{"a":[1,[2,{"b":[3]}]]},"x"]"#,
+            &deep,
+        ] {
+            let value = super::super::parse(text, &limits).expect("valid JSON");
+            let doc = JsonDoc::from_value(&value).expect("fits");
+            let mut compact = String::new();
+            write_compact(&mut compact, &value, None);
+            let parsed = JsonDoc::parse(&compact, &limits).expect("compact text parses");
+            assert_eq!(doc.text(), compact, "{text}");
+            let bits = |d: &JsonDoc| -> Vec<(u32, u32)> {
+                d.nodes.iter().map(|n| (n.kind_a, n.escaped_b)).collect()
+            };
+            assert_eq!(bits(&doc), bits(&parsed), "{text}");
+        }
+    }
 
     #[test]
     fn nodes_pack_into_eight_bytes() {

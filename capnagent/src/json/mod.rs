@@ -294,18 +294,15 @@ fn parse_tape(text: &str, limits: &JsonLimits) -> Result<Vec<Node>, JsonError> {
     Parser::new(text, limits).parse_document()
 }
 
-/// The tape of compact text written from a tree ([`write_compact`]): no
-/// depth limit (the tape and its writer use no recursion, and the tree
-/// already exists), only the tape's own length limit.
-fn parse_written_tape(text: &str) -> Result<Vec<Node>, JsonError> {
-    let limits = JsonLimits {
-        max_depth: usize::MAX,
-        max_len: usize::MAX,
-    };
-    check_len(text.len(), &limits)?;
-    let mut parser = Parser::new(text, &limits);
-    parser.max_depth = usize::MAX;
-    parser.parse_document()
+/// Refuses a text longer than a tape can index, whatever the limits.
+fn check_tape_len(len: usize) -> Result<(), JsonError> {
+    check_len(
+        len,
+        &JsonLimits {
+            max_depth: usize::MAX,
+            max_len: usize::MAX,
+        },
+    )
 }
 
 /// The decoded text of the string node `node` of a tape over `text`.
@@ -1153,38 +1150,79 @@ fn dedup_keep_last<T>(items: &mut Vec<T>, same: impl Fn(&T, &T) -> bool) {
 /// The compact JSON text of `v` (see [`write_compact`]).
 fn compact_string(v: &JsonValue) -> String {
     let mut text = String::new();
-    write_compact(&mut text, v);
+    write_compact(&mut text, v, None);
     text
 }
 
-/// An open container while writing compact JSON.
+/// An open container while writing compact JSON: its members still to
+/// write, its tape index, and how many were written.
 enum CompactFrame<'a> {
-    Array(std::slice::Iter<'a, JsonValue>, bool),
-    Object(std::slice::Iter<'a, (String, JsonValue)>, bool),
+    Array(std::slice::Iter<'a, JsonValue>, usize, u32),
+    Object(std::slice::Iter<'a, (String, JsonValue)>, usize, u32),
 }
 
 /// Writes `v` as compact JSON text: no whitespace, members in their order
-/// with repeated keys kept, numbers as their text. Not the canonical form:
-/// it is how a tree becomes a tape ([`JsonDoc::from_value`]), which the
-/// canonical writer then reads. Iterative, so any depth is fine.
-pub(crate) fn write_compact(out: &mut String, v: &JsonValue) {
+/// with repeated keys kept, numbers as their text. With `tape`, also
+/// writes the tape the parser would make of that text (what
+/// [`JsonDoc::from_value`] needs, without parsing the text again). Not the
+/// canonical form: the canonical writer reads the tape. Iterative, so any
+/// depth is fine.
+pub(crate) fn write_compact(out: &mut String, v: &JsonValue, mut tape: Option<&mut Vec<Node>>) {
+    fn put(tape: &mut Option<&mut Vec<Node>>, kind: NodeKind, escaped: bool, a: usize, b: usize) {
+        if let Some(nodes) = tape {
+            nodes.push(Node::new(kind, escaped, tape_u32(a), tape_u32(b)));
+        }
+    }
+    fn string(out: &mut String, tape: &mut Option<&mut Vec<Node>>, s: &str) {
+        let start = out.len() + 1;
+        write_escaped_str(out, s);
+        let end = out.len() - 1;
+        // Escaping lengthens exactly the strings it changes.
+        put(tape, NodeKind::String, end - start != s.len(), start, end);
+    }
+    fn close(tape: &mut Option<&mut Vec<Node>>, index: usize, count: u32) {
+        if let Some(nodes) = tape {
+            let end = tape_u32(nodes.len());
+            if let Some(node) = nodes.get_mut(index) {
+                node.close(count, end);
+            }
+        }
+    }
+    let len = |tape: &Option<&mut Vec<Node>>| tape.as_ref().map_or(0, |nodes| nodes.len());
     let mut stack: Vec<CompactFrame<'_>> = Vec::new();
     let mut next = Some(v);
     loop {
         if let Some(value) = next.take() {
             match value {
-                JsonValue::Null => out.push_str("null"),
-                JsonValue::Bool(true) => out.push_str("true"),
-                JsonValue::Bool(false) => out.push_str("false"),
-                JsonValue::Number(n) => out.push_str(n.as_str()),
-                JsonValue::String(s) => write_escaped_str(out, s),
+                JsonValue::Null => {
+                    out.push_str("null");
+                    put(&mut tape, NodeKind::Null, false, 0, 0);
+                }
+                JsonValue::Bool(true) => {
+                    out.push_str("true");
+                    put(&mut tape, NodeKind::True, false, 0, 0);
+                }
+                JsonValue::Bool(false) => {
+                    out.push_str("false");
+                    put(&mut tape, NodeKind::False, false, 0, 0);
+                }
+                JsonValue::Number(n) => {
+                    let start = out.len();
+                    out.push_str(n.as_str());
+                    put(&mut tape, NodeKind::Number, false, start, out.len());
+                }
+                JsonValue::String(s) => string(out, &mut tape, s),
                 JsonValue::Array(items) => {
                     out.push('[');
-                    stack.push(CompactFrame::Array(items.iter(), true));
+                    let index = len(&tape);
+                    put(&mut tape, NodeKind::Array, false, 0, index + 1);
+                    stack.push(CompactFrame::Array(items.iter(), index, 0));
                 }
                 JsonValue::Object(obj) => {
                     out.push('{');
-                    stack.push(CompactFrame::Object(obj.0.iter(), true));
+                    let index = len(&tape);
+                    put(&mut tape, NodeKind::Object, false, 0, index + 1);
+                    stack.push(CompactFrame::Object(obj.0.iter(), index, 0));
                 }
             }
         }
@@ -1192,29 +1230,33 @@ pub(crate) fn write_compact(out: &mut String, v: &JsonValue) {
             return;
         };
         match frame {
-            CompactFrame::Array(items, first) => match items.next() {
+            CompactFrame::Array(items, index, count) => match items.next() {
                 Some(item) => {
-                    if !std::mem::replace(first, false) {
+                    if *count > 0 {
                         out.push(',');
                     }
+                    *count += 1;
                     next = Some(item);
                 }
                 None => {
                     out.push(']');
+                    close(&mut tape, *index, *count);
                     stack.pop();
                 }
             },
-            CompactFrame::Object(members, first) => match members.next() {
+            CompactFrame::Object(members, index, count) => match members.next() {
                 Some((key, item)) => {
-                    if !std::mem::replace(first, false) {
+                    if *count > 0 {
                         out.push(',');
                     }
-                    write_escaped_str(out, key);
+                    *count += 1;
+                    string(out, &mut tape, key);
                     out.push(':');
                     next = Some(item);
                 }
                 None => {
                     out.push('}');
+                    close(&mut tape, *index, *count);
                     stack.pop();
                 }
             },
