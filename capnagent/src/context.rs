@@ -214,26 +214,29 @@ impl Context {
             max_depth: limits.max_json_depth,
             max_len: limits.max_context_len,
         };
-        let value =
-            json::parse(text, &json_limits).map_err(|e| ContextError::Json(e.to_string()))?;
-        let JsonValue::Object(fields) = value else {
+        // Read as a document: the arguments become a document of their own
+        // over the same text, with no tree built.
+        let doc =
+            JsonDoc::parse(text, &json_limits).map_err(|e| ContextError::Json(e.to_string()))?;
+        let root = doc.root();
+        if root.kind_name() != "object" {
             return Err(ContextError::Shape(format!(
                 "expected an object, got {}",
-                value.kind_name()
+                root.kind_name()
             )));
-        };
+        }
 
         let mut now_ms: Option<Option<u64>> = None;
         let mut caller = None;
         let mut tool = None;
         let mut args = None;
         let mut env: Option<BTreeMap<String, String>> = None;
-        for (key, value) in fields.iter() {
-            let seen = match key {
+        for (key, value) in root.members() {
+            let seen = match &*key {
                 "nowMs" => now_ms.replace(read_now_ms(value)?).is_some(),
                 "caller" => caller.replace(read_string("caller", value)?).is_some(),
                 "tool" => tool.replace(read_string("tool", value)?).is_some(),
-                "args" => args.replace(value.clone()).is_some(),
+                "args" => args.replace(value).is_some(),
                 "env" => env.replace(read_env(value)?).is_some(),
                 _ => false,
             };
@@ -249,7 +252,7 @@ impl Context {
             },
             caller: caller.ok_or_else(|| missing("caller"))?.into(),
             tool: tool.ok_or_else(|| missing("tool"))?.into(),
-            args: Args::from(args.ok_or_else(|| missing("args"))?),
+            args: Args::from_doc(args.ok_or_else(|| missing("args"))?.to_doc()),
             env: env.unwrap_or_default(),
         })
     }
@@ -298,52 +301,49 @@ impl Context {
     }
 }
 
-fn read_now_ms(value: &JsonValue) -> Result<Option<u64>, ContextError> {
-    match value {
-        JsonValue::Null => Ok(None),
-        JsonValue::Number(n) => {
-            let text = n.as_str();
-            let plain = text.bytes().all(|b| b.is_ascii_digit());
-            match text.parse::<u64>() {
-                Ok(ms) if plain => Ok(Some(ms)),
-                _ => Err(ContextError::Shape(format!(
-                    "invalid value: `nowMs` must be an unsigned 64-bit integer of milliseconds, got {text}"
-                ))),
-            }
-        }
+fn read_now_ms(value: JsonRef<'_>) -> Result<Option<u64>, ContextError> {
+    if let Some(text) = value.as_number_text() {
+        let plain = text.bytes().all(|b| b.is_ascii_digit());
+        return match text.parse::<u64>() {
+            Ok(ms) if plain => Ok(Some(ms)),
+            _ => Err(ContextError::Shape(format!(
+                "invalid value: `nowMs` must be an unsigned 64-bit integer of milliseconds, got {text}"
+            ))),
+        };
+    }
+    match value.kind_name() {
+        "null" => Ok(None),
         other => Err(ContextError::Shape(format!(
-            "invalid type: `nowMs` must be an unsigned integer or null, got {}",
-            other.kind_name()
+            "invalid type: `nowMs` must be an unsigned integer or null, got {other}"
         ))),
     }
 }
 
-fn read_string(name: &str, value: &JsonValue) -> Result<String, ContextError> {
-    match value {
-        JsonValue::String(s) => Ok(s.clone()),
-        other => Err(ContextError::Shape(format!(
+fn read_string(name: &str, value: JsonRef<'_>) -> Result<String, ContextError> {
+    match value.as_str() {
+        Some(s) => Ok(s.into_owned()),
+        None => Err(ContextError::Shape(format!(
             "invalid type: `{name}` must be a string, got {}",
-            other.kind_name()
+            value.kind_name()
         ))),
     }
 }
 
-fn read_env(value: &JsonValue) -> Result<BTreeMap<String, String>, ContextError> {
-    match value {
-        JsonValue::Null => Ok(BTreeMap::new()),
-        JsonValue::Object(entries) => entries
-            .iter()
-            .map(|(k, v)| match v {
-                JsonValue::String(s) => Ok((k.to_owned(), s.clone())),
-                other => Err(ContextError::Shape(format!(
+fn read_env(value: JsonRef<'_>) -> Result<BTreeMap<String, String>, ContextError> {
+    match value.kind_name() {
+        "null" => Ok(BTreeMap::new()),
+        "object" => value
+            .members()
+            .map(|(k, v)| match v.as_str() {
+                Some(s) => Ok((k.into_owned(), s.into_owned())),
+                None => Err(ContextError::Shape(format!(
                     "invalid type: `env.{k}` must be a string, got {}",
-                    other.kind_name()
+                    v.kind_name()
                 ))),
             })
             .collect(),
         other => Err(ContextError::Shape(format!(
-            "invalid type: `env` must be an object of strings, got {}",
-            other.kind_name()
+            "invalid type: `env` must be an object of strings, got {other}"
         ))),
     }
 }
@@ -436,6 +436,26 @@ mod tests {
         assert_eq!(ctx.now(), Timestamp::from_unix_millis(5));
         assert_eq!(ctx.env().get("k").map(String::as_str), Some("v"));
         assert_eq!(ctx.call_args().canonical_string(), r#"{"x":1.50}"#);
+    }
+
+    /// The arguments read with the context mean what the same text read
+    /// alone means: value, canonical text, hash, lookups.
+    #[test]
+    fn args_read_with_the_context_are_the_args_alone() {
+        for args in [
+            "null",
+            "[1,[2,{}]]",
+            r#"{"b":{"y":[1,{"z":2}],"x":"\u0041"},"a":1.50,"b":{"y":0}}"#,
+        ] {
+            let text =
+                format!(r#"{{"env":{{"k":"v"}},"args":{args},"caller":"c","tool":"t","nowMs":1}}"#);
+            let ctx = Context::from_json(&text).expect("valid context");
+            let alone = Args::from_json(args, &JsonLimits::default()).expect("valid JSON");
+            assert_eq!(ctx.call_args(), &alone, "{args}");
+            assert_eq!(ctx.args(), alone.value(), "{args}");
+            assert_eq!(ctx.call_args().canonical_string(), alone.canonical_string());
+            assert_eq!(ctx.args_hash(), alone.sha256_canonical_hex(), "{args}");
+        }
     }
 
     #[test]

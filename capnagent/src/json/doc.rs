@@ -367,6 +367,50 @@ impl<'a> JsonRef<'a> {
         })
     }
 
+    /// The members of an object in order, repeated keys included (none
+    /// for any other kind).
+    pub(crate) fn members(self) -> impl Iterator<Item = (Cow<'a, str>, JsonRef<'a>)> {
+        let count = self
+            .node()
+            .filter(|n| n.kind() == NodeKind::Object)
+            .map_or(0, |n| n.a());
+        let doc = self.doc;
+        let mut member = self.index + 1;
+        (0..count).map(move |_| {
+            let key = doc.node(member).map(|n| doc.string(n)).unwrap_or_default();
+            let value = JsonRef {
+                doc,
+                index: member + 1,
+            };
+            member = doc.skip(member + 1);
+            (key, value)
+        })
+    }
+
+    /// This value as a document of its own, sharing the text (no copy):
+    /// its part of the tape, container ends counted from its start.
+    pub(crate) fn to_doc(self) -> JsonDoc {
+        let end = self.doc.skip(self.index);
+        let base = tape_u32(self.index);
+        let nodes = self
+            .doc
+            .nodes
+            .get(self.index..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|n| match n.kind() {
+                NodeKind::Array | NodeKind::Object => {
+                    Node::new(n.kind(), false, n.a(), n.b().saturating_sub(base))
+                }
+                _ => *n,
+            })
+            .collect();
+        JsonDoc {
+            text: self.doc.text.clone(),
+            nodes,
+        }
+    }
+
     /// The equivalent [`JsonValue`].
     pub(crate) fn to_value(self) -> JsonValue {
         let end = self.doc.skip(self.index);
