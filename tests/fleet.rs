@@ -126,7 +126,7 @@ async fn send(
 }
 
 fn prove(holder: &HolderKey, cap: &Capability, body: &str) -> String {
-    let args = capnagent::json::parse(body, &Default::default()).unwrap();
+    let args = capnagent::JsonValue::parse(body, &Default::default()).unwrap();
     holder
         .prove(cap, "bank.wire", &args, Timestamp::now().unix_millis())
         .encode()

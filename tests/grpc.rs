@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BufMut, Bytes};
-use capnagent::json::JsonValue;
+use capnagent::JsonValue;
 use capnagent::{AuditLog, Auditor, HolderKey, InMemoryNonceStore, Issuer, Receipt, Verifier};
 use capnagent_examples::PLANNER_API_KEY;
 use capnagent_examples::grpc::pb::tool_service_client::ToolServiceClient;
@@ -192,12 +192,12 @@ async fn amount_caveat_allows_1200_and_denies_9000_with_a_signed_receipt() {
         .args_for(PURCHASE, &purchase(9000))
         .unwrap();
     assert_eq!(
-        capnagent::json::canonical_string(&args),
+        args.canonical_string(),
         r#"{"amount":9000,"currency":"EUR","merchant":"acme"}"#
     );
     assert_eq!(
         receipt.context_summary().args_hash(),
-        capnagent::json::sha256_canonical_hex(&args)
+        args.sha256_canonical_hex()
     );
 
     let outcomes: Vec<bool> = receipts
@@ -444,7 +444,7 @@ async fn a_client_streaming_call_under_an_arg_caveat_is_denied() {
     assert_eq!(receipts.len(), 2);
     assert_eq!(
         receipts[1].context_summary().args_hash(),
-        capnagent::json::sha256_canonical_hex(&JsonValue::Null)
+        (JsonValue::Null).sha256_canonical_hex()
     );
 }
 

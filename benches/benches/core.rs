@@ -245,7 +245,7 @@ fn bench_steps(c: &mut Criterion) {
     group.bench_function("args_hash", |b| b.iter(|| black_box(&ctx).args_hash()));
     // What args_hash must do at least: SHA-256 of the canonical text
     // (prebuilt here) and a table-driven hex encoding.
-    let canonical = capnagent::json::canonical_string(ctx.args());
+    let canonical = ctx.args().canonical_string();
     group.bench_function("floor/args_sha256", |b| {
         b.iter(|| {
             let digest = <Sha256 as sha2::Digest>::digest(black_box(canonical.as_bytes()));
@@ -275,21 +275,21 @@ fn bench_steps(c: &mut Criterion) {
     });
     // A 1 KiB request body, as the HTTP layer sees it.
     let body = kib_body();
-    let limits = capnagent::json::JsonLimits::default();
+    let limits = capnagent::JsonLimits::default();
     group.bench_function("json_parse_1k", |b| {
-        b.iter(|| capnagent::json::parse(black_box(&body), &limits).expect("valid JSON"))
+        b.iter(|| capnagent::JsonValue::parse(black_box(&body), &limits).expect("valid JSON"))
     });
-    let parsed = capnagent::json::parse(&body, &limits).expect("valid JSON");
+    let parsed = capnagent::JsonValue::parse(&body, &limits).expect("valid JSON");
     group.bench_function("args_hash_1k", |b| {
-        b.iter(|| capnagent::json::sha256_canonical_hex(black_box(&parsed)))
+        b.iter(|| black_box(&parsed).sha256_canonical_hex())
     });
     group.bench_function("canonical_string_1k", |b| {
-        b.iter(|| capnagent::json::canonical_string(black_box(&parsed)))
+        b.iter(|| black_box(&parsed).canonical_string())
     });
     group.bench_function("json_doc_1k", |b| {
-        b.iter(|| capnagent::json::JsonDoc::parse(black_box(&body), &limits).expect("valid JSON"))
+        b.iter(|| capnagent::Args::from_json(black_box(&body), &limits).expect("valid JSON"))
     });
-    let doc = capnagent::json::JsonDoc::parse(&body, &limits).expect("valid JSON");
+    let doc = capnagent::Args::from_json(&body, &limits).expect("valid JSON");
     group.bench_function("json_doc_args_hash_1k", |b| {
         b.iter(|| black_box(&doc).sha256_canonical_hex())
     });
@@ -299,7 +299,7 @@ fn bench_steps(c: &mut Criterion) {
     let canonical = doc.canonical_string();
     group.bench_function("sha256_hex_1k", |b| {
         b.iter(|| {
-            capnagent::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(
+            base16ct::lower::encode_string(&<sha2::Sha256 as sha2::Digest>::digest(
                 black_box(&canonical).as_bytes(),
             ))
         })
@@ -311,9 +311,9 @@ fn bench_steps(c: &mut Criterion) {
     // tower layer reads, looks up and hashes on every request there.
     let load_body = capnagent_examples::load::BODY;
     group.bench_function("load_body/doc_parse", |b| {
-        b.iter(|| capnagent::json::JsonDoc::parse(black_box(load_body), &limits).expect("valid"))
+        b.iter(|| capnagent::Args::from_json(black_box(load_body), &limits).expect("valid"))
     });
-    let load_doc = capnagent::json::JsonDoc::parse(load_body, &limits).expect("valid JSON");
+    let load_doc = capnagent::Args::from_json(load_body, &limits).expect("valid JSON");
     group.bench_function("load_body/doc_args_hash", |b| {
         b.iter(|| black_box(&load_doc).sha256_canonical_hex())
     });
@@ -322,7 +322,7 @@ fn bench_steps(c: &mut Criterion) {
     });
     group.bench_function("load_body/floor_sha256_hex", |b| {
         b.iter(|| {
-            capnagent::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(
+            base16ct::lower::encode_string(&<sha2::Sha256 as sha2::Digest>::digest(
                 black_box(load_body).as_bytes(),
             ))
         })

@@ -17,7 +17,7 @@ use std::hint::black_box;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use capnagent::json::{JsonDoc, JsonLimits};
+use capnagent::{Args, JsonLimits};
 use capnagent::{AuditLog, Auditor, Capability, Context, Issuer, Receipt, Verifier};
 use capnagent_examples::load;
 use capnagent_tower::{AuditLogSink, CapabilityLayer};
@@ -95,8 +95,7 @@ fn bench_layer(c: &mut Criterion) {
     };
     group.bench_function("engine_floor", |b| {
         b.iter(|| {
-            let args =
-                JsonDoc::parse_bytes(black_box(load::BODY.as_bytes()), &limits).expect("json");
+            let args = Args::from_json(black_box(load::BODY), &limits).expect("json");
             let ctx = Context::builder()
                 .caller(load::CALLER)
                 .tool(load::TOOL)

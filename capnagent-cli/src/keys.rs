@@ -127,14 +127,18 @@ pub fn holder_key(text: &str) -> Result<[u8; 32], CliError> {
     })
 }
 
-/// Strict hex (see [`capnagent::hex`]); the error never quotes the input.
+/// Strict hex: an even number of `[0-9a-fA-F]`, nothing else. The error
+/// never quotes the input, which may be a key.
 pub fn hex_decode(text: &str) -> Result<Vec<u8>, &'static str> {
-    capnagent::hex::decode(text).map_err(|e| e.as_str())
+    base16ct::mixed::decode_vec(text).map_err(|e| match e {
+        base16ct::Error::InvalidLength => "hex string has odd length",
+        base16ct::Error::InvalidEncoding => "invalid hex digit",
+    })
 }
 
 /// Lowercase hex.
 pub fn hex_encode(bytes: &[u8]) -> String {
-    capnagent::hex::encode(bytes)
+    base16ct::lower::encode_string(bytes)
 }
 
 #[cfg(test)]

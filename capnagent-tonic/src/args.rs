@@ -32,7 +32,7 @@ use std::fmt;
 use std::io;
 
 use capnagent::Limits;
-use capnagent::json::{self, JsonLimits, JsonValue};
+use capnagent::{JsonLimits, JsonValue};
 use prost_reflect::{
     DescriptorError, DescriptorPool, DynamicMessage, MessageDescriptor, MethodDescriptor,
     SerializeOptions,
@@ -195,7 +195,7 @@ pub(crate) fn decode_args(
             ArgsError::invalid(format!("request message has no JSON form: {e}"))
         });
     }
-    json::parse_bytes(&text.buf, limits)
+    JsonValue::parse_bytes(&text.buf, limits)
         .map_err(|e| ArgsError::invalid(format!("request message JSON is refused: {e}")))
 }
 
@@ -376,7 +376,7 @@ pub(crate) mod tests {
         };
         for wire in [&items, &zeros] {
             let full = decode_args(&input, wire, &limits(usize::MAX)).unwrap();
-            let len = json::canonical_string(&full).len();
+            let len = full.canonical_string().len();
             assert!(len > 2 * wire.len(), "{len} vs {}", wire.len());
             let refused = decode_args(&input, wire, &limits(len / 2)).unwrap_err();
             assert!(refused.is_too_large(), "{refused}");
@@ -387,7 +387,7 @@ pub(crate) mod tests {
         }
         // The items expand about 14 times.
         let full = decode_args(&input, &items, &limits(usize::MAX)).unwrap();
-        assert!(json::canonical_string(&full).len() > 12 * items.len());
+        assert!(full.canonical_string().len() > 12 * items.len());
         // Garbage is still "does not decode", not "too large".
         let garbage = decode_args(&input, b"\xff\xff\xff", &limits(10)).unwrap_err();
         assert!(!garbage.is_too_large());
@@ -437,14 +437,11 @@ pub(crate) mod tests {
         )
         .unwrap();
         assert_eq!(
-            json::canonical_string(&args),
+            args.canonical_string(),
             r#"{"amount":9007199254740993,"big":18446744073709551615,"to":"bob"}"#
         );
         let zero = decode_args(&input, &[], &default_limits()).unwrap();
-        assert_eq!(
-            json::canonical_string(&zero),
-            r#"{"amount":0,"big":0,"to":""}"#
-        );
+        assert_eq!(zero.canonical_string(), r#"{"amount":0,"big":0,"to":""}"#);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use capnagent::{HolderKey, Issuer};
-//! use capnagent::json::JsonValue;
+//! use capnagent::JsonValue;
 //! use capnagent_tonic::client;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,7 +30,7 @@
 //! # }
 //! ```
 
-use capnagent::json::JsonValue;
+use capnagent::JsonValue;
 use capnagent::{Capability, HolderKey, Proof};
 use tonic::Status;
 use tonic::metadata::errors::InvalidMetadataValue;

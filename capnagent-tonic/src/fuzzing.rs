@@ -3,7 +3,7 @@
 //! layer's internals.
 
 use bytes::Bytes;
-use capnagent::json::{JsonLimits, JsonValue};
+use capnagent::{JsonLimits, JsonValue};
 
 use crate::{Descriptors, frame, grpc};
 
@@ -40,7 +40,7 @@ mod tests {
         let body = frame::encode(&payment("acct-1", 1200, 7)).unwrap();
         let args = request_args(&descriptors, "/test.v1.Pay/Send", &body, &limits).unwrap();
         assert_eq!(
-            capnagent::json::canonical_string(&args),
+            args.canonical_string(),
             r#"{"amount":1200,"big":7,"to":"acct-1"}"#
         );
         assert_eq!(
@@ -144,7 +144,7 @@ mod tests {
         let input = descriptors.method("/test.v1.Tags/Set").unwrap().input();
         for _ in 0..8 {
             let args = request_args(&descriptors, "/test.v1.Tags/Set", &body, &limits).unwrap();
-            assert_eq!(capnagent::json::canonical_string(&args), expected);
+            assert_eq!(args.canonical_string(), expected);
             let tags = args.as_object().unwrap().get("tags").unwrap();
             assert_eq!(
                 tags.as_object().unwrap().get("k07").unwrap().as_str(),
@@ -153,7 +153,7 @@ mod tests {
             let decoded =
                 prost_reflect::DynamicMessage::decode(input.clone(), &message[..]).unwrap();
             let client = crate::message_to_args(&decoded, &input).unwrap();
-            assert_eq!(capnagent::json::canonical_string(&client), expected);
+            assert_eq!(client.canonical_string(), expected);
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use capnagent::Receipt;
-use capnagent::json::{JsonLimits, JsonValue};
+use capnagent::{JsonLimits, JsonValue};
 use capnagent_tower::SinkError;
 use capnagent_tower::protocol::{Call, Denial, Need, Protocol, Refusal, RequestBody, ResponseBody};
 use http::Response;

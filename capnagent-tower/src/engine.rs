@@ -25,11 +25,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use capnagent::json::{JsonLimits, JsonValue};
 use capnagent::{
     Args, Auditor, BoxFuture, Capability, Context, Error, Gate, Outcome, Receipt, Timestamp,
     Verifier, bounded_text,
 };
+use capnagent::{JsonLimits, JsonValue};
 use http::HeaderName;
 use http::request::Parts;
 
@@ -785,7 +785,7 @@ mod tests {
             limits: &JsonLimits,
         ) -> Result<Call<()>, Refusal<()>> {
             let args = if self.body {
-                capnagent::json::parse_bytes(body, limits).map_err(|e| Refusal {
+                capnagent::JsonValue::parse_bytes(body, limits).map_err(|e| Refusal {
                     denial: Denial::BadRequest,
                     reason: e.to_string(),
                     tool: Arc::from("t"),

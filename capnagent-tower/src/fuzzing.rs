@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use capnagent::Receipt;
-use capnagent::json::{JsonLimits, JsonValue};
+use capnagent::{JsonLimits, JsonValue};
 use http::Request;
 
 use crate::Denial;
@@ -103,7 +103,7 @@ mod tests {
         );
         let (access, tool, args) = call.classified.unwrap();
         assert_eq!((access, tool.as_str()), (McpAccess::Judged, "bank_wire"));
-        assert_eq!(capnagent::json::canonical_string(&args), "{}");
+        assert_eq!(args.canonical_string(), "{}");
         assert_eq!(call.status, 200);
         let answer: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
         assert_eq!(answer["id"], "a\"b");

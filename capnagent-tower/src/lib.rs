@@ -52,7 +52,7 @@
 //! | --- | --- | --- |
 //! | `tool` | none: configure one (a layer without one refuses to be applied) | [`FixedTool`], [`PathParam`] (`/tools/{name}`), a closure |
 //! | `caller` | [`CallerExtension`]: the [`AuthenticatedCaller`] extension an authentication layer set | [`Anonymous`], [`TrustedHeader`] (read its warning), a closure |
-//! | `args` | [`JsonBody`]: the body, buffered (1 MiB), read once into a [`capnagent::json::JsonDoc`] (number text kept), given back intact | [`QueryArgs`], [`PathArgs`], [`NoArgs`], a closure returning a `JsonValue` |
+//! | `args` | [`JsonBody`]: the body, buffered (1 MiB), read once into [`capnagent::Args`] (number text kept), given back intact | [`QueryArgs`], [`PathArgs`], [`NoArgs`], a closure returning a `JsonValue` |
 //! | `now` | [`SystemClock`], the layer's clock | any [`Clock`], e.g. a fixed one in tests |
 //! | `env` | none | static pairs: [`CapabilityLayer::env`] |
 //!

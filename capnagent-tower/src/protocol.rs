@@ -19,7 +19,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use capnagent::json::JsonLimits;
+use capnagent::JsonLimits;
 use capnagent::{Args, Gate, Receipt};
 use http::Response;
 use http::request::Parts;

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use capnagent::json::JsonValue;
+use capnagent::JsonValue;
 use capnagent::{Capability, Caveat, Context, Timestamp, bounded_text, unverified_identifier};
 
 /// The identifier of a receipt about a token header that could not be

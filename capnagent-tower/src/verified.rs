@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use capnagent::json::JsonValue;
+use capnagent::JsonValue;
 use capnagent::{Capability, Context, Receipt, Timestamp, Verifier};
 
 /// Inserted into the request extensions of every allowed request: the

@@ -308,7 +308,7 @@ async fn a_token_minted_by_the_reference_package_is_accepted() {
         .route_layer(Extension(AuthenticatedCaller::new(ctx.caller())));
     let server = Server::start(app).await;
 
-    let body = capnagent::json::canonical_string(ctx.args());
+    let body = ctx.args().canonical_string();
     let response = send(
         &reqwest::Client::new(),
         &server.url("/call"),

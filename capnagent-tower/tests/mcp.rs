@@ -11,8 +11,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::any;
 use bytes::Bytes;
-use capnagent::json::{self, JsonLimits};
 use capnagent::{Context, HolderKey, Issuer, Receipt, RevocationCell, Revoker, Timestamp};
+use capnagent::{JsonLimits, JsonValue};
 use capnagent_tower::mcp::{DENIED_ERROR_CODE, RECEIPT_META_KEY};
 use capnagent_tower::{Anonymous, CapabilityLayer, McpAccess, McpPolicy, Verified};
 use http::{Request, Response, StatusCode, header};
@@ -104,7 +104,7 @@ async fn an_allowed_tool_call_reaches_the_server_byte_for_byte() {
     assert!(receipt.is_allowed());
     assert_eq!(receipt.context_summary().tool(), "checkout_purchase");
     // The args hash is over `params.arguments`, number text kept (1.50).
-    let args = json::parse(
+    let args = JsonValue::parse(
         r#"{"weight_kg":1.50,"sku":"cable","amount_cents":1299}"#,
         &JsonLimits::default(),
     )
@@ -629,7 +629,7 @@ async fn holder_bound_capabilities_prove_each_message() {
     let token = cap.serialize();
     let (app, receipts) = app(McpPolicy::new());
     let with_proof = |body: &str, tool: &str, args: &str| {
-        let args = json::parse(args, &JsonLimits::default()).unwrap();
+        let args = JsonValue::parse(args, &JsonLimits::default()).unwrap();
         let proof = holder.prove(&cap, tool, &args, NOW_MS).encode();
         post(Some(&token), body)
             .header("capnagent-proof", proof)

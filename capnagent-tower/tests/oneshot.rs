@@ -740,12 +740,12 @@ async fn args_from_a_closure() {
             .get("x-resolved-path")
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| ExtractError::bad_request("args: no resolved path"))?;
-        let mut object = capnagent::json::JsonObject::new();
+        let mut object = capnagent::JsonObject::new();
         object.insert(
             "path".to_owned(),
-            capnagent::json::JsonValue::String(path.to_owned()),
+            capnagent::JsonValue::String(path.to_owned()),
         );
-        Ok::<_, ExtractError>(capnagent::json::JsonValue::Object(object))
+        Ok::<_, ExtractError>(capnagent::JsonValue::Object(object))
     }));
     let token = token(&[r#"arg.path starts_with "/srv/""#]);
     let get = |path: Option<&str>| {
@@ -1059,16 +1059,13 @@ async fn conformance_vectors_replay_through_the_layer() {
         let Ok(ctx) = capnagent::Context::from_json(ctx_json) else {
             continue;
         };
-        let parsed = capnagent::json::parse(ctx_json, &Default::default()).unwrap();
+        let parsed = capnagent::JsonValue::parse(ctx_json, &Default::default()).unwrap();
         let fields = parsed.as_object().unwrap();
-        if !matches!(
-            fields.get("nowMs"),
-            Some(capnagent::json::JsonValue::Number(_))
-        ) {
+        if !matches!(fields.get("nowMs"), Some(capnagent::JsonValue::Number(_))) {
             continue;
         }
         let now = ctx.now();
-        let body = capnagent::json::canonical_string(ctx.args());
+        let body = ctx.args().canonical_string();
 
         let receipts = Receipts::default();
         let sink = receipts.clone();

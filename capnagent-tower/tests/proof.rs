@@ -45,7 +45,7 @@ fn bound(holder: &HolderKey) -> Capability {
 
 /// The proof header value for `body` at `ts`, as a client computes it.
 fn proof(holder: &HolderKey, cap: &Capability, body: &str, ts: u64) -> String {
-    let args = capnagent::json::parse(body, &Default::default()).unwrap();
+    let args = capnagent::JsonValue::parse(body, &Default::default()).unwrap();
     holder.prove(cap, TOOL, &args, ts).encode()
 }
 

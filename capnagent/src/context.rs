@@ -11,7 +11,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use crate::error::ContextError;
-use crate::json::{self, JsonDoc, JsonLimits, JsonRef, JsonValue};
+use bytes::Bytes;
+
+use crate::json::{self, JsonDoc, JsonError, JsonLimits, JsonRef, JsonValue};
 use crate::limits::Limits;
 use crate::timestamp::Timestamp;
 
@@ -47,23 +49,39 @@ pub struct Context {
     env: BTreeMap<String, String>,
 }
 
-/// A call's arguments as a [`Context`] holds them: a [`JsonValue`] tree, or
-/// a [`JsonDoc`] (a request body parsed once into a flat index, which is
-/// what the tower layer uses: cheaper to read, look up and hash, and built
-/// into a tree only if someone asks for [`Context::args`]).
-///
-/// Both forms mean the same arguments: the same `arg.*` lookups, the same
+/// A call's arguments as a [`Context`] holds them: a JSON value, indexed
+/// once for `arg.*` lookups and for the canonical writer that makes
 /// `args_hash`.
+///
+/// Read from a request body with [`Args::from_json_bytes`] (the buffer is
+/// kept, not copied, and no tree is built unless someone asks for
+/// [`Args::value`]), or convert a [`JsonValue`] or a `serde_json::Value`
+/// with `.into()`. Either way the same value gives the same lookups and the
+/// same `args_hash`.
+///
+/// ```
+/// use capnagent::{Args, JsonLimits, JsonValue};
+///
+/// let body = bytes::Bytes::from_static(br#"{"b": 1.50, "a": "x"}"#);
+/// let args = Args::from_json_bytes(body, &JsonLimits::default())?;
+/// assert_eq!(args.canonical_string(), r#"{"a":"x","b":1.50}"#);
+/// let tree = JsonValue::parse(r#"{"a":"x","b":1.50}"#, &JsonLimits::default())?;
+/// assert_eq!(Args::from(tree).sha256_canonical_hex(), args.sha256_canonical_hex());
+/// # Ok::<(), capnagent::JsonError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Args(ArgsRepr);
 
 #[derive(Debug, Clone)]
 enum ArgsRepr {
-    Value(JsonValue),
+    /// The document, and the tree: given, or built on first use.
     Doc {
         doc: JsonDoc,
         value: OnceLock<JsonValue>,
     },
+    /// A tree whose compact text is longer than a document can index
+    /// (512 MiB): looked up as a tree, hashed as its compact text.
+    Unindexed(JsonValue),
 }
 
 /// A view of the arguments for evaluation: the tree or the document.
@@ -73,35 +91,62 @@ pub(crate) enum ArgsView<'a> {
 }
 
 impl Args {
-    /// The arguments as a [`JsonValue`] (built from the document, once, if
-    /// they are one).
+    /// Reads arguments from JSON text (copied) under `limits`; accepts what
+    /// [`JsonValue::parse`] accepts.
+    pub fn from_json(text: &str, limits: &JsonLimits) -> Result<Args, JsonError> {
+        JsonDoc::parse(text, limits).map(Args::from_doc)
+    }
+
+    /// Reads arguments from a buffer (a request body, say), which must be
+    /// valid UTF-8, under `limits`, and keeps the buffer: no copy, and no
+    /// tree unless [`value`](Self::value) is called.
+    pub fn from_json_bytes(bytes: Bytes, limits: &JsonLimits) -> Result<Args, JsonError> {
+        JsonDoc::from_bytes(bytes, limits).map(Args::from_doc)
+    }
+
+    fn from_doc(doc: JsonDoc) -> Args {
+        Args(ArgsRepr::Doc {
+            doc,
+            value: OnceLock::new(),
+        })
+    }
+
+    /// The arguments as a [`JsonValue`] (built once, on first use, when
+    /// they were read from JSON text).
     pub fn value(&self) -> &JsonValue {
         match &self.0 {
-            ArgsRepr::Value(value) => value,
             ArgsRepr::Doc { doc, value } => value.get_or_init(|| doc.to_value()),
+            ArgsRepr::Unindexed(value) => value,
         }
     }
 
-    /// The document, when the arguments were given as one.
-    pub fn doc(&self) -> Option<&JsonDoc> {
+    /// The canonical JSON text of the arguments (see
+    /// [`JsonValue::canonical_string`]).
+    pub fn canonical_string(&self) -> String {
         match &self.0 {
-            ArgsRepr::Value(_) => None,
-            ArgsRepr::Doc { doc, .. } => Some(doc),
+            ArgsRepr::Doc { doc, .. } => doc.canonical_string(),
+            ArgsRepr::Unindexed(value) => value.canonical_string(),
         }
     }
 
-    /// Lowercase hex SHA-256 of the canonical JSON of the arguments.
+    /// Lowercase hex SHA-256 of the canonical JSON of the arguments: the
+    /// `args_hash` of receipts (see [`JsonValue::sha256_canonical_hex`]).
     pub fn sha256_canonical_hex(&self) -> String {
         match &self.0 {
-            ArgsRepr::Value(value) => json::sha256_canonical_hex(value),
             ArgsRepr::Doc { doc, .. } => doc.sha256_canonical_hex(),
+            ArgsRepr::Unindexed(value) => value.sha256_canonical_hex(),
         }
     }
 
+    /// The tree when there is one (given, or already built: its lookups
+    /// are the quicker), else the document.
     pub(crate) fn view(&self) -> ArgsView<'_> {
         match &self.0 {
-            ArgsRepr::Value(value) => ArgsView::Value(value),
-            ArgsRepr::Doc { doc, .. } => ArgsView::Doc(doc.root()),
+            ArgsRepr::Doc { doc, value } => match value.get() {
+                Some(value) => ArgsView::Value(value),
+                None => ArgsView::Doc(doc.root()),
+            },
+            ArgsRepr::Unindexed(value) => ArgsView::Value(value),
         }
     }
 }
@@ -109,7 +154,7 @@ impl Args {
 impl Default for Args {
     /// `null`.
     fn default() -> Args {
-        Args(ArgsRepr::Value(JsonValue::Null))
+        Args::from(JsonValue::Null)
     }
 }
 
@@ -124,24 +169,23 @@ impl PartialEq for Args {
 }
 
 impl From<JsonValue> for Args {
+    /// Indexes the value (through its compact text); the tree is kept for
+    /// [`Args::value`].
     fn from(value: JsonValue) -> Args {
-        Args(ArgsRepr::Value(value))
-    }
-}
-
-impl From<JsonDoc> for Args {
-    fn from(doc: JsonDoc) -> Args {
-        Args(ArgsRepr::Doc {
-            doc,
-            value: OnceLock::new(),
-        })
+        match JsonDoc::from_value(&value) {
+            Ok(doc) => Args(ArgsRepr::Doc {
+                doc,
+                value: OnceLock::from(value),
+            }),
+            Err(_) => Args(ArgsRepr::Unindexed(value)),
+        }
     }
 }
 
 impl From<&serde_json::Value> for Args {
     /// Numbers keep the text `serde_json` prints for them.
     fn from(value: &serde_json::Value) -> Args {
-        Args(ArgsRepr::Value(JsonValue::from(value)))
+        Args::from(json::from_serde(value))
     }
 }
 
@@ -170,26 +214,29 @@ impl Context {
             max_depth: limits.max_json_depth,
             max_len: limits.max_context_len,
         };
-        let value =
-            json::parse(text, &json_limits).map_err(|e| ContextError::Json(e.to_string()))?;
-        let JsonValue::Object(fields) = value else {
+        // Read as a document: the arguments become a document of their own
+        // over the same text, with no tree built.
+        let doc =
+            JsonDoc::parse(text, &json_limits).map_err(|e| ContextError::Json(e.to_string()))?;
+        let root = doc.root();
+        if root.kind_name() != "object" {
             return Err(ContextError::Shape(format!(
                 "expected an object, got {}",
-                value.kind_name()
+                root.kind_name()
             )));
-        };
+        }
 
         let mut now_ms: Option<Option<u64>> = None;
         let mut caller = None;
         let mut tool = None;
         let mut args = None;
         let mut env: Option<BTreeMap<String, String>> = None;
-        for (key, value) in fields.iter() {
-            let seen = match key {
+        for (key, value) in root.members() {
+            let seen = match &*key {
                 "nowMs" => now_ms.replace(read_now_ms(value)?).is_some(),
                 "caller" => caller.replace(read_string("caller", value)?).is_some(),
                 "tool" => tool.replace(read_string("tool", value)?).is_some(),
-                "args" => args.replace(value.clone()).is_some(),
+                "args" => args.replace(value).is_some(),
                 "env" => env.replace(read_env(value)?).is_some(),
                 _ => false,
             };
@@ -205,7 +252,7 @@ impl Context {
             },
             caller: caller.ok_or_else(|| missing("caller"))?.into(),
             tool: tool.ok_or_else(|| missing("tool"))?.into(),
-            args: Args::from(args.ok_or_else(|| missing("args"))?),
+            args: Args::from_doc(args.ok_or_else(|| missing("args"))?.to_doc()),
             env: env.unwrap_or_default(),
         })
     }
@@ -231,7 +278,7 @@ impl Context {
     }
 
     /// The call's arguments as a [`JsonValue`] (built on first use when
-    /// they were given as a [`JsonDoc`]).
+    /// they were read from JSON text).
     pub fn args(&self) -> &JsonValue {
         self.args.value()
     }
@@ -254,52 +301,49 @@ impl Context {
     }
 }
 
-fn read_now_ms(value: &JsonValue) -> Result<Option<u64>, ContextError> {
-    match value {
-        JsonValue::Null => Ok(None),
-        JsonValue::Number(n) => {
-            let text = n.as_str();
-            let plain = text.bytes().all(|b| b.is_ascii_digit());
-            match text.parse::<u64>() {
-                Ok(ms) if plain => Ok(Some(ms)),
-                _ => Err(ContextError::Shape(format!(
-                    "invalid value: `nowMs` must be an unsigned 64-bit integer of milliseconds, got {text}"
-                ))),
-            }
-        }
+fn read_now_ms(value: JsonRef<'_>) -> Result<Option<u64>, ContextError> {
+    if let Some(text) = value.as_number_text() {
+        let plain = text.bytes().all(|b| b.is_ascii_digit());
+        return match text.parse::<u64>() {
+            Ok(ms) if plain => Ok(Some(ms)),
+            _ => Err(ContextError::Shape(format!(
+                "invalid value: `nowMs` must be an unsigned 64-bit integer of milliseconds, got {text}"
+            ))),
+        };
+    }
+    match value.kind_name() {
+        "null" => Ok(None),
         other => Err(ContextError::Shape(format!(
-            "invalid type: `nowMs` must be an unsigned integer or null, got {}",
-            other.kind_name()
+            "invalid type: `nowMs` must be an unsigned integer or null, got {other}"
         ))),
     }
 }
 
-fn read_string(name: &str, value: &JsonValue) -> Result<String, ContextError> {
-    match value {
-        JsonValue::String(s) => Ok(s.clone()),
-        other => Err(ContextError::Shape(format!(
+fn read_string(name: &str, value: JsonRef<'_>) -> Result<String, ContextError> {
+    match value.as_str() {
+        Some(s) => Ok(s.into_owned()),
+        None => Err(ContextError::Shape(format!(
             "invalid type: `{name}` must be a string, got {}",
-            other.kind_name()
+            value.kind_name()
         ))),
     }
 }
 
-fn read_env(value: &JsonValue) -> Result<BTreeMap<String, String>, ContextError> {
-    match value {
-        JsonValue::Null => Ok(BTreeMap::new()),
-        JsonValue::Object(entries) => entries
-            .iter()
-            .map(|(k, v)| match v {
-                JsonValue::String(s) => Ok((k.to_owned(), s.clone())),
-                other => Err(ContextError::Shape(format!(
+fn read_env(value: JsonRef<'_>) -> Result<BTreeMap<String, String>, ContextError> {
+    match value.kind_name() {
+        "null" => Ok(BTreeMap::new()),
+        "object" => value
+            .members()
+            .map(|(k, v)| match v.as_str() {
+                Some(s) => Ok((k.into_owned(), s.into_owned())),
+                None => Err(ContextError::Shape(format!(
                     "invalid type: `env.{k}` must be a string, got {}",
-                    other.kind_name()
+                    v.kind_name()
                 ))),
             })
             .collect(),
         other => Err(ContextError::Shape(format!(
-            "invalid type: `env` must be an object of strings, got {}",
-            other.kind_name()
+            "invalid type: `env` must be an object of strings, got {other}"
         ))),
     }
 }
@@ -347,15 +391,15 @@ impl ContextBuilder {
 
     /// Sets the arguments from a `serde_json` value. Numbers keep the text
     /// `serde_json` prints for them; to keep a request's exact number text,
-    /// parse it with [`json::parse`](crate::json::parse) and use
-    /// [`args_json`](Self::args_json).
+    /// read it with [`Args::from_json_bytes`] (or [`JsonValue::parse`]) and
+    /// use [`args_json`](Self::args_json).
     pub fn args(mut self, args: serde_json::Value) -> Self {
         self.args = Args::from(&args);
         self
     }
 
-    /// Sets the arguments from an already parsed [`JsonValue`] or
-    /// [`JsonDoc`] (see [`Args`]).
+    /// Sets the arguments from [`Args`] or an already parsed
+    /// [`JsonValue`].
     pub fn args_json(mut self, args: impl Into<Args>) -> Self {
         self.args = args.into();
         self
@@ -391,7 +435,27 @@ mod tests {
         .expect("valid context");
         assert_eq!(ctx.now(), Timestamp::from_unix_millis(5));
         assert_eq!(ctx.env().get("k").map(String::as_str), Some("v"));
-        assert_eq!(json::canonical_string(ctx.args()), r#"{"x":1.50}"#);
+        assert_eq!(ctx.call_args().canonical_string(), r#"{"x":1.50}"#);
+    }
+
+    /// The arguments read with the context mean what the same text read
+    /// alone means: value, canonical text, hash, lookups.
+    #[test]
+    fn args_read_with_the_context_are_the_args_alone() {
+        for args in [
+            "null",
+            "[1,[2,{}]]",
+            r#"{"b":{"y":[1,{"z":2}],"x":"\u0041"},"a":1.50,"b":{"y":0}}"#,
+        ] {
+            let text =
+                format!(r#"{{"env":{{"k":"v"}},"args":{args},"caller":"c","tool":"t","nowMs":1}}"#);
+            let ctx = Context::from_json(&text).expect("valid context");
+            let alone = Args::from_json(args, &JsonLimits::default()).expect("valid JSON");
+            assert_eq!(ctx.call_args(), &alone, "{args}");
+            assert_eq!(ctx.args(), alone.value(), "{args}");
+            assert_eq!(ctx.call_args().canonical_string(), alone.canonical_string());
+            assert_eq!(ctx.args_hash(), alone.sha256_canonical_hex(), "{args}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The few cryptographic primitives the crate builds on: HMAC-SHA256 chain
-//! steps, constant-time tag comparison, and a strict hex codec.
+//! steps, constant-time tag comparison, and strict hex (through
+//! `base16ct`, whose codec is constant-time, so keys may pass through it).
 //!
 //! Kept in one place so that every MAC in the crate is computed the same way
 //! and every tag comparison goes through `subtle`.
@@ -121,22 +122,35 @@ impl<U: sha2::digest::Update> Buffered<U> {
     }
 }
 
-impl<U: sha2::digest::Update> crate::json::JsonSink for Buffered<U> {
-    fn put(&mut self, s: &str) {
-        self.bytes(s.as_bytes());
-    }
-}
-
 /// Constant-time equality of two tags.
 pub(crate) fn tags_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
-pub(crate) use crate::hex::encode as hex_encode;
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex_encode(bytes: &[u8]) -> String {
+    base16ct::lower::encode_string(bytes)
+}
+
+/// Lowercase hex of `bytes` written into `out` (which must be twice as
+/// long), without allocating; returns it as text (empty if `out` is short).
+pub(crate) fn hex_encode_into<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
+    base16ct::lower::encode_str(bytes, out).unwrap_or_default()
+}
+
+/// Decodes strict hex: an even number of `[0-9a-fA-F]`, nothing else (no
+/// `0x`, no whitespace, no signs). The error never quotes the input, which
+/// may be a secret.
+pub(crate) fn hex_decode(text: &str) -> Result<Vec<u8>, &'static str> {
+    base16ct::mixed::decode_vec(text).map_err(|e| match e {
+        base16ct::Error::InvalidLength => "hex string has odd length",
+        base16ct::Error::InvalidEncoding => "invalid hex digit",
+    })
+}
 
 /// Strict hex of exactly `N` bytes.
 pub(crate) fn hex_decode_array<const N: usize>(text: &str) -> Result<[u8; N], HexArrayError> {
-    let bytes = crate::hex::decode(text).map_err(|e| HexArrayError::Hex(e.as_str()))?;
+    let bytes = hex_decode(text).map_err(HexArrayError::Hex)?;
     <[u8; N]>::try_from(bytes.as_slice()).map_err(|_| HexArrayError::Length(bytes.len()))
 }
 
@@ -150,6 +164,24 @@ pub(crate) enum HexArrayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strict_hex() {
+        assert_eq!(hex_decode(""), Ok(vec![]));
+        assert_eq!(hex_decode("00ABff"), Ok(vec![0, 0xab, 0xff]));
+        assert_eq!(hex_decode("abc"), Err("hex string has odd length"));
+        for bad in ["0x00", " 0", "+a", "éé", "0g"] {
+            assert_eq!(hex_decode(bad), Err("invalid hex digit"), "{bad}");
+        }
+        let bytes: Vec<u8> = (0..=255u8).rev().collect();
+        for len in [0, 1, 31, 32, 33, 256] {
+            let expected: String = bytes[..len].iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(hex_encode(&bytes[..len]), expected, "{len}");
+            let mut out = vec![0u8; len * 2];
+            assert_eq!(hex_encode_into(&bytes[..len], &mut out), expected, "{len}");
+            assert_eq!(hex_decode(&expected).as_deref(), Ok(&bytes[..len]));
+        }
+    }
 
     #[test]
     fn fixed_length_hex() {

@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use crate::gate::Gate;
+
 /// Everything that can go wrong in this crate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -39,16 +41,16 @@ pub enum Error {
     Receipt(#[from] ReceiptError),
     /// A revocation list was refused.
     #[error(transparent)]
-    Revocation(#[from] crate::revocation::RevocationError),
+    Revocation(#[from] RevocationError),
 }
 
 impl Error {
     /// The verifier gate this error stands for: [`Gate::Chain`] for a
     /// forged chain; `None` for errors that are not a verifier's
     /// judgement (a token that does not parse, a bad key).
-    pub fn gate(&self) -> Option<crate::Gate> {
+    pub fn gate(&self) -> Option<Gate> {
         match self {
-            Error::InvalidChain => Some(crate::Gate::Chain),
+            Error::InvalidChain => Some(Gate::Chain),
             _ => None,
         }
     }
@@ -367,6 +369,43 @@ impl ReceiptError {
             ReceiptError::Json(_) => "receipt.json",
             ReceiptError::UnsupportedVersion { .. } => "receipt.unsupported_version",
             ReceiptError::InvalidSignature => "receipt.invalid_signature",
+        }
+    }
+}
+
+/// A revocation list was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RevocationError {
+    /// The wire form does not decode.
+    #[error("invalid revocation list: {0}")]
+    Format(String),
+    /// The list is not signed by this root key (or is signed in the
+    /// reference's format, which this crate refuses: see the module docs).
+    #[error("invalid revocation-list signature")]
+    InvalidSignature,
+    /// The list is dated further ahead of the receiver's clock than the
+    /// clock-offset bound allows.
+    #[error(
+        "revocation list is dated {ahead_ms} ms in the future (issued_at_ms {issued_at_ms}, limit {limit_ms} ms)"
+    )]
+    FutureDated {
+        /// The list's `issued_at_ms`.
+        issued_at_ms: u64,
+        /// How far ahead of the receiver's clock it is.
+        ahead_ms: u64,
+        /// The clock-offset bound in force.
+        limit_ms: u64,
+    },
+}
+
+impl RevocationError {
+    /// A stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RevocationError::Format(_) => "revocation.format",
+            RevocationError::InvalidSignature => "revocation.invalid_signature",
+            RevocationError::FutureDated { .. } => "revocation.future_dated",
         }
     }
 }

@@ -57,50 +57,64 @@
 //! and [`Predicate`] (`caller_is`, `tool_is`, `arg_at_most`, `not_after`,
 //! ...), never by formatting text. Every bound on what a token may cost is
 //! in [`Limits`].
+//!
+//! JSON has one value model, [`JsonValue`] (numbers keep their source
+//! text, objects keep their member order and repeated keys), and one
+//! canonical writer, behind [`Args::canonical_string`] and `args_hash`.
+//! A call's arguments are [`Args`]: read a request body with
+//! [`Args::from_json_bytes`], or convert a [`JsonValue`].
+//!
+//! Public dependencies, on purpose: `serde_json`, in
+//! [`ContextBuilder::args`] and `From<&serde_json::Value> for Args` (the
+//! convenient way to pass arguments written with `serde_json::json!`);
+//! `bytes`, in [`Args::from_json_bytes`] (a request body kept without a
+//! copy); `getrandom`, whose error [`HolderKey::generate`] returns. No
+//! other outside crate's type appears in this crate's API.
 
-mod audit;
+mod audit_log;
+mod auditor;
 mod capability;
 mod context;
 mod crypto;
 mod dsl;
 mod error;
 mod gate;
-pub mod hex;
 mod issuer;
-pub mod json;
+mod json;
 mod limits;
 mod nonce;
-pub mod number;
+mod number;
 mod proof;
+mod receipt;
 mod revocation;
 mod store;
-pub mod timestamp;
+mod timestamp;
 mod verifier;
 
-pub use audit::{
-    AuditLog, AuditLogError, AuditLogIter, Auditor, ContextSummary, Durability, MIN_AUDIT_KEY_LEN,
-    Outcome, RECEIPT_SCHEMA_VERSION, Receipt,
-};
-pub use audit::{
-    MAX_RECEIPT_TEXT, UNVERIFIED_IDENTIFIER_PREFIX, bounded_text, unverified_identifier,
-};
+pub use audit_log::{AuditLog, AuditLogError, AuditLogIter, Durability};
+pub use auditor::{Auditor, MIN_AUDIT_KEY_LEN};
 pub use capability::{Capability, Caveat};
 pub use context::{Args, Context, ContextBuilder};
 pub use dsl::{EvalError, Predicate};
 pub use error::{
-    BuildError, CaveatError, ContextError, Error, KeyError, ParseError, ReceiptError, TokenError,
+    BuildError, CaveatError, ContextError, Error, KeyError, ParseError, ReceiptError,
+    RevocationError, TokenError,
 };
 pub use gate::{CaveatFailure, Gate};
 pub use issuer::{CapabilityBuilder, Issuer, MIN_ROOT_KEY_LEN};
+pub use json::{JsonError, JsonLimits, JsonNumber, JsonObject, JsonValue, write_json_string};
 pub use limits::Limits;
 pub use nonce::{InMemoryNonceStore, NonceStore};
 pub use proof::{HolderKey, Proof, ProofError, pop_challenge, pop_challenge_for};
+pub use receipt::{
+    ContextSummary, MAX_RECEIPT_TEXT, Outcome, RECEIPT_SCHEMA_VERSION, Receipt,
+    UNVERIFIED_IDENTIFIER_PREFIX, bounded_text, unverified_identifier,
+};
 pub use revocation::{
-    InMemoryRevocationStore, RevocationCell, RevocationError, RevocationList, RevocationStore,
-    Revoker, refresh,
+    InMemoryRevocationStore, RevocationCell, RevocationList, RevocationStore, Revoker, refresh,
 };
 pub use store::{BoxFuture, DEFAULT_MAX_CLOCK_OFFSET, StoreError};
-pub use timestamp::Timestamp;
+pub use timestamp::{Timestamp, TimestampError};
 pub use verifier::{
     DEFAULT_CACHE_CAPACITY, DEFAULT_CHAIN_CACHE_CAPACITY, DEFAULT_PROOF_SKEW,
     REASON_HOLDER_KEY_BOUND, REASON_NOT_HOLDER_BOUND, REASON_REPLAY, REASON_ZERO_CAVEATS, Verifier,

@@ -3,6 +3,14 @@
 //! parsed from their text and compared exactly as decimals (never through
 //! `f64`), in time linear in the number of digits and without allocation
 //! proportional to the exponent, whatever the input.
+//!
+//! It is our own because the reference's comparisons force it: a caveat
+//! such as `arg.amount_cents <= 5000` compares the argument's exact source
+//! text as a decimal (`1.50 == 1.5`, a 40-digit integer compared whole, the
+//! integer-domain rule decided on the text), while the text must also be
+//! bounded work when an attacker writes `1e999999999`. `f64` and the
+//! fixed-width integer types round or overflow, and arbitrary-precision
+//! crates expand such exponents.
 
 use std::cmp::Ordering;
 use std::fmt::{self, Write as _};
@@ -147,6 +155,7 @@ impl Decimal {
     }
 
     /// Whether the value is strictly less than zero.
+    #[cfg(test)]
     pub fn is_negative(&self) -> bool {
         self.negative && !self.is_zero()
     }

@@ -21,7 +21,7 @@ use zeroize_shim::Zeroizing;
 
 use crate::capability::Capability;
 use crate::context::Context;
-use crate::json::{self, JsonSink, JsonValue, write_escaped_str};
+use crate::json::{JsonSink, JsonValue, write_escaped_str};
 
 /// The challenge a holder signs: SHA-256 of
 /// `{"args_hash":..,"id":..,"now_ms":..,"tool":..}`.
@@ -32,7 +32,7 @@ pub fn pop_challenge(identifier: &str, args_hash_hex: &str, now_ms: u64, tool: &
     hasher.put(",\"id\":");
     write_escaped_str(&mut hasher, identifier);
     hasher.put(",\"now_ms\":");
-    hasher.put(&now_ms.to_string());
+    hasher.put(itoa::Buffer::new().format(now_ms));
     hasher.put(",\"tool\":");
     write_escaped_str(&mut hasher, tool);
     hasher.put("}");
@@ -153,7 +153,7 @@ impl ProofError {
 ///     .holder_of_key(holder.public_key())?
 ///     .caveat(r#"tool == "bank.wire""#)?
 ///     .build()?;
-/// let args = capnagent::json::parse(r#"{"amount_cents":100}"#, &Default::default())
+/// let args = capnagent::JsonValue::parse(r#"{"amount_cents":100}"#, &Default::default())
 ///     .expect("valid JSON");
 /// let proof = holder.prove(&cap, "bank.wire", &args, 1_700_000_000_000);
 /// assert!(proof.encode().starts_with("t=1700000000000;sig="));
@@ -187,12 +187,7 @@ impl HolderKey {
 
     /// Signs the challenge for calling `tool` with `args` at `now_ms`.
     pub fn prove(&self, cap: &Capability, tool: &str, args: &JsonValue, now_ms: u64) -> Proof {
-        let challenge = pop_challenge(
-            cap.identifier(),
-            &json::sha256_canonical_hex(args),
-            now_ms,
-            tool,
-        );
+        let challenge = pop_challenge(cap.identifier(), &args.sha256_canonical_hex(), now_ms, tool);
         self.sign_challenge(&challenge, now_ms)
     }
 

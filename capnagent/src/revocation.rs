@@ -53,7 +53,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
 use crate::crypto::{self, KeyedMac, Tag};
-use crate::error::Error;
+use crate::error::{Error, RevocationError};
 use crate::issuer::root_key;
 use crate::json::{JsonSink, write_escaped_str};
 use crate::store::{BoxFuture, DEFAULT_MAX_CLOCK_OFFSET, StoreError};
@@ -154,7 +154,7 @@ impl RevocationList {
     fn body(&self) -> String {
         let mut json = String::with_capacity(64 + self.revoked.len() * 24);
         json.put("{\"issued_at_ms\":");
-        json.put(&self.issued_at_ms.to_string());
+        json.put(itoa::Buffer::new().format(self.issued_at_ms));
         json.put(",\"revoked\":[");
         for (i, id) in self.revoked.iter().enumerate() {
             if i > 0 {
@@ -209,43 +209,6 @@ impl fmt::Debug for RevocationList {
             .field("issued_at_ms", &self.issued_at_ms)
             .field("revoked", &self.revoked.len())
             .finish_non_exhaustive()
-    }
-}
-
-/// A revocation list was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RevocationError {
-    /// The wire form does not decode.
-    #[error("invalid revocation list: {0}")]
-    Format(String),
-    /// The list is not signed by this root key (or is signed in the
-    /// reference's format, which this crate refuses: see the module docs).
-    #[error("invalid revocation-list signature")]
-    InvalidSignature,
-    /// The list is dated further ahead of the receiver's clock than the
-    /// clock-offset bound allows.
-    #[error(
-        "revocation list is dated {ahead_ms} ms in the future (issued_at_ms {issued_at_ms}, limit {limit_ms} ms)"
-    )]
-    FutureDated {
-        /// The list's `issued_at_ms`.
-        issued_at_ms: u64,
-        /// How far ahead of the receiver's clock it is.
-        ahead_ms: u64,
-        /// The clock-offset bound in force.
-        limit_ms: u64,
-    },
-}
-
-impl RevocationError {
-    /// A stable, machine-readable code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            RevocationError::Format(_) => "revocation.format",
-            RevocationError::InvalidSignature => "revocation.invalid_signature",
-            RevocationError::FutureDated { .. } => "revocation.future_dated",
-        }
     }
 }
 

@@ -3,6 +3,13 @@
 //! acceptance rules and error messages of the capnagent 0.7.4 reference, and
 //! its canonical UTC `Display` form. The parser works on attacker-controlled
 //! text and never panics or overflows.
+//!
+//! It is our own because the reference's behaviour forces it: the caveat
+//! language's `@2027-01-01T00:00:00Z` literals and `now` comparisons must
+//! accept and refuse exactly the texts the reference does, with its error
+//! messages (which appear in signed denial reasons), and print the same
+//! canonical form back; a general date-time crate accepts a different set
+//! of RFC 3339 variants and words its errors differently.
 
 use std::fmt;
 use std::str::FromStr;

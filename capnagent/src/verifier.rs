@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::audit::{Auditor, Outcome, Receipt};
+use crate::auditor::Auditor;
 use crate::capability::{Capability, CaveatList, VerifiedMemo};
 use crate::context::Context;
 use crate::crypto::{KeyedMac, Tag};
@@ -56,6 +56,7 @@ use crate::issuer::root_key;
 use crate::limits::Limits;
 use crate::nonce::NonceStore;
 use crate::proof::{self, Proof};
+use crate::receipt::{Outcome, Receipt};
 use crate::revocation::RevocationCell;
 use crate::store::DEFAULT_MAX_CLOCK_OFFSET;
 use crate::timestamp::duration_ms;

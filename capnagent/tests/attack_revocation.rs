@@ -84,7 +84,7 @@ fn a_chain_value_does_not_sign_a_list() {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&ROOT).expect("key");
     mac.update(body.as_bytes());
-    let head = capnagent::hex::encode(&mac.finalize().into_bytes());
+    let head = base16ct::lower::encode_string(&mac.finalize().into_bytes());
     let wire = URL_SAFE_NO_PAD.encode(
         format!(r#"{{"issued_at_ms":{issued_at},"revoked":[],"signature":"{head}"}}"#).as_bytes(),
     );

@@ -1,74 +1,111 @@
-//! `JsonDoc` (the tape the tower layer reads request bodies into) must mean
-//! exactly what `json::parse` means: the same accept/reject decisions and
-//! errors, the same value, the same canonical text and hash, the same
-//! lookups.
+//! Arguments read from JSON text (the tape the tower layer reads request
+//! bodies into) must mean exactly what `JsonValue::parse` means: the same
+//! accept/reject decisions and errors, the same value, and the canonical
+//! text and hash of a reference writer (a naive recursive one, below),
+//! whether they were read from text or converted from a tree.
 
 #![allow(clippy::unwrap_used)]
 
-use capnagent::json::{self, JsonDoc, JsonLimits, JsonValue};
+use capnagent::{Args, JsonLimits, JsonValue};
 use proptest::prelude::*;
 
 fn limits() -> JsonLimits {
     JsonLimits::default()
 }
 
-/// Checks one input both ways.
-fn same_meaning(text: &str) {
-    let value = json::parse(text, &limits());
-    let doc = JsonDoc::parse(text, &limits());
-    match (&value, &doc) {
-        (Ok(value), Ok(doc)) => {
-            assert_eq!(&doc.to_value(), value, "{text:?}");
-            assert_eq!(
-                doc.canonical_string(),
-                json::canonical_string(value),
-                "{text:?}"
-            );
-            assert_eq!(
-                doc.sha256_canonical_hex(),
-                json::sha256_canonical_hex(value),
-                "{text:?}"
-            );
-            assert_eq!(doc.text(), text);
-            assert_eq!(doc, &JsonDoc::parse(text, &limits()).unwrap());
-            // Kept without a copy: the same document.
-            let kept =
-                JsonDoc::from_bytes(bytes::Bytes::copy_from_slice(text.as_bytes()), &limits())
-                    .unwrap();
-            assert_eq!(&kept, doc);
-            assert_eq!(kept.sha256_canonical_hex(), doc.sha256_canonical_hex());
-            same_lookups(doc.root(), value);
-            same_lookups(kept.root(), value);
+/// The canonical form written the obvious way, to check the crate's writer
+/// against: keys sorted by bytes, the last of repeated keys kept, strings
+/// escaped like `serde_json`, the integer `-0` written `0`.
+fn naive_canonical(value: &JsonValue) -> String {
+    match value {
+        JsonValue::Null => "null".to_owned(),
+        JsonValue::Bool(b) => b.to_string(),
+        JsonValue::Number(n) if n.as_str() == "-0" => "0".to_owned(),
+        JsonValue::Number(n) => n.as_str().to_owned(),
+        JsonValue::String(s) => quoted(s),
+        JsonValue::Array(items) => {
+            let items: Vec<String> = items.iter().map(naive_canonical).collect();
+            format!("[{}]", items.join(","))
         }
-        (Err(a), Err(b)) => {
-            assert_eq!(a, b, "{text:?}");
-            let kept =
-                JsonDoc::from_bytes(bytes::Bytes::copy_from_slice(text.as_bytes()), &limits());
-            assert_eq!(kept.as_ref().err(), Some(a), "{text:?}");
+        JsonValue::Object(obj) => {
+            let mut members: std::collections::BTreeMap<&str, &JsonValue> = Default::default();
+            for (k, v) in obj.iter() {
+                members.insert(k, v);
+            }
+            let members: Vec<String> = members
+                .into_iter()
+                .map(|(k, v)| format!("{}:{}", quoted(k), naive_canonical(v)))
+                .collect();
+            format!("{{{}}}", members.join(","))
         }
-        _ => panic!("{text:?}: {value:?} vs {doc:?}"),
     }
 }
 
-/// Every member of every object, looked up by key, is the value `get`
-/// finds in the tree (last duplicate wins).
-fn same_lookups(node: json::JsonRef<'_>, value: &JsonValue) {
-    assert_eq!(node.kind_name(), value.kind_name());
-    match value {
-        JsonValue::String(s) => assert_eq!(node.as_str().as_deref(), Some(s.as_str())),
-        JsonValue::Number(n) => assert_eq!(node.as_number_text(), Some(n.as_str())),
-        JsonValue::Object(obj) => {
-            for (key, _) in obj.iter() {
-                let found = node.get(key).unwrap();
-                let expected = obj.get(key).unwrap();
-                assert_eq!(&found.to_value(), expected);
-                same_lookups(found, expected);
-            }
-            assert!(node.get("\u{0}no such key").is_none());
+fn quoted(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
         }
-        _ => {}
     }
-    assert!(node.get("x").is_none() || matches!(value, JsonValue::Object(_)));
+    out.push('"');
+    out
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn kept(text: &[u8]) -> Result<Args, capnagent::JsonError> {
+    Args::from_json_bytes(bytes::Bytes::copy_from_slice(text), &limits())
+}
+
+/// Checks one input every way.
+fn same_meaning(text: &str) {
+    let value = JsonValue::parse(text, &limits());
+    let args = Args::from_json(text, &limits());
+    match (&value, &args) {
+        (Ok(value), Ok(args)) => {
+            assert_eq!(args.value(), value, "{text:?}");
+            let expected = naive_canonical(value);
+            assert_eq!(args.canonical_string(), expected, "{text:?}");
+            assert_eq!(
+                args.sha256_canonical_hex(),
+                sha256_hex(&expected),
+                "{text:?}"
+            );
+            assert_eq!(value.canonical_string(), expected, "{text:?}");
+            assert_eq!(
+                value.sha256_canonical_hex(),
+                sha256_hex(&expected),
+                "{text:?}"
+            );
+            let from_tree = Args::from(value.clone());
+            assert_eq!(&from_tree, args, "{text:?}");
+            assert_eq!(from_tree.canonical_string(), expected, "{text:?}");
+            // Kept without a copy: the same arguments.
+            let kept = kept(text.as_bytes()).unwrap();
+            assert_eq!(&kept, args);
+            assert_eq!(kept.sha256_canonical_hex(), args.sha256_canonical_hex());
+        }
+        (Err(a), Err(b)) => {
+            assert_eq!(a, b, "{text:?}");
+            assert_eq!(kept(text.as_bytes()).err().as_ref(), Some(a), "{text:?}");
+        }
+        _ => panic!("{text:?}: {value:?} vs {args:?}"),
+    }
 }
 
 #[test]
@@ -119,23 +156,21 @@ fn fixed_cases() {
 
 #[test]
 fn bytes_must_be_utf8() {
-    let a = json::parse_bytes(b"[\"\xff\"]", &limits()).unwrap_err();
-    let b = JsonDoc::parse_bytes(b"[\"\xff\"]", &limits()).unwrap_err();
+    let a = JsonValue::parse_bytes(b"[\"\xff\"]", &limits()).unwrap_err();
+    let b = kept(b"[\"\xff\"]").unwrap_err();
     assert_eq!(a, b);
-    let c = JsonDoc::from_bytes(bytes::Bytes::from_static(b"[\"\xff\"]"), &limits()).unwrap_err();
-    assert_eq!(a, c);
     let tight = JsonLimits {
         max_len: 3,
         ..limits()
     };
-    assert!(JsonDoc::parse("[1,2]", &tight).is_err());
+    assert!(Args::from_json("[1,2]", &tight).is_err());
 }
 
 #[test]
 fn equality_ignores_whitespace_and_escapes() {
-    let a = JsonDoc::parse(r#"{"a": [1, "é"]}"#, &limits()).unwrap();
-    let b = JsonDoc::parse("{\"\\u0061\":[1,\"\\u00e9\"]}", &limits()).unwrap();
-    let c = JsonDoc::parse(r#"{"a": [1.0, "é"]}"#, &limits()).unwrap();
+    let a = Args::from_json(r#"{"a": [1, "é"]}"#, &limits()).unwrap();
+    let b = Args::from_json("{\"\\u0061\":[1,\"\\u00e9\"]}", &limits()).unwrap();
+    let c = Args::from_json(r#"{"a": [1.0, "é"]}"#, &limits()).unwrap();
     assert_eq!(a, b);
     assert_ne!(a, c);
 }
@@ -225,14 +260,15 @@ proptest! {
         if let Ok(text) = String::from_utf8(bytes.clone()) {
             same_meaning(&text);
         }
-        let a = json::parse_bytes(&bytes, &limits());
-        let b = JsonDoc::parse_bytes(&bytes, &limits());
+        let a = JsonValue::parse_bytes(&bytes, &limits());
+        let b = kept(&bytes);
         prop_assert_eq!(a.map(|_| ()), b.map(|_| ()));
     }
 }
 
-/// A context whose args are the document and one whose args are the tree
-/// decide every caveat the same way, with the same error, and hash alike.
+/// A context whose args were read from the text and one whose args were
+/// converted from the tree decide every caveat the same way, with the same
+/// error, and hash alike.
 #[test]
 fn contexts_with_either_form_decide_alike() {
     use capnagent::{Context, Predicate};
@@ -261,8 +297,8 @@ fn contexts_with_either_form_decide_alike() {
         r#"arg.amount_cents <= 5000 AND arg.merchant == "shop.example""#,
     ];
     for body in bodies {
-        let doc = JsonDoc::parse(body, &limits()).unwrap();
-        let value = json::parse(body, &limits()).unwrap();
+        let doc = Args::from_json(body, &limits()).unwrap();
+        let value = JsonValue::parse(body, &limits()).unwrap();
         let with_doc = Context::builder().now_millis(1).args_json(doc).build();
         let with_value = Context::builder().now_millis(1).args_json(value).build();
         assert_eq!(with_doc.args_hash(), with_value.args_hash(), "{body}");
@@ -288,12 +324,12 @@ fn a_large_object_in_reverse_order_is_canonical() {
         .map(|i| format!("\"key-{:08}\":{i}", i / 2))
         .collect();
     let text = format!("{{{}}}", members.join(","));
-    let value = json::parse(&text, &limits()).unwrap();
-    let doc = JsonDoc::parse(&text, &limits()).unwrap();
-    assert_eq!(doc.canonical_string(), json::canonical_string(&value));
+    let value = JsonValue::parse(&text, &limits()).unwrap();
+    let doc = Args::from_json(&text, &limits()).unwrap();
+    assert_eq!(doc.canonical_string(), naive_canonical(&value));
     assert_eq!(
         doc.sha256_canonical_hex(),
-        json::sha256_canonical_hex(&value)
+        Args::from(value).sha256_canonical_hex()
     );
     // Each repeated key keeps its last value: the even one of each pair.
     let canonical = doc.canonical_string();

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use capnagent::json::JsonValue;
+use capnagent::JsonValue;
 use capnagent::{Auditor, Capability, HolderKey, Timestamp, Verifier};
 use capnagent_tonic::{
     AuthenticatedCaller, CapabilityLayer, Descriptors, Grpc, RECEIPT_METADATA, Verified, client,

@@ -13,7 +13,6 @@
 
 use std::collections::BTreeMap;
 
-use capnagent::json;
 use capnagent::{Context, Limits};
 use capnagent_fuzz::{out_of_range, same_value};
 use libfuzzer_sys::fuzz_target;
@@ -70,5 +69,5 @@ fuzz_target!(|data: &[u8]| {
         same_value(ctx.args(), &model.args),
         "args differ on {text:?}"
     );
-    assert_eq!(ctx.args_hash(), json::sha256_canonical_hex(ctx.args()));
+    assert_eq!(ctx.args_hash(), ctx.args().sha256_canonical_hex());
 });

@@ -19,7 +19,7 @@
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use capnagent::json::{self, JsonLimits, JsonValue};
+use capnagent::{JsonLimits, JsonValue};
 use capnagent_tonic::Descriptors;
 use capnagent_tonic::fuzzing::request_args;
 use capnagent_tonic::message_to_args;
@@ -86,8 +86,8 @@ fuzz_target!(|data: &[u8]| {
     // and what a proof and a receipt sign (the canonical form, keys
     // sorted) do not depend on it.
     assert_eq!(
-        unsigned_zeros(&json::canonical_string(&client)),
-        unsigned_zeros(&json::canonical_string(&args)),
+        unsigned_zeros(&client.canonical_string()),
+        unsigned_zeros(&args.canonical_string()),
         "client and server args differ"
     );
 });

@@ -1,4 +1,4 @@
-//! The JSON reader (`capnagent::json`) against `serde_json`: on any bytes,
+//! The JSON reader (`capnagent::JsonValue::parse_bytes`) against `serde_json`: on any bytes,
 //! both accept or both reject, and accepted documents hold the same values.
 //!
 //! Where the two differ by design, the comparison follows our documented
@@ -9,34 +9,35 @@
 //! one winning on lookup, as in `serde_json`. Both refuse nesting deeper
 //! than 127.
 //!
-//! The tree reader (`json::parse_bytes`) and the flat one (`JsonDoc`) must
-//! also agree with each other, errors included, and the canonical form
-//! must be a fixed point.
+//! The tree reader (`JsonValue::parse_bytes`) and the flat one
+//! (`Args::from_json_bytes`) must also agree with each other, errors
+//! included, a tree must write the canonical form its text does, and the
+//! canonical form must be a fixed point.
 #![no_main]
 
-use capnagent::json::{self, JsonDoc, JsonLimits};
+use capnagent::{Args, JsonLimits, JsonValue};
 use capnagent_fuzz::{out_of_range, same_value};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let limits = JsonLimits::default();
-    let ours = json::parse_bytes(data, &limits);
-    let doc = JsonDoc::parse_bytes(data, &limits);
+    let ours = JsonValue::parse_bytes(data, &limits);
+    let doc = Args::from_json_bytes(bytes::Bytes::copy_from_slice(data), &limits);
     match (&ours, &doc) {
         (Ok(value), Ok(doc)) => {
-            assert_eq!(&doc.to_value(), value, "JsonDoc and parse disagree");
-            let canonical = json::canonical_string(value);
+            assert_eq!(doc.value(), value, "Args and parse disagree");
+            let canonical = value.canonical_string();
             assert_eq!(doc.canonical_string(), canonical);
             assert_eq!(
                 doc.sha256_canonical_hex(),
-                json::sha256_canonical_hex(value)
+                value.sha256_canonical_hex()
             );
-            let reparsed = json::parse(&canonical, &limits).expect("canonical JSON parses");
-            assert_eq!(json::canonical_string(&reparsed), canonical);
+            let reparsed = JsonValue::parse(&canonical, &limits).expect("canonical JSON parses");
+            assert_eq!(reparsed.canonical_string(), canonical);
         }
-        (Err(a), Err(b)) => assert_eq!(a, b, "JsonDoc and parse fail differently"),
+        (Err(a), Err(b)) => assert_eq!(a, b, "Args and parse fail differently"),
         _ => panic!(
-            "JsonDoc and parse disagree: {ours:?} vs {:?}",
+            "Args and parse disagree: {ours:?} vs {:?}",
             doc.as_ref().err()
         ),
     }

@@ -13,7 +13,7 @@
 use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
-use capnagent::json::{self, JsonLimits, JsonValue};
+use capnagent::{JsonLimits, JsonValue};
 use capnagent::{Auditor, Context, Outcome, Receipt};
 use capnagent_fuzz::AUDIT_KEY;
 use capnagent_tower::fuzzing::mcp_classify;
@@ -104,7 +104,7 @@ fuzz_target!(|data: &[u8]| {
     let policy = &POLICIES[usize::from(flags >> 7)];
     let outcome = mcp_classify(policy, request, JsonLimits::default(), &RECEIPT);
 
-    let message = json::parse_bytes(body, &JsonLimits::default()).ok();
+    let message = JsonValue::parse_bytes(body, &JsonLimits::default()).ok();
     let message = message.as_ref().and_then(JsonValue::as_object);
     if let Ok((access, tool, args)) = &outcome.classified {
         if method == http::Method::POST {
@@ -132,7 +132,7 @@ fuzz_target!(|data: &[u8]| {
         Some(event) => event.strip_suffix("\n\n").expect("one SSE event"),
         None => text,
     };
-    let answer = json::parse(text, &JsonLimits::default())
+    let answer = JsonValue::parse(text, &JsonLimits::default())
         .unwrap_or_else(|e| panic!("the answer is not JSON ({e}): {text}"));
     let answer = answer.as_object().expect("the answer is an object");
     assert_eq!(

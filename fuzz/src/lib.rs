@@ -2,7 +2,7 @@
 //! vectors (so that seeded tokens and receipts verify), a context to judge
 //! tokens against, and the comparison of our JSON values with `serde_json`'s.
 
-use capnagent::json::{JsonNumber, JsonValue};
+use capnagent::{JsonNumber, JsonValue};
 
 /// The root key of `capnagent/tests/vectors/vectors.jsonl`: seeded tokens
 /// verify under it and reach their caveats.

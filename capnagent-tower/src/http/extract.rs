@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use capnagent::Args;
-use capnagent::json::{self, JsonDoc, JsonLimits, JsonObject, JsonValue};
+use capnagent::{JsonLimits, JsonObject, JsonValue};
 use http::request::Parts;
 
 use crate::extract::ExtractError;
@@ -149,22 +149,22 @@ impl<'a> BufferedBody<'a> {
     }
 
     /// Parses the body as JSON, like [`parse_json`](Self::parse_json), into
-    /// a [`JsonDoc`]: the text plus a flat index of its values, which is
-    /// cheaper to build, look up and hash than a tree. What [`JsonBody`]
-    /// uses.
-    pub fn parse_doc(&self) -> Result<JsonDoc, ExtractError> {
-        JsonDoc::from_bytes(self.bytes.clone(), &self.limits)
+    /// [`Args`] ([`Args::from_json_bytes`]: the body kept, plus a flat index
+    /// of its values, which is cheaper to build, look up and hash than a
+    /// tree). What [`JsonBody`] uses.
+    pub fn parse_args(&self) -> Result<Args, ExtractError> {
+        Args::from_json_bytes(self.bytes.clone(), &self.limits)
             .map_err(|e| ExtractError::bad_request(format!("args: request body is not JSON: {e}")))
     }
 
     /// [`parse_json`](Self::parse_json) with the parser's own error.
-    pub(crate) fn json(&self) -> Result<JsonValue, json::JsonError> {
-        json::parse_bytes(self.bytes, &self.limits)
+    pub(crate) fn json(&self) -> Result<JsonValue, capnagent::JsonError> {
+        JsonValue::parse_bytes(self.bytes, &self.limits)
     }
 }
 
 /// Produces the `args` fact: the call's arguments as JSON ([`Args`]: a
-/// [`JsonValue`] or a [`JsonDoc`], both convert with `.into()`).
+/// [`JsonValue`] converts with `.into()`).
 ///
 /// Implemented by [`JsonBody`] (the default), [`QueryArgs`], [`PathArgs`]
 /// (with the `axum` feature), [`NoArgs`] and any
@@ -174,7 +174,7 @@ impl<'a> BufferedBody<'a> {
 /// `params.arguments` out of a JSON-RPC call).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot produce the arguments of a request",
-    note = "use `JsonBody`, `QueryArgs`, `PathArgs`, `NoArgs`, or a closure `|parts: &mut http::request::Parts| -> Result<capnagent::json::JsonValue, ExtractError>`"
+    note = "use `JsonBody`, `QueryArgs`, `PathArgs`, `NoArgs`, or a closure `|parts: &mut http::request::Parts| -> Result<capnagent::JsonValue, ExtractError>`"
 )]
 pub trait ArgsExtractor: Send + Sync + 'static {
     /// Whether the layer must buffer the request body before calling
@@ -222,7 +222,7 @@ impl ArgsExtractor for JsonBody {
         _parts: &mut Parts,
         body: BufferedBody<'_>,
     ) -> Result<Args, ExtractError> {
-        body.parse_doc().map(Args::from)
+        body.parse_args()
     }
 }
 
@@ -316,7 +316,7 @@ mod tests {
         let body = BufferedBody::new(&empty, JsonLimits::default());
         let args = QueryArgs.extract_args(&mut p, body).unwrap();
         assert_eq!(
-            json::canonical_string(args.value()),
+            args.value().canonical_string(),
             r#"{"n":"3","path":"/srv/a b"}"#
         );
 

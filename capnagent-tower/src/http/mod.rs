@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use capnagent::json::JsonLimits;
+use capnagent::JsonLimits;
 use http::Response;
 use http::request::Parts;
 

@@ -23,7 +23,7 @@
 //! the MCP renderer (`mcp::render`), which answers with JSON-RPC bodies.
 
 use bytes::Bytes;
-use capnagent::json::write_escaped_str;
+use capnagent::write_json_string;
 use capnagent::{Gate, Receipt};
 use http::{HeaderValue, Response, StatusCode, header};
 
@@ -194,7 +194,7 @@ pub(crate) fn unavailable(error: &SinkError) -> Response<Bytes> {
     );
     body.push_str(AUDIT_UNAVAILABLE_CODE);
     body.push_str("\",\"detail\":");
-    write_escaped_str(&mut body, error.reason());
+    write_json_string(&mut body, error.reason());
     body.push('}');
     let mut response = problem_response(status, body);
     retry_after(&mut response);
@@ -216,13 +216,13 @@ pub(crate) fn problem(kind: DenialKind, receipt: &Receipt) -> Response<Bytes> {
 
     let mut body = String::with_capacity(160 + detail.len() + receipt_json.len());
     body.push_str("{\"type\":\"about:blank\",\"title\":");
-    write_escaped_str(&mut body, status.canonical_reason().unwrap_or("Error"));
+    write_json_string(&mut body, status.canonical_reason().unwrap_or("Error"));
     body.push_str(",\"status\":");
     body.push_str(status.as_str());
     body.push_str(",\"code\":\"");
     body.push_str(kind.code());
     body.push_str("\",\"detail\":");
-    write_escaped_str(&mut body, detail);
+    write_json_string(&mut body, detail);
     body.push_str(",\"receipt\":");
     body.push_str(&receipt_json);
     body.push('}');

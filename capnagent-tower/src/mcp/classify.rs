@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use capnagent::json::{JsonObject, JsonValue};
+use capnagent::{JsonObject, JsonValue};
 use http::request::Parts;
 use http::{HeaderMap, Method, header};
 
@@ -543,7 +543,7 @@ mod tests {
 
     use super::*;
     use bytes::Bytes;
-    use capnagent::json::JsonLimits;
+    use capnagent::JsonLimits;
 
     fn head(request: http::Request<()>, policy: McpPolicy) -> (McpHead, Parts) {
         let parts = request.into_parts().0;
@@ -571,10 +571,7 @@ mod tests {
         .unwrap();
         assert_eq!(call.access, McpAccess::Judged);
         assert_eq!(call.tool, "bank_wire");
-        assert_eq!(
-            capnagent::json::canonical_string(&call.args),
-            r#"{"amount_cents":1.50}"#
-        );
+        assert_eq!(call.args.canonical_string(), r#"{"amount_cents":1.50}"#);
         assert!(call.reply.tool_call);
         assert!(!call.reply.modern);
     }
@@ -691,10 +688,7 @@ mod tests {
         .unwrap();
         assert_eq!(call.access, McpAccess::Judged);
         assert_eq!(call.tool, "mcp:resources/read");
-        assert_eq!(
-            capnagent::json::canonical_string(&call.args),
-            r#"{"uri":"file:///srv/a"}"#
-        );
+        assert_eq!(call.args.canonical_string(), r#"{"uri":"file:///srv/a"}"#);
         let call = read(
             post().body(()).unwrap(),
             r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
@@ -710,7 +704,7 @@ mod tests {
         assert_eq!(call.tool, "mcp:response");
         assert_eq!(call.access, McpAccess::Judged);
         assert_eq!(
-            capnagent::json::canonical_string(&call.args),
+            call.args.canonical_string(),
             r#"{"action":"accept","content":{"to":"x"}}"#
         );
         let call = read(
@@ -752,7 +746,7 @@ mod tests {
             ("deploy", McpAccess::Judged)
         );
         assert_eq!(
-            capnagent::json::canonical_string(&call.args),
+            call.args.canonical_string(),
             r#"{"env":"staging","inputResponses":{"which":{"action":"accept","content":{"env":"prod"}}}}"#
         );
         // An authenticated-only method carrying answers is judged.
@@ -764,7 +758,10 @@ mod tests {
         // Without answers, nothing changes.
         let plain = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"deploy","arguments":{"env":"staging"}}}"#;
         assert_eq!(
-            capnagent::json::canonical_string(&read(post().body(()).unwrap(), plain).unwrap().args),
+            read(post().body(()).unwrap(), plain)
+                .unwrap()
+                .args
+                .canonical_string(),
             r#"{"env":"staging"}"#
         );
     }

@@ -139,7 +139,7 @@ mod render;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use capnagent::json::JsonLimits;
+use capnagent::JsonLimits;
 use http::Response;
 use http::request::Parts;
 

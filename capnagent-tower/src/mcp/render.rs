@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use capnagent::Receipt;
-use capnagent::json::{JsonValue, write_escaped_str};
+use capnagent::{JsonValue, write_json_string};
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::classify::McpReply;
@@ -66,7 +66,7 @@ pub(crate) fn denial(kind: DenialKind, receipt: &Receipt, reply: &McpReply) -> R
     body.push_str(",\"error\":{\"code\":");
     body.push_str(&rpc_code(kind).to_string());
     body.push_str(",\"message\":");
-    write_escaped_str(&mut body, reason);
+    write_json_string(&mut body, reason);
     body.push_str(",\"data\":{\"code\":\"");
     body.push_str(kind.code());
     body.push_str("\",\"receipt\":");
@@ -97,7 +97,7 @@ pub(crate) fn unavailable(reason: &str, reply: &McpReply) -> Response<Bytes> {
     body.push_str(",\"error\":{\"code\":");
     body.push_str(&AUDIT_UNAVAILABLE_ERROR_CODE.to_string());
     body.push_str(",\"message\":");
-    write_escaped_str(&mut body, reason);
+    write_json_string(&mut body, reason);
     body.push_str(",\"data\":{\"code\":\"");
     body.push_str(problem::AUDIT_UNAVAILABLE_CODE);
     body.push_str("\"}}}");
@@ -117,13 +117,13 @@ fn tool_error(reply: &McpReply, kind: DenialKind, reason: &str, receipt_json: &s
         body.push_str("\"resultType\":\"complete\",");
     }
     body.push_str("\"content\":[{\"type\":\"text\",\"text\":");
-    write_escaped_str(&mut body, &text);
+    write_json_string(&mut body, &text);
     body.push_str("}],\"isError\":true,\"_meta\":{");
-    write_escaped_str(&mut body, CODE_META_KEY);
+    write_json_string(&mut body, CODE_META_KEY);
     body.push(':');
-    write_escaped_str(&mut body, kind.code());
+    write_json_string(&mut body, kind.code());
     body.push(',');
-    write_escaped_str(&mut body, RECEIPT_META_KEY);
+    write_json_string(&mut body, RECEIPT_META_KEY);
     body.push(':');
     body.push_str(receipt_json);
     body.push_str("}}}");
@@ -132,7 +132,7 @@ fn tool_error(reply: &McpReply, kind: DenialKind, reason: &str, receipt_json: &s
 
 fn write_id(out: &mut String, id: Option<&JsonValue>) {
     match id {
-        Some(JsonValue::String(s)) => write_escaped_str(out, s),
+        Some(JsonValue::String(s)) => write_json_string(out, s),
         Some(JsonValue::Number(n)) => out.push_str(n.as_str()),
         _ => out.push_str("null"),
     }

@@ -1,7 +1,10 @@
 //! [`JsonDoc`]: a parsed document kept as its source text plus a flat tape
-//! of its values, for reading a request body once on the hot path: looking
-//! up `arg.*` paths and writing the canonical form (for `args_hash`) need
-//! no tree of owned strings, and dropping the document frees two buffers.
+//! of its values, and the crate's one canonical JSON writer, which works on
+//! it. A request body is read once on the hot path: looking up `arg.*`
+//! paths and writing the canonical form (for `args_hash`) need no tree of
+//! owned strings, and dropping the document frees two buffers. A
+//! [`JsonValue`] tree is written canonically by becoming a document first
+//! ([`JsonDoc::from_value`]).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -11,8 +14,8 @@ use bytes::Bytes;
 use crate::crypto::Buffered;
 
 use super::{
-    JsonError, JsonLimits, JsonSink, JsonValue, decode_string, dedup_keep_last, parse_tape,
-    tape_u32, utf8, value_from_tape, write_escaped_str,
+    JsonError, JsonLimits, JsonSink, JsonValue, check_tape_len, decode_string, dedup_keep_last,
+    parse_tape, tape_u32, utf8, value_from_tape, write_compact, write_escaped_str,
 };
 
 /// What a tape node is.
@@ -99,7 +102,7 @@ impl Node {
 /// A JSON document parsed once and kept as its source text plus a flat
 /// index of its values.
 ///
-/// It accepts and rejects exactly what [`parse`](super::parse) does, under
+/// It accepts and rejects exactly what [`JsonValue::parse`] does, under
 /// the same [`JsonLimits`], and means the same value: numbers keep their
 /// source text, duplicate keys are kept and the last one wins on lookup.
 /// Reading it costs two allocations (a copy of the text and the index),
@@ -109,18 +112,9 @@ impl Node {
 /// value takes at least two bytes of input with its separator, so a
 /// document holds at most about five times its length in memory (input
 /// text included). [`JsonDoc::to_value`] builds the equivalent
-/// [`JsonValue`].
-///
-/// ```
-/// use capnagent::json::{JsonDoc, JsonLimits};
-///
-/// let doc = JsonDoc::parse(r#"{"b": 1.50, "a": {"c": "x"}}"#, &JsonLimits::default())?;
-/// assert_eq!(doc.root().get("b").and_then(|n| n.as_number_text()), Some("1.50"));
-/// assert_eq!(doc.canonical_string(), r#"{"a":{"c":"x"},"b":1.50}"#);
-/// # Ok::<(), capnagent::json::JsonError>(())
-/// ```
+/// [`JsonValue`]. [`Args`](crate::Args) holds one; it is not public.
 #[derive(Clone)]
-pub struct JsonDoc {
+pub(crate) struct JsonDoc {
     /// The source, checked to be UTF-8 when the document was parsed.
     text: Bytes,
     nodes: Vec<Node>,
@@ -128,7 +122,7 @@ pub struct JsonDoc {
 
 impl JsonDoc {
     /// Parses `text` (copied into the document) under `limits`.
-    pub fn parse(text: &str, limits: &JsonLimits) -> Result<JsonDoc, JsonError> {
+    pub(crate) fn parse(text: &str, limits: &JsonLimits) -> Result<JsonDoc, JsonError> {
         let nodes = parse_tape(text, limits)?;
         Ok(JsonDoc {
             text: Bytes::copy_from_slice(text.as_bytes()),
@@ -136,15 +130,23 @@ impl JsonDoc {
         })
     }
 
-    /// Parses raw bytes, which must be valid UTF-8, under `limits`
-    /// (copied into the document).
-    pub fn parse_bytes(bytes: &[u8], limits: &JsonLimits) -> Result<JsonDoc, JsonError> {
-        JsonDoc::parse(utf8(bytes, limits)?, limits)
+    /// The document of a tree: its compact text and the tape the parser
+    /// would make of it, written together. Fails only when that text is
+    /// longer than a tape can index (512 MiB).
+    pub(crate) fn from_value(value: &JsonValue) -> Result<JsonDoc, JsonError> {
+        let mut text = String::new();
+        let mut nodes = Vec::new();
+        write_compact(&mut text, value, Some(&mut nodes));
+        check_tape_len(text.len())?;
+        Ok(JsonDoc {
+            text: Bytes::from(text),
+            nodes,
+        })
     }
 
     /// Parses a buffer, which must be valid UTF-8, under `limits`, and
     /// keeps it: no copy (a request body read by an HTTP server, say).
-    pub fn from_bytes(bytes: Bytes, limits: &JsonLimits) -> Result<JsonDoc, JsonError> {
+    pub(crate) fn from_bytes(bytes: Bytes, limits: &JsonLimits) -> Result<JsonDoc, JsonError> {
         let nodes = parse_tape(utf8(&bytes, limits)?, limits)?;
         Ok(JsonDoc { text: bytes, nodes })
     }
@@ -152,29 +154,28 @@ impl JsonDoc {
     /// The source text, as given (checked again as UTF-8 on each call,
     /// with SIMD: it takes time in proportion to its length, ~0.1 µs per
     /// KiB).
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         simdutf8::basic::from_utf8(&self.text).unwrap_or_default()
     }
 
     /// The top-level value.
-    pub fn root(&self) -> JsonRef<'_> {
+    pub(crate) fn root(&self) -> JsonRef<'_> {
         JsonRef {
             doc: self,
             index: 0,
         }
     }
 
-    /// The equivalent [`JsonValue`] (the same as [`parse`](super::parse)
-    /// of [`text`](Self::text)).
-    pub fn to_value(&self) -> JsonValue {
+    /// The equivalent [`JsonValue`] (the same as [`JsonValue::parse`] of
+    /// [`text`](Self::text)).
+    pub(crate) fn to_value(&self) -> JsonValue {
         self.root().to_value()
     }
 
-    /// The canonical JSON text, exactly what
-    /// [`canonical_string`](super::canonical_string) writes for the
-    /// equivalent [`JsonValue`]. Strings without escapes are copied from the
-    /// source as they are (their canonical escaping is the identity).
-    pub fn canonical_string(&self) -> String {
+    /// The canonical JSON text (see [`JsonValue::canonical_string`]).
+    /// Strings without escapes are copied from the source as they are
+    /// (their canonical escaping is the identity).
+    pub(crate) fn canonical_string(&self) -> String {
         let bytes = self.canonical_bytes();
         // Every piece is whole UTF-8 from the source (cut at ASCII bytes)
         // or written by the escaper, so this never falls back.
@@ -187,7 +188,7 @@ impl JsonDoc {
     /// buffer kept per thread (at most 64 KiB each, reused from call to
     /// call) and hashed at once; a longer one streams through a buffer on
     /// the stack. Either way, no allocation for the canonical text.
-    pub fn sha256_canonical_hex(&self) -> String {
+    pub(crate) fn sha256_canonical_hex(&self) -> String {
         let digest = if self.text.len() <= Scratch::KEEP_TEXT {
             // Written whole into this thread's buffer, then hashed at once.
             let mut buffers = Scratch::take();
@@ -207,7 +208,7 @@ impl JsonDoc {
             write_canonical_at(self, 0, &mut sink);
             sha2::Digest::finalize(sink.finish())
         };
-        crate::hex::encode(&digest)
+        crate::crypto::hex_encode(&digest)
     }
 
     fn canonical_bytes(&self) -> Vec<u8> {
@@ -300,7 +301,7 @@ impl Eq for JsonDoc {}
 
 /// A value inside a [`JsonDoc`], borrowed.
 #[derive(Clone, Copy)]
-pub struct JsonRef<'a> {
+pub(crate) struct JsonRef<'a> {
     doc: &'a JsonDoc,
     index: usize,
 }
@@ -316,7 +317,7 @@ impl<'a> JsonRef<'a> {
 
     /// The JSON kind: `"null"`, `"bool"`, `"number"`, `"string"`, `"array"`
     /// or `"object"` (the names [`JsonValue::kind_name`] uses).
-    pub fn kind_name(&self) -> &'static str {
+    pub(crate) fn kind_name(&self) -> &'static str {
         match self.kind() {
             NodeKind::Null => "null",
             NodeKind::True | NodeKind::False => "bool",
@@ -328,7 +329,7 @@ impl<'a> JsonRef<'a> {
     }
 
     /// The number's exact source text, if this is a number.
-    pub fn as_number_text(&self) -> Option<&'a str> {
+    pub(crate) fn as_number_text(&self) -> Option<&'a str> {
         self.node()
             .filter(|n| n.kind() == NodeKind::Number)
             .map(|n| self.doc.raw(n))
@@ -336,7 +337,7 @@ impl<'a> JsonRef<'a> {
 
     /// The decoded text, if this is a string (borrowed from the source when
     /// it has no escape).
-    pub fn as_str(&self) -> Option<Cow<'a, str>> {
+    pub(crate) fn as_str(&self) -> Option<Cow<'a, str>> {
         self.node()
             .filter(|n| n.kind() == NodeKind::String)
             .map(|n| self.doc.string(n))
@@ -344,7 +345,7 @@ impl<'a> JsonRef<'a> {
 
     /// The value of the last member named `key`, if this is an object
     /// that has one.
-    pub fn get(&self, key: &str) -> Option<JsonRef<'a>> {
+    pub(crate) fn get(&self, key: &str) -> Option<JsonRef<'a>> {
         let node = self.node().filter(|n| n.kind() == NodeKind::Object)?;
         let mut found = None;
         let mut member = self.index + 1;
@@ -366,8 +367,52 @@ impl<'a> JsonRef<'a> {
         })
     }
 
+    /// The members of an object in order, repeated keys included (none
+    /// for any other kind).
+    pub(crate) fn members(self) -> impl Iterator<Item = (Cow<'a, str>, JsonRef<'a>)> {
+        let count = self
+            .node()
+            .filter(|n| n.kind() == NodeKind::Object)
+            .map_or(0, |n| n.a());
+        let doc = self.doc;
+        let mut member = self.index + 1;
+        (0..count).map(move |_| {
+            let key = doc.node(member).map(|n| doc.string(n)).unwrap_or_default();
+            let value = JsonRef {
+                doc,
+                index: member + 1,
+            };
+            member = doc.skip(member + 1);
+            (key, value)
+        })
+    }
+
+    /// This value as a document of its own, sharing the text (no copy):
+    /// its part of the tape, container ends counted from its start.
+    pub(crate) fn to_doc(self) -> JsonDoc {
+        let end = self.doc.skip(self.index);
+        let base = tape_u32(self.index);
+        let nodes = self
+            .doc
+            .nodes
+            .get(self.index..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|n| match n.kind() {
+                NodeKind::Array | NodeKind::Object => {
+                    Node::new(n.kind(), false, n.a(), n.b().saturating_sub(base))
+                }
+                _ => *n,
+            })
+            .collect();
+        JsonDoc {
+            text: self.doc.text.clone(),
+            nodes,
+        }
+    }
+
     /// The equivalent [`JsonValue`].
-    pub fn to_value(&self) -> JsonValue {
+    pub(crate) fn to_value(self) -> JsonValue {
         let end = self.doc.skip(self.index);
         match self.doc.nodes.get(self.index..end) {
             Some(nodes) => value_from_tape(self.doc.text(), nodes),
@@ -812,6 +857,37 @@ fn sorted_escaped_members(doc: &JsonDoc, members: &[(u64, u32)], order: &mut Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tree's document is exactly what parsing its compact text gives:
+    /// the same text, the same tape, node for node.
+    #[test]
+    fn the_tape_of_a_tree_is_the_tape_of_its_text() {
+        let limits = JsonLimits {
+            max_depth: 512,
+            max_len: 1 << 20,
+        };
+        let deep = format!("{}1{}", "[{\"k\":".repeat(200), "}]".repeat(200));
+        for text in [
+            "null",
+            "[]",
+            "{}",
+            "[true,false,null,-0,1.50,1e400]",
+            r#"{"b":1,"a":[],"b":{"c":{}},"":"","e\u0301":"\n\"\\\u0001é"}"#,
+            r#"[[[]],[{}],{"a":[1,[2,{"b":[3]}]]},"x"]"#,
+            &deep,
+        ] {
+            let value = super::super::parse(text, &limits).expect("valid JSON");
+            let doc = JsonDoc::from_value(&value).expect("fits");
+            let mut compact = String::new();
+            write_compact(&mut compact, &value, None);
+            let parsed = JsonDoc::parse(&compact, &limits).expect("compact text parses");
+            assert_eq!(doc.text(), compact, "{text}");
+            let bits = |d: &JsonDoc| -> Vec<(u32, u32)> {
+                d.nodes.iter().map(|n| (n.kind_a, n.escaped_b)).collect()
+            };
+            assert_eq!(bits(&doc), bits(&parsed), "{text}");
+        }
+    }
 
     #[test]
     fn nodes_pack_into_eight_bytes() {

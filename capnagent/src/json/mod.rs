@@ -1,13 +1,30 @@
-//! Strict JSON: this module owns the crate's JSON value model ([`JsonValue`],
-//! [`JsonNumber`], [`JsonObject`]), a bounded iterative parser that accepts
-//! and rejects exactly what `serde_json` 1.x (with `arbitrary_precision`)
-//! does while keeping every number's exact source text and every duplicate
-//! object key, the `serde_json`-compatible string escaper, and the canonical
-//! writer (sorted keys, no whitespace, last duplicate wins) used to hash
-//! tool-call arguments and sign receipts. The parser runs on attacker-controlled
-//! text: it never panics, never converts numbers to floating point, and uses an
-//! explicit stack instead of recursion, so nesting is bounded only by
-//! [`JsonLimits`].
+//! JSON: the crate's one value model ([`JsonValue`], [`JsonNumber`],
+//! [`JsonObject`]), its reader, the string escaper, and the one canonical
+//! writer (sorted keys, no whitespace, last duplicate wins) behind
+//! `args_hash`. The signed formats of fixed shape (the capability's wire
+//! form, the receipt, the revocation list, the proof challenge) are
+//! written field by field in their modules, their strings through the
+//! same escaper.
+//!
+//! The reader is our own because the reference's behaviour forces it:
+//! `args_hash` hashes every number as its exact source text (`1.50` stays
+//! `1.50`, a 40-digit integer stays whole), repeated keys must be kept
+//! until the canonical writer drops all but the last, and what is accepted
+//! or refused must be exactly what `serde_json` with `arbitrary_precision`
+//! accepts, with `serde_json`'s error wording and positions. `serde_json`'s
+//! own value type drops repeated keys, and keeps number text only with its
+//! `arbitrary_precision` feature, which would change number handling for
+//! every crate in the same build. The reader runs on attacker-controlled
+//! text: it never panics, never converts numbers to floating point, and
+//! uses an explicit stack instead of recursion, so nesting is bounded only
+//! by [`JsonLimits`].
+//!
+//! The reader writes a flat tape (`doc::JsonDoc`: the source text plus
+//! eight bytes per value); [`JsonValue`] is built from the tape when a tree
+//! is asked for, and a tree built by code becomes a tape (through its
+//! compact text) before it is written canonically. The canonical writer
+//! works on the tape only: it copies untouched source text in whole runs,
+//! which is what makes `args_hash` of a request body cheap.
 
 /// The largest nesting depth the parser will ever allow, whatever
 /// [`JsonLimits::max_depth`] says. Dropping, comparing and converting a
@@ -17,7 +34,7 @@ const MAX_SUPPORTED_DEPTH: usize = 512;
 
 mod doc;
 
-pub use doc::{JsonDoc, JsonRef};
+pub(crate) use doc::{JsonDoc, JsonRef};
 use doc::{Node, NodeKind};
 
 /// A parsed JSON value.
@@ -68,6 +85,60 @@ impl JsonValue {
         match self {
             JsonValue::Object(o) => Some(o),
             _ => None,
+        }
+    }
+
+    /// Parses one JSON document from `text` under `limits`.
+    ///
+    /// Accepts and rejects exactly what
+    /// `serde_json::from_str::<serde_json::Value>` (with
+    /// `arbitrary_precision`) does, except that numbers keep their source
+    /// text, duplicate keys are kept, and the depth and length limits apply.
+    ///
+    /// ```
+    /// use capnagent::{JsonLimits, JsonValue};
+    ///
+    /// let v = JsonValue::parse(r#"{"b": 1.50, "a": [true, null]}"#, &JsonLimits::default())?;
+    /// assert_eq!(v.canonical_string(), r#"{"a":[true,null],"b":1.50}"#);
+    /// # Ok::<(), capnagent::JsonError>(())
+    /// ```
+    pub fn parse(text: &str, limits: &JsonLimits) -> Result<JsonValue, JsonError> {
+        parse(text, limits)
+    }
+
+    /// Parses one JSON document from raw bytes, which must be valid UTF-8
+    /// (anywhere in the input, not only inside strings). See
+    /// [`parse`](Self::parse).
+    pub fn parse_bytes(bytes: &[u8], limits: &JsonLimits) -> Result<JsonValue, JsonError> {
+        parse_bytes(bytes, limits)
+    }
+
+    /// The canonical JSON text: no whitespace, object keys sorted by their
+    /// UTF-8 bytes (the last of repeated keys wins, written once), strings
+    /// escaped like `serde_json`, numbers as their text except that the
+    /// integer `-0` is written `0`. What [`Args::canonical_string`]
+    /// writes for the same value.
+    ///
+    /// [`Args::canonical_string`]: crate::Args::canonical_string
+    ///
+    /// A value whose JSON text exceeds 512 MiB (more than the writer's
+    /// index holds; no request body gets there under [`JsonLimits`]) is
+    /// written as its compact text instead, keys in their given order.
+    pub fn canonical_string(&self) -> String {
+        match JsonDoc::from_value(self) {
+            Ok(doc) => doc.canonical_string(),
+            Err(_) => compact_string(self),
+        }
+    }
+
+    /// Lowercase hex SHA-256 of [`canonical_string`](Self::canonical_string):
+    /// the `args_hash` a receipt carries for these arguments.
+    pub fn sha256_canonical_hex(&self) -> String {
+        match JsonDoc::from_value(self) {
+            Ok(doc) => doc.sha256_canonical_hex(),
+            Err(_) => crate::crypto::hex_encode(&<sha2::Sha256 as sha2::Digest>::digest(
+                compact_string(self).as_bytes(),
+            )),
         }
     }
 }
@@ -148,7 +219,8 @@ impl JsonObject {
     }
 }
 
-/// Resource limits applied by [`parse`] and [`parse_bytes`].
+/// Resource limits applied when JSON is read ([`JsonValue::parse`],
+/// [`Args::from_json`](crate::Args::from_json)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JsonLimits {
     /// Maximum number of nested containers (arrays and objects), counting the
@@ -187,19 +259,14 @@ pub struct JsonError {
     pub column: usize,
 }
 
-/// Parses one JSON document from `text` under `limits`.
-///
-/// Accepts and rejects exactly what `serde_json::from_str::<serde_json::Value>`
-/// (with `arbitrary_precision`) does, except that numbers keep their source
-/// text, duplicate keys are kept, and the depth and length limits apply.
-pub fn parse(text: &str, limits: &JsonLimits) -> Result<JsonValue, JsonError> {
+/// [`JsonValue::parse`].
+pub(crate) fn parse(text: &str, limits: &JsonLimits) -> Result<JsonValue, JsonError> {
     let nodes = parse_tape(text, limits)?;
     Ok(value_from_tape(text, &nodes))
 }
 
-/// Parses one JSON document from raw bytes, which must be valid UTF-8
-/// (anywhere in the input, not only inside strings). See [`parse`].
-pub fn parse_bytes(bytes: &[u8], limits: &JsonLimits) -> Result<JsonValue, JsonError> {
+/// [`JsonValue::parse_bytes`].
+pub(crate) fn parse_bytes(bytes: &[u8], limits: &JsonLimits) -> Result<JsonValue, JsonError> {
     parse(utf8(bytes, limits)?, limits)
 }
 
@@ -225,6 +292,17 @@ fn utf8<'a>(bytes: &'a [u8], limits: &JsonLimits) -> Result<&'a str, JsonError> 
 fn parse_tape(text: &str, limits: &JsonLimits) -> Result<Vec<Node>, JsonError> {
     check_len(text.len(), limits)?;
     Parser::new(text, limits).parse_document()
+}
+
+/// Refuses a text longer than a tape can index, whatever the limits.
+fn check_tape_len(len: usize) -> Result<(), JsonError> {
+    check_len(
+        len,
+        &JsonLimits {
+            max_depth: usize::MAX,
+            max_len: usize::MAX,
+        },
+    )
 }
 
 /// The decoded text of the string node `node` of a tape over `text`.
@@ -892,9 +970,9 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// Output sink so canonical JSON can be written into a `String` or straight
-/// into a hasher without allocating.
-pub trait JsonSink {
+/// Output sink so JSON can be written into a `String` or straight into a
+/// hasher or MAC without allocating.
+pub(crate) trait JsonSink {
     /// Appends `s` to the output.
     fn put(&mut self, s: &str);
 }
@@ -913,10 +991,35 @@ impl JsonSink for Vec<u8> {
     }
 }
 
+/// Receipts and proofs stream their signing input into a MAC or hash
+/// through a stack buffer.
+impl<U: sha2::digest::Update> JsonSink for crate::crypto::Buffered<U> {
+    fn put(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+}
+
 impl JsonSink for sha2::Sha256 {
     fn put(&mut self, s: &str) {
         sha2::Digest::update(self, s.as_bytes());
     }
+}
+
+/// Appends `s` to `out` as a quoted JSON string, escaped exactly as
+/// `serde_json` escapes it and as every signed format of this crate does:
+/// `"` and `\` are backslash-escaped, control characters use
+/// `\b \f \n \r \t` or lowercase `\u00xx`, everything else (including
+/// `/`, U+007F and all non-ASCII) is written as it is. For adapters that
+/// write JSON responses (JSON-RPC, problem+json) by hand.
+///
+/// ```
+/// let mut out = String::from("{\"reason\":");
+/// capnagent::write_json_string(&mut out, "say \"hi\"\n");
+/// out.push('}');
+/// assert_eq!(out, r#"{"reason":"say \"hi\"\n"}"#);
+/// ```
+pub fn write_json_string(out: &mut String, s: &str) {
+    write_escaped_str(out, s);
 }
 
 /// Escapes for the control characters U+0000..=U+001F, as `serde_json`
@@ -932,7 +1035,7 @@ const CONTROL_ESCAPES: [&str; 32] = [
 /// `"` and `\` are backslash-escaped, control characters use `\b \f \n \r \t`
 /// or lowercase `\u00xx`, and everything else (including `/`, U+007F and all
 /// non-ASCII) is written raw.
-pub fn write_escaped_str<S: JsonSink + ?Sized>(out: &mut S, s: &str) {
+pub(crate) fn write_escaped_str<S: JsonSink + ?Sized>(out: &mut S, s: &str) {
     out.put("\"");
     let bytes = s.as_bytes();
     if is_plain(bytes) {
@@ -1026,20 +1129,10 @@ fn special_bytes(w: u64) -> u64 {
     below_space | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\')))
 }
 
-/// Members of `obj` sorted by key bytes, keeping only the last value of each
-/// repeated key.
-fn canonical_members(obj: &JsonObject) -> Vec<(&str, &JsonValue)> {
-    let mut members: Vec<(&str, &JsonValue)> = obj.iter().collect();
-    // Already strictly ascending (the common case for machine-written
-    // JSON): nothing to sort or deduplicate.
-    if members.windows(2).all(|pair| pair[0].0 < pair[1].0) {
-        return members;
-    }
-    // Stable sort: equal keys stay in source order, so the last of a run is
-    // the last occurrence.
-    members.sort_by(|a, b| a.0.cmp(b.0));
-    dedup_keep_last(&mut members, |a, b| a.0 == b.0);
-    members
+/// Lowercase hex SHA-256 of `text`.
+#[cfg(test)]
+fn sha256_hex(text: &str) -> String {
+    crate::crypto::hex_encode(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))
 }
 
 /// Collapses each run of neighbours that are `same` to the run's last
@@ -1054,37 +1147,82 @@ fn dedup_keep_last<T>(items: &mut Vec<T>, same: impl Fn(&T, &T) -> bool) {
     });
 }
 
-/// An open container while writing canonical JSON.
-enum CanonFrame<'a> {
-    Array(std::slice::Iter<'a, JsonValue>, bool),
-    Object(std::vec::IntoIter<(&'a str, &'a JsonValue)>, bool),
+/// The compact JSON text of `v` (see [`write_compact`]).
+fn compact_string(v: &JsonValue) -> String {
+    let mut text = String::new();
+    write_compact(&mut text, v, None);
+    text
 }
 
-/// Writes the canonical form of `v`: no whitespace, object keys sorted by
-/// their UTF-8 bytes (last duplicate wins, written once), strings escaped by
-/// [`write_escaped_str`], numbers as their source text except that the
-/// integer `-0` is written `0`. Iterative, so any depth is fine.
-pub fn write_canonical<S: JsonSink + ?Sized>(out: &mut S, v: &JsonValue) {
-    let mut stack: Vec<CanonFrame<'_>> = Vec::new();
+/// An open container while writing compact JSON: its members still to
+/// write, its tape index, and how many were written.
+enum CompactFrame<'a> {
+    Array(std::slice::Iter<'a, JsonValue>, usize, u32),
+    Object(std::slice::Iter<'a, (String, JsonValue)>, usize, u32),
+}
+
+/// Writes `v` as compact JSON text: no whitespace, members in their order
+/// with repeated keys kept, numbers as their text. With `tape`, also
+/// writes the tape the parser would make of that text (what
+/// [`JsonDoc::from_value`] needs, without parsing the text again). Not the
+/// canonical form: the canonical writer reads the tape. Iterative, so any
+/// depth is fine.
+pub(crate) fn write_compact(out: &mut String, v: &JsonValue, mut tape: Option<&mut Vec<Node>>) {
+    fn put(tape: &mut Option<&mut Vec<Node>>, kind: NodeKind, escaped: bool, a: usize, b: usize) {
+        if let Some(nodes) = tape {
+            nodes.push(Node::new(kind, escaped, tape_u32(a), tape_u32(b)));
+        }
+    }
+    fn string(out: &mut String, tape: &mut Option<&mut Vec<Node>>, s: &str) {
+        let start = out.len() + 1;
+        write_escaped_str(out, s);
+        let end = out.len() - 1;
+        // Escaping lengthens exactly the strings it changes.
+        put(tape, NodeKind::String, end - start != s.len(), start, end);
+    }
+    fn close(tape: &mut Option<&mut Vec<Node>>, index: usize, count: u32) {
+        if let Some(nodes) = tape {
+            let end = tape_u32(nodes.len());
+            if let Some(node) = nodes.get_mut(index) {
+                node.close(count, end);
+            }
+        }
+    }
+    let len = |tape: &Option<&mut Vec<Node>>| tape.as_ref().map_or(0, |nodes| nodes.len());
+    let mut stack: Vec<CompactFrame<'_>> = Vec::new();
     let mut next = Some(v);
     loop {
         if let Some(value) = next.take() {
             match value {
-                JsonValue::Null => out.put("null"),
-                JsonValue::Bool(true) => out.put("true"),
-                JsonValue::Bool(false) => out.put("false"),
-                JsonValue::Number(n) => match n.as_str() {
-                    "-0" => out.put("0"),
-                    text => out.put(text),
-                },
-                JsonValue::String(s) => write_escaped_str(out, s),
+                JsonValue::Null => {
+                    out.push_str("null");
+                    put(&mut tape, NodeKind::Null, false, 0, 0);
+                }
+                JsonValue::Bool(true) => {
+                    out.push_str("true");
+                    put(&mut tape, NodeKind::True, false, 0, 0);
+                }
+                JsonValue::Bool(false) => {
+                    out.push_str("false");
+                    put(&mut tape, NodeKind::False, false, 0, 0);
+                }
+                JsonValue::Number(n) => {
+                    let start = out.len();
+                    out.push_str(n.as_str());
+                    put(&mut tape, NodeKind::Number, false, start, out.len());
+                }
+                JsonValue::String(s) => string(out, &mut tape, s),
                 JsonValue::Array(items) => {
-                    out.put("[");
-                    stack.push(CanonFrame::Array(items.iter(), true));
+                    out.push('[');
+                    let index = len(&tape);
+                    put(&mut tape, NodeKind::Array, false, 0, index + 1);
+                    stack.push(CompactFrame::Array(items.iter(), index, 0));
                 }
                 JsonValue::Object(obj) => {
-                    out.put("{");
-                    stack.push(CanonFrame::Object(canonical_members(obj).into_iter(), true));
+                    out.push('{');
+                    let index = len(&tape);
+                    put(&mut tape, NodeKind::Object, false, 0, index + 1);
+                    stack.push(CompactFrame::Object(obj.0.iter(), index, 0));
                 }
             }
         }
@@ -1092,29 +1230,33 @@ pub fn write_canonical<S: JsonSink + ?Sized>(out: &mut S, v: &JsonValue) {
             return;
         };
         match frame {
-            CanonFrame::Array(items, first) => match items.next() {
+            CompactFrame::Array(items, index, count) => match items.next() {
                 Some(item) => {
-                    if !std::mem::replace(first, false) {
-                        out.put(",");
+                    if *count > 0 {
+                        out.push(',');
                     }
+                    *count += 1;
                     next = Some(item);
                 }
                 None => {
-                    out.put("]");
+                    out.push(']');
+                    close(&mut tape, *index, *count);
                     stack.pop();
                 }
             },
-            CanonFrame::Object(members, first) => match members.next() {
+            CompactFrame::Object(members, index, count) => match members.next() {
                 Some((key, item)) => {
-                    if !std::mem::replace(first, false) {
-                        out.put(",");
+                    if *count > 0 {
+                        out.push(',');
                     }
-                    write_escaped_str(out, key);
-                    out.put(":");
+                    *count += 1;
+                    string(out, &mut tape, key);
+                    out.push(':');
                     next = Some(item);
                 }
                 None => {
-                    out.put("}");
+                    out.push('}');
+                    close(&mut tape, *index, *count);
                     stack.pop();
                 }
             },
@@ -1122,54 +1264,35 @@ pub fn write_canonical<S: JsonSink + ?Sized>(out: &mut S, v: &JsonValue) {
     }
 }
 
-/// The canonical JSON text of `v` (see [`write_canonical`]).
-pub fn canonical_string(v: &JsonValue) -> String {
-    let mut out = String::with_capacity(256);
-    write_canonical(&mut out, v);
-    out
-}
-
-/// Lowercase hex SHA-256 of the canonical JSON of `v`.
-pub fn sha256_canonical_hex(v: &JsonValue) -> String {
-    sha256_hex(&canonical_string(v))
-}
-
-/// Lowercase hex SHA-256 of `text`. Canonical JSON is built as one string
-/// and hashed once: feeding the hasher its many small pieces one `update`
-/// at a time costs more than the hashing itself.
-pub(crate) fn sha256_hex(text: &str) -> String {
-    crate::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))
-}
-
-impl From<&serde_json::Value> for JsonValue {
-    /// Converts a `serde_json` value; numbers take `serde_json::Number`'s
-    /// `Display` text (always valid JSON number syntax; should it ever not be,
-    /// the number becomes `null`). Recurses over the value's depth.
-    fn from(v: &serde_json::Value) -> Self {
-        match v {
-            serde_json::Value::Null => JsonValue::Null,
-            serde_json::Value::Bool(b) => JsonValue::Bool(*b),
-            serde_json::Value::Number(n) => match JsonNumber::parse(&n.to_string()) {
-                Some(n) => JsonValue::Number(n),
-                None => JsonValue::Null,
-            },
-            serde_json::Value::String(s) => JsonValue::String(s.clone()),
-            serde_json::Value::Array(items) => {
-                JsonValue::Array(items.iter().map(JsonValue::from).collect())
-            }
-            serde_json::Value::Object(map) => JsonValue::Object(JsonObject(
-                map.iter()
-                    .map(|(k, v)| (k.clone(), JsonValue::from(v)))
-                    .collect(),
-            )),
-        }
+/// Converts a `serde_json` value (what [`ContextBuilder::args`] takes);
+/// numbers take `serde_json::Number`'s `Display` text (always valid JSON
+/// number syntax; should it ever not be, the number becomes `null`).
+/// Recurses over the value's depth.
+///
+/// [`ContextBuilder::args`]: crate::ContextBuilder::args
+pub(crate) fn from_serde(v: &serde_json::Value) -> JsonValue {
+    match v {
+        serde_json::Value::Null => JsonValue::Null,
+        serde_json::Value::Bool(b) => JsonValue::Bool(*b),
+        serde_json::Value::Number(n) => match JsonNumber::parse(&n.to_string()) {
+            Some(n) => JsonValue::Number(n),
+            None => JsonValue::Null,
+        },
+        serde_json::Value::String(s) => JsonValue::String(s.clone()),
+        serde_json::Value::Array(items) => JsonValue::Array(items.iter().map(from_serde).collect()),
+        serde_json::Value::Object(map) => JsonValue::Object(JsonObject(
+            map.iter()
+                .map(|(k, v)| (k.clone(), from_serde(v)))
+                .collect(),
+        )),
     }
 }
 
-/// Converts to a `serde_json` value. Numbers are parsed as `u64`, else `i64`,
+/// Converts to a `serde_json` value (for tests that compare with it). Numbers are parsed as `u64`, else `i64`,
 /// else `f64` (a non-finite `f64`, e.g. from `1e400`, becomes `null`); for
 /// repeated object keys the last value wins. Recurses over the value's depth.
-pub fn to_serde(v: &JsonValue) -> serde_json::Value {
+#[cfg(test)]
+fn to_serde(v: &JsonValue) -> serde_json::Value {
     match v {
         JsonValue::Null => serde_json::Value::Null,
         JsonValue::Bool(b) => serde_json::Value::Bool(*b),
@@ -1186,6 +1309,7 @@ pub fn to_serde(v: &JsonValue) -> serde_json::Value {
     }
 }
 
+#[cfg(test)]
 fn number_to_serde(text: &str) -> serde_json::Value {
     if let Ok(u) = text.parse::<u64>() {
         return serde_json::Value::from(u);
@@ -1208,6 +1332,14 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    fn canonical_string(v: &JsonValue) -> String {
+        v.canonical_string()
+    }
+
+    fn sha256_canonical_hex(v: &JsonValue) -> String {
+        v.sha256_canonical_hex()
+    }
 
     /// The byte-at-a-time escaper the word-at-a-time one must agree with.
     fn naive_escape(s: &str) -> String {
@@ -1489,7 +1621,7 @@ mod tests {
             ])
         );
         let s = serde_json::json!({"b": [1, -2, 2.5, "x", null, false], "a": {}});
-        let back = JsonValue::from(&s);
+        let back = from_serde(&s);
         assert_eq!(
             canonical_string(&back),
             r#"{"a":{},"b":[1,-2,2.5,"x",null,false]}"#

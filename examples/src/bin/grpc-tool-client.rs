@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use capnagent::json::JsonValue;
+use capnagent::JsonValue;
 use capnagent::{Auditor, HolderKey, InMemoryNonceStore, Issuer, Verifier};
 use capnagent_examples::grpc::pb::tool_service_client::ToolServiceClient;
 use capnagent_examples::grpc::pb::{LogLine, PurchaseRequest, WireRequest};
@@ -115,7 +115,7 @@ async fn call(options: Options) -> Result<bool, BoxError> {
         credentials = credentials.with_holder_key(holder_from_hex(seed)?)?;
     }
     let auditor = match &options.audit_key {
-        Some(key) => Some(Auditor::new(&capnagent::hex::decode(key)?)?),
+        Some(key) => Some(Auditor::new(&base16ct::mixed::decode_vec(key)?)?),
         None => None,
     };
     let mut tools = ToolServiceClient::connect(options.addr.clone()).await?;
@@ -154,7 +154,7 @@ async fn call(options: Options) -> Result<bool, BoxError> {
 }
 
 fn holder_from_hex(seed: &str) -> Result<HolderKey, BoxError> {
-    let bytes = capnagent::hex::decode(seed)?;
+    let bytes = base16ct::mixed::decode_vec(seed)?;
     let seed: [u8; 32] = bytes
         .try_into()
         .map_err(|_| "--holder-seed must be 32 bytes of hex")?;

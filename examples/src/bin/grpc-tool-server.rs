@@ -140,8 +140,8 @@ async fn run(options: Options) -> Result<(), BoxError> {
         .not_after(expiry)?
         .build()?
         .serialize();
-    let seed = capnagent::hex::encode(&holder_seed);
-    let audit = capnagent::hex::encode(&audit_key);
+    let seed = base16ct::lower::encode_string(&holder_seed);
+    let audit = base16ct::lower::encode_string(&audit_key);
     let client = "cargo run -p capnagent-examples --bin grpc-tool-client --";
 
     println!("grpc-tool-server listening on {url}");
