@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use capnagent::{AuditLog, Receipt};
+use capnagent::{AuditLog, Durability, Receipt};
 use tokio::sync::{mpsc, oneshot};
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'static>>;
@@ -302,18 +302,22 @@ fn emit(receipt: &Receipt) {
 // ---------------------------------------------------------------------------
 // audit log
 
-/// Feeds the core [`AuditLog`] from a dedicated writer thread, and by
+/// Feeds the core [`AuditLog`], with a dedicated writer thread, and by
 /// default writes each allowed call's receipt **before** the call runs.
 ///
 /// ## Write-ahead, fail closed (the default)
 ///
 /// An allowed call reaches its handler only after its receipt is in the
-/// file: the request hands the receipt to the writer thread and waits for
-/// the writer's answer. The writer takes everything that queued up while
-/// it was busy and writes it with one `write` (group commit), so under
-/// load many calls share one write; with
-/// [`Durability::Sync`](capnagent::Durability::Sync) that is one `fsync`
-/// per group, and a receipt then survives power loss before its call runs.
+/// file. With the default [`Durability::Flush`](capnagent::Durability::Flush),
+/// a request whose receipt finds the file free writes it itself (one
+/// `write` to the operating system, no hand-off to another thread and
+/// back); when the file is busy, or with
+/// [`Durability::Sync`](capnagent::Durability::Sync), it hands the receipt
+/// to the writer thread and waits for the writer's answer. The writer takes
+/// everything that queued up while it was busy and writes it with one
+/// `write` (group commit), so under load many calls share one write; with
+/// `Durability::Sync` that is one `fsync` per group, and a receipt then
+/// survives power loss before its call runs.
 /// With the default [`Durability::Flush`](capnagent::Durability::Flush) a
 /// receipt is handed to the operating system before its call runs: it
 /// survives a crash of this process, not of the machine.
@@ -337,7 +341,11 @@ fn emit(receipt: &Receipt) {
 ///
 /// A write that never returns (a hung network file system) holds the calls
 /// waiting on it; bound them with a timeout layer outside this one (for
-/// example `tower::timeout`): a call dropped while it waits never runs.
+/// example `tower::timeout`): a call dropped while it waits never runs. A
+/// request writing its own receipt holds its runtime thread during the
+/// write; every other request then finds the file busy and waits in the
+/// queue, so a hung write holds at most one runtime thread. Keep the log
+/// on a local disk.
 ///
 /// ## Fail open
 ///
@@ -382,6 +390,7 @@ fn emit(receipt: &Receipt) {
 /// ```
 #[derive(Clone)]
 pub struct AuditLogSink {
+    log: Arc<AuditLog>,
     tx: mpsc::Sender<Msg>,
     stats: Arc<Counters>,
     capacity: usize,
@@ -466,10 +475,12 @@ impl AuditLogSinkBuilder {
         let (tx, rx) = mpsc::channel(capacity);
         let stats = Arc::new(Counters::default());
         let writer_stats = Arc::clone(&stats);
+        let writer_log = Arc::clone(&log);
         std::thread::Builder::new()
             .name("capnagent-audit".into())
-            .spawn(move || write_loop(&log, rx, &writer_stats, fail_open))?;
+            .spawn(move || write_loop(&writer_log, rx, &writer_stats, fail_open))?;
         Ok(AuditLogSink {
+            log,
             tx,
             stats,
             capacity,
@@ -558,6 +569,9 @@ impl ReceiptSink for AuditLogSink {
         if self.fail_open || !receipt.is_allowed() {
             return self.enqueue(receipt);
         }
+        if let Some(record) = self.write_now(receipt) {
+            return record;
+        }
         let (ack, answer) = oneshot::channel();
         let stats = Arc::clone(&self.stats);
         let msg = Msg::Receipt(Arc::clone(receipt), Some(ack));
@@ -581,6 +595,31 @@ impl ReceiptSink for AuditLogSink {
 }
 
 impl AuditLogSink {
+    /// Writes a write-ahead receipt on the calling thread when the file is
+    /// free and the log does not `fsync` (one `write` to the page cache):
+    /// no hand-off to the writer thread and back. `None` when the writer
+    /// (or another request) holds the file, when the log syncs every
+    /// record, or when the sink is closed: the receipt then goes through
+    /// the queue. Only the one request holding the file can be held up by
+    /// a write that never returns; every other request finds it busy.
+    fn write_now(&self, receipt: &Receipt) -> Option<Record> {
+        if self.log.durability() != Durability::Flush || self.tx.is_closed() {
+            return None;
+        }
+        match self.log.try_append(receipt)? {
+            Ok(()) => {
+                self.stats.written.fetch_add(1, Ordering::Relaxed);
+                Some(Record::done())
+            }
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                report_failed_write(&self.log, receipt, &e);
+                Some(Record::failed(write_error(&e)))
+            }
+        }
+    }
+
     /// Queues a receipt without waiting for its write (a denial, or any
     /// receipt when failing open): waits only for queue space.
     fn enqueue(&self, receipt: &Arc<Receipt>) -> Record {
@@ -603,6 +642,26 @@ impl AuditLogSink {
             }
         }
     }
+}
+
+/// What a refused call is told when its receipt could not be written.
+/// Neither the path nor anything else about the server goes to the client:
+/// the kind of failure is enough to act on.
+fn write_error(e: &io::Error) -> SinkError {
+    SinkError::new(format!(
+        "audit log unavailable: the receipt could not be written ({e})"
+    ))
+}
+
+/// A receipt that could not be written survives as an `ERROR` event.
+fn report_failed_write(log: &AuditLog, receipt: &Receipt, e: &io::Error) {
+    tracing::error!(
+        target: "capnagent::sink",
+        error = %e,
+        path = %log.path().display(),
+        receipt = %receipt.to_json(),
+        "could not write a receipt to the audit log"
+    );
 }
 
 /// The writer's answer to a write-ahead receipt; a writer that went away
@@ -772,19 +831,9 @@ impl Writer<'_> {
                 self.stats
                     .failed
                     .fetch_add(receipts.len() as u64, Ordering::Relaxed);
-                // Neither the path nor anything else about the server goes
-                // to the client: the kind of failure is enough to act on.
-                let error = SinkError::new(format!(
-                    "audit log unavailable: the receipt could not be written ({e})"
-                ));
+                let error = write_error(&e);
                 for (receipt, ack) in receipts.drain(..) {
-                    tracing::error!(
-                        target: "capnagent::sink",
-                        error = %e,
-                        path = %log.path().display(),
-                        receipt = %receipt.to_json(),
-                        "could not write a receipt to the audit log"
-                    );
+                    report_failed_write(log, &receipt, &e);
                     if let Some(ack) = ack {
                         let _ = ack.send(Err(error.clone()));
                     }
@@ -886,12 +935,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.ndjson");
         let sink = AuditLogSink::new(AuditLog::open(&path).unwrap()).unwrap();
-        let record = sink.record(&receipt(1));
-        assert!(!record.is_done());
-        record.await.unwrap();
+        sink.record(&receipt(1)).await.unwrap();
         // Written before the record resolved: no flush needed.
         let lines = AuditLog::open(&path).unwrap().iter().unwrap().count();
         assert_eq!(lines, 1);
+        // A log that syncs every record is written by the writer thread
+        // (one `fsync` per group): the record waits for it.
+        let log = AuditLog::open_with(&path, capnagent::Durability::Sync).unwrap();
+        let sink = AuditLogSink::new(log).unwrap();
+        let record = sink.record(&receipt(2));
+        assert!(!record.is_done());
+        record.await.unwrap();
+        assert_eq!(AuditLog::open(&path).unwrap().iter().unwrap().count(), 2);
+        assert_eq!(sink.stats().written, 1);
     }
 
     #[tokio::test]

@@ -99,6 +99,39 @@ impl AuditLog {
         &self.path
     }
 
+    /// How appended records are made durable.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// [`append`](Self::append), unless another append holds the file:
+    /// then `None`, at once, and nothing is written. For callers that must
+    /// not wait behind another writer (a request path that hands its
+    /// record to a writer thread when the file is busy).
+    pub fn try_append(&self, receipt: &Receipt) -> Option<io::Result<()>> {
+        let mut line = String::new();
+        receipt.write_json(&mut line);
+        line.push('\n');
+        let mut file = match self.file.try_lock() {
+            Ok(file) => file,
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+            Err(std::sync::TryLockError::Poisoned(_)) => {
+                return Some(Err(io::Error::other("audit log mutex poisoned")));
+            }
+        };
+        Some(self.write_locked(&mut file, line.as_bytes()))
+    }
+
+    /// Writes `bytes` (whole lines) to the locked file, durably as
+    /// [`Durability`] says.
+    fn write_locked(&self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
+        file.write_all(bytes)?;
+        if self.durability == Durability::Sync {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+
     /// Appends one receipt as one line. Durable as [`Durability`] says
     /// when this returns `Ok`.
     pub fn append(&self, receipt: &Receipt) -> io::Result<()> {
@@ -127,10 +160,7 @@ impl AuditLog {
             .file
             .lock()
             .map_err(|_| io::Error::other("audit log mutex poisoned"))?;
-        file.write_all(buffer.as_bytes())?;
-        if self.durability == Durability::Sync {
-            file.sync_data()?;
-        }
+        self.write_locked(&mut file, buffer.as_bytes())?;
         Ok(count)
     }
 

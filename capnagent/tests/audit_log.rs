@@ -135,3 +135,38 @@ fn append_all_writes_whole_lines_in_order() {
         .expect("whole lines");
     assert_eq!(read, batch);
 }
+
+#[test]
+fn try_append_writes_whole_lines_or_nothing_beside_appends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t.ndjson");
+    let log = Arc::new(AuditLog::open(&path).expect("open"));
+    assert_eq!(log.durability(), Durability::Flush);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut tried = 0u64;
+                for i in 0..200 {
+                    let r = receipt(t * 1000 + i);
+                    if t % 2 == 0 {
+                        log.append(&r).expect("append");
+                    } else if let Some(result) = log.try_append(&r) {
+                        result.expect("written");
+                        tried += 1;
+                    }
+                }
+                if t % 2 == 0 { 200 } else { tried }
+            })
+        })
+        .collect();
+    let written: u64 = threads.into_iter().map(|t| t.join().expect("thread")).sum();
+    let lines: Vec<_> = AuditLog::open(&path)
+        .expect("open")
+        .iter()
+        .expect("iter")
+        .collect::<Result<_, _>>()
+        .expect("every line a whole receipt");
+    assert_eq!(lines.len() as u64, written);
+    assert!(written >= 400, "the blocking appends all landed");
+}
