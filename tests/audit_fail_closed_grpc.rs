@@ -267,10 +267,12 @@ async fn the_interceptor_waits_for_the_write_on_a_multi_thread_runtime() {
 
 #[tokio::test]
 async fn the_interceptor_fails_closed_where_it_cannot_wait() {
-    // A current-thread runtime: the interceptor cannot block for the write.
+    // A current-thread runtime: the interceptor cannot block for a write
+    // by the writer thread (a log that syncs every record goes there).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.ndjson");
-    let sink = AuditLogSink::new(AuditLog::open(&path).unwrap()).unwrap();
+    let synced = AuditLog::open_with(&path, capnagent::Durability::Sync).unwrap();
+    let sink = AuditLogSink::new(synced).unwrap();
     let tools = Counting::default();
     let mut client = through_interceptor(sink.clone(), &tools).await;
     let good = token(&[r#"tool == "checkout.purchase""#]);
@@ -281,6 +283,14 @@ async fn the_interceptor_fails_closed_where_it_cannot_wait() {
     sink.flush().await.unwrap();
     assert_eq!(sink.stats().written, 1);
 
+    // With the default log the call writes its own receipt, so nothing
+    // has to wait: the call runs, after its receipt is in the file.
+    let sink = AuditLogSink::new(AuditLog::open(&path).unwrap()).unwrap();
+    let mut client = through_interceptor(sink.clone(), &tools).await;
+    purchase(&mut client, Some(&good), 1200).await.unwrap();
+    assert_eq!(tools.calls(), 1);
+    assert_eq!(sink.stats().written, 1);
+
     // A sink that does not make calls wait works there.
     let open = AuditLogSink::builder(AuditLog::open(&path).unwrap())
         .fail_open()
@@ -288,7 +298,7 @@ async fn the_interceptor_fails_closed_where_it_cannot_wait() {
         .unwrap();
     let mut client = through_interceptor(open, &tools).await;
     purchase(&mut client, Some(&good), 1200).await.unwrap();
-    assert_eq!(tools.calls(), 1);
+    assert_eq!(tools.calls(), 2);
 }
 
 /// Cannot record the first `failures` allowed receipts, then records all.

@@ -43,7 +43,8 @@ use crate::status;
 /// reports that it cannot ([`SinkError`]), the call is refused with
 /// `UNAVAILABLE`, as the layer does. An interceptor is synchronous, so when
 /// the sink asks an allowed call to wait (a write-ahead
-/// [`AuditLogSink`](capnagent_tower::AuditLogSink), a full queue) it
+/// [`AuditLogSink`](capnagent_tower::AuditLogSink) whose file is busy or
+/// which syncs every record, a full queue) it
 /// blocks its thread until the receipt is recorded, with
 /// [`tokio::task::block_in_place`] so the runtime's other tasks move to
 /// another thread. That needs tokio's multi-thread runtime (tonic's
