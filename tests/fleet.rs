@@ -7,8 +7,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,42 +21,6 @@ use capnagent_tower::{AuthenticatedCaller, CapabilityLayer, FixedTool, Verified}
 
 const ROOT_KEY: [u8; 32] = [7; 32];
 const FEED_INTERVAL: Duration = Duration::from_millis(100);
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn redis() -> Option<(String, Option<Server>)> {
-    if let Ok(url) = std::env::var("CAPNAGENT_REDIS_URL") {
-        return Some((url, None));
-    }
-    let port = StdListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some((format!("redis://127.0.0.1:{port}/"), Some(server)))
-}
 
 async fn wire(verified: Verified) -> String {
     verified.receipt().to_json()
@@ -134,7 +96,7 @@ fn prove(holder: &HolderKey, cap: &Capability, body: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_share_replays_and_revocations_through_one_redis() {
-    let Some((url, _server)) = redis() else {
+    let Some((url, _server)) = capnagent_tests::redis() else {
         assert!(
             std::env::var_os("CI").is_none(),
             "Redis is required when CI is set"

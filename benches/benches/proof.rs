@@ -18,10 +18,7 @@
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
 use std::hint::black_box;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use capnagent::{
     Auditor, Capability, Context, HolderKey, InMemoryNonceStore, Issuer, NonceStore, Verifier,
@@ -66,43 +63,6 @@ fn fresh_call(holder: &HolderKey, cap: &Capability, n: &mut u64) -> (Context, ca
     let ctx = context(*n);
     let proof = holder.prove(cap, "bank.wire", ctx.args(), NOW_MS);
     (ctx, proof)
-}
-
-/// A private `redis-server`, killed on drop.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn redis() -> Option<(String, Option<Server>)> {
-    if let Ok(url) = std::env::var("CAPNAGENT_REDIS_URL") {
-        return Some((url, None));
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some((format!("redis://127.0.0.1:{port}/"), Some(server)))
 }
 
 fn bench_proofs(c: &mut Criterion) {
@@ -164,7 +124,7 @@ fn bench_proofs(c: &mut Criterion) {
     });
     group.finish();
 
-    let Some((url, _server)) = redis() else {
+    let Some((url, _server)) = capnagent_tests::redis() else {
         eprintln!("skipping the Redis benches: no CAPNAGENT_REDIS_URL and no redis-server");
         return;
     };

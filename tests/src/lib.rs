@@ -95,3 +95,45 @@ fn build_example_bins() -> HashMap<String, PathBuf> {
     }
     bins
 }
+
+/// A private `redis-server` on a loopback port, killed when dropped.
+pub struct RedisChild(Child);
+
+impl Drop for RedisChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A Redis to run against: `CAPNAGENT_REDIS_URL` when set (what
+/// `scripts/test.sh` starts), else a private `redis-server` on a free
+/// loopback port, kept until the returned guard is dropped. `None` when
+/// neither is available (no `redis-server` installed, or it did not
+/// answer within 10 s).
+pub fn redis() -> Option<(String, Option<RedisChild>)> {
+    if let Ok(url) = std::env::var("CAPNAGENT_REDIS_URL") {
+        return Some((url, None));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let server = RedisChild(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some((format!("redis://127.0.0.1:{port}/"), Some(server)))
+}
