@@ -17,7 +17,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -413,6 +413,10 @@ struct Counters {
     failed: AtomicU64,
     waited: AtomicU64,
     refused: AtomicU64,
+    /// Receipts handed to the writer thread and not yet written (or
+    /// failed): a request writes its own receipt only when this is 0, so
+    /// the file keeps the order in which requests were answered.
+    unwritten: AtomicUsize,
 }
 
 /// Counters of an [`AuditLogSink`], read with [`AuditLogSink::stats`].
@@ -575,6 +579,7 @@ impl ReceiptSink for AuditLogSink {
         let (ack, answer) = oneshot::channel();
         let stats = Arc::clone(&self.stats);
         let msg = Msg::Receipt(Arc::clone(receipt), Some(ack));
+        self.stats.unwritten.fetch_add(1, Ordering::AcqRel);
         match self.tx.try_send(msg) {
             Ok(()) => Record::wait(async move { written(answer.await, &stats) }),
             Err(mpsc::error::TrySendError::Full(msg)) => {
@@ -598,12 +603,16 @@ impl AuditLogSink {
     /// Writes a write-ahead receipt on the calling thread when the file is
     /// free and the log does not `fsync` (one `write` to the page cache):
     /// no hand-off to the writer thread and back. `None` when the writer
-    /// (or another request) holds the file, when the log syncs every
-    /// record, or when the sink is closed: the receipt then goes through
-    /// the queue. Only the one request holding the file can be held up by
+    /// (or another request) holds the file, when a receipt handed to the
+    /// writer is not written yet (so the file keeps the order in which
+    /// calls were answered), when the log syncs every record, or when the
+    /// sink is closed: the receipt then goes through the queue. Only the one request holding the file can be held up by
     /// a write that never returns; every other request finds it busy.
     fn write_now(&self, receipt: &Receipt) -> Option<Record> {
-        if self.log.durability() != Durability::Flush || self.tx.is_closed() {
+        if self.log.durability() != Durability::Flush
+            || self.tx.is_closed()
+            || self.stats.unwritten.load(Ordering::Acquire) != 0
+        {
             return None;
         }
         match self.log.try_append(receipt)? {
@@ -623,6 +632,7 @@ impl AuditLogSink {
     /// Queues a receipt without waiting for its write (a denial, or any
     /// receipt when failing open): waits only for queue space.
     fn enqueue(&self, receipt: &Arc<Receipt>) -> Record {
+        self.stats.unwritten.fetch_add(1, Ordering::AcqRel);
         match self.tx.try_send(Msg::Receipt(Arc::clone(receipt), None)) {
             Ok(()) => Record::done(),
             Err(mpsc::error::TrySendError::Full(msg)) => {
@@ -691,6 +701,7 @@ fn refuse_gone(msg: Msg, stats: &Counters) -> SinkError {
 /// dropped, or if it panicked): never lose the record silently.
 fn writer_gone(msg: Msg, stats: &Counters) {
     if let Msg::Receipt(receipt, _) = msg {
+        stats.unwritten.fetch_sub(1, Ordering::AcqRel);
         stats.failed.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             target: "capnagent::sink",
@@ -816,7 +827,11 @@ impl Writer<'_> {
             return;
         }
         let log = self.log;
-        match log.append_all(receipts.iter().map(|(r, _)| &**r)) {
+        let result = log.append_all(receipts.iter().map(|(r, _)| &**r));
+        self.stats
+            .unwritten
+            .fetch_sub(receipts.len(), Ordering::AcqRel);
+        match result {
             Ok(written) => {
                 self.stats
                     .written
@@ -928,6 +943,27 @@ mod tests {
         sink.flush().await.unwrap();
         let stats = sink.stats();
         assert_eq!((stats.written, stats.failed, stats.refused), (0, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn the_file_keeps_the_order_in_which_calls_were_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        let sink = AuditLogSink::new(AuditLog::open(&path).unwrap()).unwrap();
+        for round in 0..50 {
+            // A denial is queued without waiting; the allowed call answered
+            // after it must not overtake it by writing its own receipt.
+            sink.record(&denied(round * 2)).await.unwrap();
+            sink.record(&receipt(round * 2 + 1)).await.unwrap();
+        }
+        sink.flush().await.unwrap();
+        let order: Vec<u64> = AuditLog::open(&path)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|r| r.unwrap().timestamp_ms())
+            .collect();
+        assert_eq!(order, (0..100).collect::<Vec<_>>());
     }
 
     #[tokio::test]
