@@ -35,6 +35,7 @@ use http::request::Parts;
 
 use crate::cache::TokenCache;
 use crate::extract::{CallerExtractor, Clock};
+use crate::metrics::{Decided, Started, Tally};
 use crate::protocol::{Call, Denial, Need, Protocol, Refusal};
 use crate::receipt::{Subject, bounded, context, over_long};
 use crate::sink::{ReceiptSink, Record};
@@ -104,6 +105,8 @@ pub(crate) struct Engine<P> {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) tokens: Arc<TokenCache>,
     pub(crate) body_limit: Option<usize>,
+    /// Decision metrics (feature `metrics`; nothing otherwise).
+    pub(crate) tally: Arc<Tally>,
     pub(crate) protocol: P,
 }
 
@@ -147,6 +150,7 @@ pub(crate) enum Token {
 /// for the adapter's classification).
 pub(crate) struct Pending<P: Protocol> {
     token: Token,
+    started: Started,
     now: Timestamp,
     caller: Arc<str>,
     head: P::Head,
@@ -184,6 +188,7 @@ pub(crate) struct Proving<P: Protocol> {
 
 /// What [`Engine::conclude`] needs besides the verifier's answer.
 pub(crate) struct Judged<P: Protocol> {
+    started: Started,
     cap: Arc<Capability>,
     uncached: Option<Box<str>>,
     ctx: Context,
@@ -238,6 +243,7 @@ impl<P: Protocol> Engine<P> {
 
     /// Everything that can be decided from the request head.
     pub(crate) fn head(&self, parts: &mut Parts) -> Head<P> {
+        let started = Started::now();
         let now = self.clock.value.now();
         let head = self.protocol.head(parts);
         let caller = self
@@ -285,6 +291,7 @@ impl<P: Protocol> Engine<P> {
                     let reason = "missing capability token".to_owned();
                     let reply = early_reply(head);
                     return Head::Deny(self.denied(
+                        started,
                         Denial::MissingToken,
                         Subject::nobody(),
                         &ctx,
@@ -305,6 +312,7 @@ impl<P: Protocol> Engine<P> {
                 let ctx = early(&caller);
                 let reply = early_reply(head);
                 return Head::Deny(self.denied(
+                    started,
                     Denial::MalformedToken,
                     subject,
                     &ctx,
@@ -326,7 +334,7 @@ impl<P: Protocol> Engine<P> {
                     reply,
                     ..
                 } = refusal;
-                return Head::Deny(self.denied(denial, subject, &ctx, reason, reply));
+                return Head::Deny(self.denied(started, denial, subject, &ctx, reason, reply));
             }
             (Ok(head), Err(error)) => {
                 let ctx = context(now, Arc::from(""), self.protocol.early_tool(&head));
@@ -334,7 +342,7 @@ impl<P: Protocol> Engine<P> {
                 let denial = Denial::of_extract(&error);
                 let subject = self.token_subject(&token);
                 let reason = error.message().to_owned();
-                return Head::Deny(self.denied(denial, subject, &ctx, reason, reply));
+                return Head::Deny(self.denied(started, denial, subject, &ctx, reason, reply));
             }
         };
         let tool = self.protocol.early_tool(&head);
@@ -342,7 +350,14 @@ impl<P: Protocol> Engine<P> {
             let ctx = context(now, caller, tool);
             let reply = self.protocol.early_reply(&head);
             let subject = self.token_subject(&token);
-            return Head::Deny(self.denied(Denial::BadRequest, subject, &ctx, reason, reply));
+            return Head::Deny(self.denied(
+                started,
+                Denial::BadRequest,
+                subject,
+                &ctx,
+                reason,
+                reply,
+            ));
         }
 
         if self.protocol.reads_body(&head)
@@ -355,12 +370,20 @@ impl<P: Protocol> Engine<P> {
                 let reply = self.protocol.early_reply(&head);
                 let reason = Error::InvalidChain.to_string();
                 let subject = Subject::unverified(&text);
-                return Head::Deny(self.denied(Denial::InvalidChain, subject, &ctx, reason, reply));
+                return Head::Deny(self.denied(
+                    started,
+                    Denial::InvalidChain,
+                    subject,
+                    &ctx,
+                    reason,
+                    reply,
+                ));
             }
             self.tokens.insert(text, Arc::clone(cap));
         }
         Head::Ready(Pending {
             token,
+            started,
             now,
             caller,
             head,
@@ -377,6 +400,7 @@ impl<P: Protocol> Engine<P> {
     ) -> Decision<P> {
         let Pending {
             token,
+            started,
             now,
             caller,
             head,
@@ -386,7 +410,14 @@ impl<P: Protocol> Engine<P> {
             Err(refusal) => {
                 let ctx = context(now, caller, refusal.tool);
                 let subject = self.token_subject(&token);
-                return self.deny(refusal.denial, subject, &ctx, refusal.reason, refusal.reply);
+                return self.deny(
+                    started,
+                    refusal.denial,
+                    subject,
+                    &ctx,
+                    refusal.reason,
+                    refusal.reply,
+                );
             }
         };
         let Call {
@@ -398,13 +429,14 @@ impl<P: Protocol> Engine<P> {
         if let Some(reason) = over_long(&caller, &tool) {
             let ctx = context(now, caller, tool);
             let subject = self.token_subject(&token);
-            return self.deny(Denial::InvalidParams, subject, &ctx, reason, reply);
+            return self.deny(started, Denial::InvalidParams, subject, &ctx, reason, reply);
         }
         let ctx = self.full_context(now, caller, tool, args);
         let need = match (need, &token) {
             (Need::Open, Token::Absent) => {
                 // Nothing to verify: record that the request passed.
                 let receipt = Arc::new(self.auditor.sign("", Vec::new(), &ctx, Outcome::Allowed));
+                self.tally.decided(started, ctx.tool(), Decided::Allowed);
                 let record = self.sink.value.record(&receipt);
                 return Decision::Allow {
                     record,
@@ -414,17 +446,24 @@ impl<P: Protocol> Engine<P> {
             }
             (_, Token::Absent) => {
                 let reason = "missing capability token".to_owned();
-                return self.deny(Denial::MissingToken, Subject::nobody(), &ctx, reason, reply);
+                return self.deny(
+                    started,
+                    Denial::MissingToken,
+                    Subject::nobody(),
+                    &ctx,
+                    reason,
+                    reply,
+                );
             }
             (Need::Refused(reason), _) => {
                 let subject = self.token_subject(&token);
                 let denial = Denial::Unclassified("method_denied");
-                return self.deny(denial, subject, &ctx, reason, reply);
+                return self.deny(started, denial, subject, &ctx, reason, reply);
             }
             (Need::Open, _) => Need::Genuine,
             (need, _) => need,
         };
-        self.judge(token, ctx, parts, need, reply, true)
+        self.judge(started, token, ctx, parts, need, reply, true)
     }
 
     /// Decides from the head alone, synchronously, with args `null` and
@@ -435,6 +474,7 @@ impl<P: Protocol> Engine<P> {
             Head::Ready(pending) => {
                 let Pending {
                     token,
+                    started,
                     now,
                     caller,
                     head,
@@ -442,7 +482,7 @@ impl<P: Protocol> Engine<P> {
                 let tool = self.protocol.early_tool(&head);
                 let reply = self.protocol.early_reply(&head);
                 let ctx = self.full_context(now, caller, tool, JsonValue::Null);
-                self.judge(token, ctx, parts, Need::Caveats, reply, false)
+                self.judge(started, token, ctx, parts, Need::Caveats, reply, false)
             }
         };
         match decision {
@@ -455,6 +495,7 @@ impl<P: Protocol> Engine<P> {
                 let subject = self.subject_of(&judged.cap, None);
                 let reason = REASON_PROOF_UNSUPPORTED.to_owned();
                 let (record, answer) = self.denied(
+                    judged.started,
                     Denial::ProofUnsupported,
                     subject,
                     &judged.ctx,
@@ -487,8 +528,10 @@ impl<P: Protocol> Engine<P> {
 
     /// Asks the verifier about `token` in `ctx`. `proofs` is false where a
     /// proof cannot be awaited: a holder-bound token is then refused.
+    #[allow(clippy::too_many_arguments)]
     fn judge(
         &self,
+        started: Started,
         token: Token,
         ctx: Context,
         parts: &Parts,
@@ -500,7 +543,14 @@ impl<P: Protocol> Engine<P> {
             Token::Present { cap, uncached } => (cap, uncached),
             Token::Absent => {
                 let reason = "missing capability token".to_owned();
-                return self.deny(Denial::MissingToken, Subject::nobody(), &ctx, reason, reply);
+                return self.deny(
+                    started,
+                    Denial::MissingToken,
+                    Subject::nobody(),
+                    &ctx,
+                    reason,
+                    reply,
+                );
             }
         };
 
@@ -515,14 +565,21 @@ impl<P: Protocol> Engine<P> {
                     (Denial::InvalidChain, Error::InvalidChain.to_string())
                 };
                 let subject = self.subject_of(&cap, uncached.as_deref());
-                return self.deny(denial, subject, &ctx, reason, reply);
+                return self.deny(started, denial, subject, &ctx, reason, reply);
             }
             // With a proof, the proof path; without one, the bearer path
             // denies it (at the holder-key gate) exactly as the core does.
             match read_proof(&self.proof_header, parts) {
                 Err(reason) => {
                     let subject = self.subject_of(&cap, uncached.as_deref());
-                    return self.deny(Denial::MalformedProof, subject, &ctx, reason, reply);
+                    return self.deny(
+                        started,
+                        Denial::MalformedProof,
+                        subject,
+                        &ctx,
+                        reason,
+                        reply,
+                    );
                 }
                 Ok(Some(proof)) => {
                     let (verifier, auditor) = (self.verifier.clone(), self.auditor.clone());
@@ -534,6 +591,7 @@ impl<P: Protocol> Engine<P> {
                                 .await
                         }),
                         judged: Judged {
+                            started,
                             cap,
                             uncached,
                             ctx,
@@ -550,6 +608,7 @@ impl<P: Protocol> Engine<P> {
         self.conclude(
             verdict,
             Judged {
+                started,
                 cap,
                 uncached,
                 ctx,
@@ -567,6 +626,7 @@ impl<P: Protocol> Engine<P> {
         judged: Judged<P>,
     ) -> Decision<P> {
         let Judged {
+            started,
             cap,
             uncached,
             ctx,
@@ -598,6 +658,7 @@ impl<P: Protocol> Engine<P> {
                 let receipt = Arc::new(receipt);
                 let record = self.sink.value.record(&receipt);
                 if receipt.is_allowed() {
+                    self.tally.decided(started, ctx.tool(), Decided::Allowed);
                     let verified = Verified::new(receipt, cap, self.verifier.clone());
                     return Decision::Allow {
                         record,
@@ -605,7 +666,10 @@ impl<P: Protocol> Engine<P> {
                         reply,
                     };
                 }
-                let answer = self.protocol.deny(Denial::Verifier(gate), &receipt, &reply);
+                let denial = Denial::Verifier(gate);
+                self.tally
+                    .decided(started, ctx.tool(), Decided::Denied(&denial));
+                let answer = self.protocol.deny(denial, &receipt, &reply);
                 Decision::Deny { record, answer }
             }
             Err(error) => {
@@ -619,7 +683,7 @@ impl<P: Protocol> Engine<P> {
                         self.subject_of(&cap, uncached.as_deref()),
                     ),
                 };
-                self.deny(denial, subject, &ctx, error.to_string(), reply)
+                self.deny(started, denial, subject, &ctx, error.to_string(), reply)
             }
         }
     }
@@ -636,7 +700,7 @@ impl<P: Protocol> Engine<P> {
         let ctx = context(pending.now, pending.caller, tool);
         let reply = self.protocol.early_reply(&pending.head);
         let subject = self.token_subject(&pending.token);
-        self.deny(denial, subject, &ctx, reason, reply)
+        self.deny(pending.started, denial, subject, &ctx, reason, reply)
     }
 
     /// Records a request dropped before its body was read: denied, no
@@ -644,16 +708,18 @@ impl<P: Protocol> Engine<P> {
     pub(crate) fn cancel_pending(&self, pending: Pending<P>) {
         let tool = self.protocol.early_tool(&pending.head);
         let ctx = context(pending.now, pending.caller, tool);
-        self.record_cancelled(self.token_subject(&pending.token), &ctx);
+        let subject = self.token_subject(&pending.token);
+        self.record_cancelled(pending.started, subject, &ctx);
     }
 
     /// Records a request dropped while its proof was checked.
     pub(crate) fn cancel_judged(&self, judged: &Judged<P>) {
         let subject = self.subject_of(&judged.cap, None);
-        self.record_cancelled(subject, &bounded(&judged.ctx));
+        self.record_cancelled(judged.started, subject, &bounded(&judged.ctx));
     }
 
-    fn record_cancelled(&self, subject: Subject, ctx: &Context) {
+    fn record_cancelled(&self, started: Started, subject: Subject, ctx: &Context) {
+        self.tally.decided(started, ctx.tool(), Decided::Cancelled);
         let receipt = Arc::new(self.auditor.sign(
             subject.identifier,
             subject.caveats,
@@ -672,19 +738,21 @@ impl<P: Protocol> Engine<P> {
     /// [`MAX_RECEIPT_TEXT`](capnagent::MAX_RECEIPT_TEXT) bytes each.
     fn deny(
         &self,
+        started: Started,
         denial: Denial,
         subject: Subject,
         ctx: &Context,
         reason: String,
         reply: P::Reply,
     ) -> Decision<P> {
-        let (record, answer) = self.denied(denial, subject, ctx, reason, reply);
+        let (record, answer) = self.denied(started, denial, subject, ctx, reason, reply);
         Decision::Deny { record, answer }
     }
 
     /// [`deny`](Self::deny)'s receipt record and answer.
     fn denied(
         &self,
+        started: Started,
         denial: Denial,
         subject: Subject,
         ctx: &Context,
@@ -701,6 +769,8 @@ impl<P: Protocol> Engine<P> {
             &bounded(ctx),
             Outcome::Denied { reason },
         ));
+        self.tally
+            .decided(started, ctx.tool(), Decided::Denied(&denial));
         let record = self.sink.value.record(&receipt);
         (record, self.protocol.deny(denial, &receipt, &reply))
     }

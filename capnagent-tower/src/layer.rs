@@ -95,6 +95,7 @@ impl<P: Protocol> CapabilityLayer<P> {
                 env: Vec::new(),
                 tokens: Arc::new(TokenCache::new(Self::DEFAULT_TOKEN_CACHE)),
                 body_limit: None,
+                tally: Arc::default(),
                 protocol,
             }),
         })
@@ -116,6 +117,7 @@ impl<P: Protocol> CapabilityLayer<P> {
                 env: engine.env,
                 tokens: engine.tokens,
                 body_limit: engine.body_limit,
+                tally: engine.tally,
                 protocol,
             }),
         }

@@ -220,6 +220,7 @@
 //! | `http` | the HTTP adapter: extractors, route overrides, problem+json |
 //! | [`mcp`] | the MCP adapter: policy, classification, JSON-RPC rendering |
 //! | `sink`, `verified` | receipt sinks; what an allowed request carries |
+//! | [`metrics`] | decision counters and latency histograms (feature `metrics`) |
 //!
 //! ## Features
 //!
@@ -231,6 +232,10 @@
 //! - `tonic`: `tonic::server::NamedService` for a [`CapabilityService`]
 //!   around a tonic service (enabled by `capnagent-tonic`, which builds
 //!   this crate without the other features).
+//! - `metrics`: decision counters and latency histograms through the
+//!   `metrics` facade, per decision, gate and tool (see [`metrics`] for the
+//!   names and labels). Install a recorder such as
+//!   `metrics-exporter-prometheus` to export them.
 
 mod body;
 mod cache;
@@ -245,6 +250,7 @@ mod http;
 mod layer;
 #[cfg(feature = "mcp")]
 pub mod mcp;
+pub mod metrics;
 pub mod protocol;
 mod receipt;
 mod service;

@@ -22,6 +22,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use capnagent::{AuditLog, Durability, Receipt};
+
+use crate::metrics;
 use tokio::sync::{mpsc, oneshot};
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'static>>;
@@ -419,6 +421,20 @@ struct Counters {
     unwritten: AtomicUsize,
 }
 
+impl Counters {
+    /// `n` receipts could not be written.
+    fn failed(&self, n: u64) {
+        self.failed.fetch_add(n, Ordering::Relaxed);
+        metrics::audit_write_failed(n);
+    }
+
+    /// An allowed call was refused: its receipt was not written.
+    fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        metrics::audit_refused();
+    }
+}
+
 /// Counters of an [`AuditLogSink`], read with [`AuditLogSink::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -621,8 +637,8 @@ impl AuditLogSink {
                 Some(Record::done())
             }
             Err(e) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                self.stats.failed(1);
+                self.stats.refused();
                 report_failed_write(&self.log, receipt, &e);
                 Some(Record::failed(write_error(&e)))
             }
@@ -681,11 +697,11 @@ fn written(
     stats: &Counters,
 ) -> Result<(), SinkError> {
     let result = answer.unwrap_or_else(|_| {
-        stats.failed.fetch_add(1, Ordering::Relaxed);
+        stats.failed(1);
         Err(SinkError::new(WRITER_GONE))
     });
     if result.is_err() {
-        stats.refused.fetch_add(1, Ordering::Relaxed);
+        stats.refused();
     }
     result
 }
@@ -693,7 +709,7 @@ fn written(
 /// A write-ahead receipt found the writer gone: the call is refused.
 fn refuse_gone(msg: Msg, stats: &Counters) -> SinkError {
     writer_gone(msg, stats);
-    stats.refused.fetch_add(1, Ordering::Relaxed);
+    stats.refused();
     SinkError::new(WRITER_GONE)
 }
 
@@ -702,7 +718,7 @@ fn refuse_gone(msg: Msg, stats: &Counters) -> SinkError {
 fn writer_gone(msg: Msg, stats: &Counters) {
     if let Msg::Receipt(receipt, _) = msg {
         stats.unwritten.fetch_sub(1, Ordering::AcqRel);
-        stats.failed.fetch_add(1, Ordering::Relaxed);
+        stats.failed(1);
         tracing::error!(
             target: "capnagent::sink",
             receipt = %receipt.to_json(),
@@ -843,9 +859,7 @@ impl Writer<'_> {
                 }
             }
             Err(e) => {
-                self.stats
-                    .failed
-                    .fetch_add(receipts.len() as u64, Ordering::Relaxed);
+                self.stats.failed(receipts.len() as u64);
                 let error = write_error(&e);
                 for (receipt, ack) in receipts.drain(..) {
                     report_failed_write(log, &receipt, &e);
