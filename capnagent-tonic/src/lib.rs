@@ -109,7 +109,9 @@
 //! `UNIMPLEMENTED` and `grpc-accept-encoding: gzip,deflate,zstd,identity`;
 //! a message with the compressed flag set under no `grpc-encoding` (or
 //! `identity`) is a protocol error, `INTERNAL`. Both are denials with a
-//! signed receipt, like every other.
+//! signed receipt, like every other. The [interceptor](#layer-or-interceptor)
+//! refuses an encoding the layer cannot read the same way, and passes
+//! compressed messages (which it never reads) to the service.
 //!
 //! **Streaming calls** (client streaming and bidi) are not buffered: their
 //! args are `null`, so any `arg.*` caveat denies them ("unknown
