@@ -19,7 +19,9 @@
 //! Decompression is bounded: the decoder is read through
 //! `take(max_message + 1)`, so a message that inflates past the limit (a
 //! decompression bomb: 10 MB of zeros is 10 KB of gzip) stops one byte
-//! past it and is refused ([`FrameError::TooLarge`]), never held whole.
+//! past it and is refused ([`FrameError::TooLarge`]), never held whole
+//! (the buffer it fills grows by doubling: at most about twice the limit
+//! is allocated, next to the compressed body).
 //! `max_message` is the layer's body limit less the frame header: a
 //! compressed message may not decompress to more than an uncompressed one
 //! may carry. `zstd` frames also declare the window their decoder must

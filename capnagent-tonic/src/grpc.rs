@@ -1,9 +1,10 @@
 //! The gRPC adapter, [`Grpc`]: a call's `tool` is its method path (or the
 //! name given to it with [`Grpc::tool_name`]), its `args` the request
 //! message of a unary or server-streaming method, decoded with the
-//! service's [`Descriptors`] (one frame, decompressed if it is compressed,
-//! its JSON form bounded by [`Grpc::max_args_json`]), and its denials are `Status`es
-//! ([`status`](crate::status)). Everything else (the token, the proof, the
+//! service's [`Descriptors`] (one frame, decompressed if it is
+//! compressed, its JSON form bounded by [`Grpc::max_args_json`]), and its
+//! denials are `Status`es ([`status`](crate::status)). Everything else
+//! (the token, the proof, the
 //! caller, the verifier, the receipt, buffering) is the engine's, in
 //! `capnagent_tower`.
 
