@@ -4,9 +4,8 @@
 //! service's [`Descriptors`] (one frame, decompressed if it is
 //! compressed, its JSON form bounded by [`Grpc::max_args_json`]), and its
 //! denials are `Status`es ([`status`](crate::status)). Everything else
-//! (the token, the proof, the
-//! caller, the verifier, the receipt, buffering) is the engine's, in
-//! `capnagent_tower`.
+//! (the token, the proof, the caller, the verifier, the receipt,
+//! buffering) is the engine's, in `capnagent_tower`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
