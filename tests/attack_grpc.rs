@@ -1,7 +1,8 @@
 //! Attacks on the gRPC layer from the security review (issue 17), against
 //! a real tonic server on 127.0.0.1 and a real tonic client: a client
-//! without a key must not choose what a signed receipt says, and an audit
-//! key equal to the root key is refused before anything is served.
+//! without a key must not choose what a signed receipt says, an audit key
+//! equal to the root key is refused before anything is served, and a
+//! compressed message cannot inflate past the message limit.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,6 +16,7 @@ use capnagent_examples::grpc::pb::tool_service_client::ToolServiceClient;
 use capnagent_examples::grpc::{self, Credentials, PURCHASE, Tools};
 use capnagent_tonic::{CapabilityLayer, Grpc, client};
 use tonic::Code;
+use tonic::codec::CompressionEncoding;
 
 const ROOT: [u8; 32] = [7; 32];
 const AUDIT: [u8; 32] = [9; 32];
@@ -93,5 +95,69 @@ async fn a_forged_token_cannot_name_itself_in_a_signed_receipt() {
         assert!(json.len() < 1024, "{} bytes", json.len());
     }
     assert_eq!(receipts.lock().unwrap().len(), 2);
+    running.stop().await.unwrap();
+}
+
+/// A decompression bomb: 10 MB of one letter is about 10 KB of gzip, far
+/// under the 4 MiB body limit. The layer stops reading it one byte past
+/// the limit and refuses it; the service never sees it.
+#[tokio::test]
+async fn a_decompression_bomb_is_resource_exhausted() {
+    let receipts: Arc<Mutex<Vec<Receipt>>> = Arc::default();
+    let sink = {
+        let receipts = Arc::clone(&receipts);
+        move |receipt: &Receipt| receipts.lock().unwrap().push(receipt.clone())
+    };
+    let auditor = Auditor::new(&AUDIT).unwrap();
+    let layer = grpc::capability_layer(Verifier::new(&ROOT).unwrap(), auditor.clone())
+        .unwrap()
+        .sink(sink);
+    let running = grpc::spawn(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Some(layer),
+        Tools::protected(),
+    )
+    .await
+    .unwrap();
+    let mut tools = ToolServiceClient::connect(running.url())
+        .await
+        .unwrap()
+        .send_compressed(CompressionEncoding::Gzip);
+
+    let token = Issuer::from_key(&ROOT)
+        .unwrap()
+        .issue("purchases")
+        .caveat(r#"tool == "checkout.purchase""#)
+        .unwrap()
+        .build()
+        .unwrap()
+        .serialize();
+    let bomb = PurchaseRequest {
+        merchant: "a".repeat(10_000_000),
+        amount: 100,
+        currency: "EUR".into(),
+    };
+    let request = Credentials::new(PLANNER_API_KEY, &token)
+        .unwrap()
+        .unary(PURCHASE, bomb)
+        .unwrap();
+    let status = tools.purchase(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let limit = Grpc::DEFAULT_MESSAGE_LIMIT - 5;
+    assert_eq!(
+        status.message(),
+        format!("request message decompresses to more than the limit of {limit} bytes")
+    );
+    let receipt = auditor
+        .verify(&client::denied_receipt(&status).unwrap())
+        .unwrap();
+    assert_eq!(receipt.capability_identifier(), "purchases");
+    let outcomes: Vec<bool> = receipts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(Receipt::is_allowed)
+        .collect();
+    assert_eq!(outcomes, [false]);
     running.stop().await.unwrap();
 }

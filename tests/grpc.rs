@@ -2,7 +2,8 @@
 //! example tool service on 127.0.0.1:0) and a real tonic client: every
 //! status code, an `arg.amount` caveat, concurrency with one receipt per
 //! call, the handler reading its receipt, streaming, the interceptor form,
-//! and holder-of-key proofs.
+//! holder-of-key proofs, and compressed messages (every encoding tonic
+//! supports, the decompressed limit, raw HTTP/2 calls with odd encodings).
 
 #![allow(clippy::unwrap_used)]
 
@@ -23,9 +24,12 @@ use capnagent_tonic::{
     Anonymous, AuditLogSink, CapabilityInterceptor, CapabilityLayer, Descriptors, RECEIPT_METADATA,
     client,
 };
+use http_body_util::{BodyExt as _, Full};
+use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http;
 use tonic::transport::{Channel, Server};
 use tonic::{Code, Request, Status};
 use tower::Layer as _;
@@ -708,4 +712,254 @@ fn the_server_prints_client_commands_that_work() {
         .strip_prefix("stopped; 3 receipts written to ")
         .unwrap_or_else(|| panic!("no report after SIGTERM: {report:?}"));
     assert!(!std::path::Path::new(path).exists(), "{path} left behind");
+}
+
+/// Every encoding tonic supports (and so the layer reads).
+const ENCODINGS: [CompressionEncoding; 3] = [
+    CompressionEncoding::Gzip,
+    CompressionEncoding::Deflate,
+    CompressionEncoding::Zstd,
+];
+
+/// A purchase of `amount` whose message is `size` bytes on the wire
+/// (uncompressed): the merchant name fills it, with repeating text that
+/// compresses well.
+fn purchase_of_size(amount: i64, size: usize) -> PurchaseRequest {
+    let mut request = purchase(amount);
+    // Start too long, then take off what is over (the merchant's length
+    // prefix shrinks with it): two rounds at most.
+    let mut len = size;
+    loop {
+        request.merchant = "acme-".repeat(len / 5 + 1)[..len].to_owned();
+        let over = request.encoded_len().saturating_sub(size);
+        if over == 0 {
+            break;
+        }
+        len = len.saturating_sub(over);
+    }
+    assert_eq!(
+        request.encoded_len(),
+        size,
+        "no merchant gives {size} bytes"
+    );
+    request
+}
+
+/// The outcome of each recorded receipt, in order.
+fn outcomes(receipts: &Mutex<Vec<Receipt>>) -> Vec<bool> {
+    receipts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(Receipt::is_allowed)
+        .collect()
+}
+
+/// A client that compresses every request with `encoding` (tonic
+/// compresses whatever the size) and reads compressed replies.
+fn compressing(
+    tools: &ToolServiceClient<Channel>,
+    encoding: CompressionEncoding,
+) -> ToolServiceClient<Channel> {
+    tools
+        .clone()
+        .send_compressed(encoding)
+        .accept_compressed(encoding)
+}
+
+#[tokio::test]
+async fn compressed_requests_are_judged_on_their_decompressed_args() {
+    let (sink, receipts) = collecting();
+    let (running, tools) = start(layer().sink(sink)).await;
+    let token = token(
+        "purchases",
+        &[r#"tool == "checkout.purchase""#, "arg.amount <= 5000"],
+    );
+    let descriptors = Descriptors::decode(grpc::pb::FILE_DESCRIPTOR_SET).unwrap();
+
+    let mut expected = Vec::new();
+    for encoding in ENCODINGS {
+        let mut client = compressing(&tools, encoding);
+        // Small, and large (16 KB, well over what any encoder leaves
+        // uncompressed); allowed, and denied by the amount caveat.
+        for size in [None, Some(16_000)] {
+            let message = |amount| match size {
+                None => purchase(amount),
+                Some(size) => purchase_of_size(amount, size),
+            };
+            let reply = client
+                .purchase(bearer(&token).unary(PURCHASE, message(1200)).unwrap())
+                .await
+                .unwrap_or_else(|status| panic!("{encoding:?} {size:?}: {status:?}"));
+            assert!(reply.get_ref().order_id.starts_with("order-"));
+
+            let status = client
+                .purchase(bearer(&token).unary(PURCHASE, message(9000)).unwrap())
+                .await
+                .unwrap_err();
+            assert_eq!(
+                status.code(),
+                Code::PermissionDenied,
+                "{encoding:?} {size:?}"
+            );
+            assert_eq!(status.message(), "caveat failed: arg.amount <= 5000");
+            // The receipt commits to the args of the decompressed message.
+            let args = descriptors.args_for(PURCHASE, &message(9000)).unwrap();
+            assert_eq!(
+                receipt_of(&status).context_summary().args_hash(),
+                args.sha256_canonical_hex()
+            );
+            expected.extend([true, false]);
+        }
+        // The same client, uncompressed, still works.
+        let mut plain = tools.clone();
+        plain
+            .purchase(bearer(&token).unary(PURCHASE, purchase(1200)).unwrap())
+            .await
+            .unwrap();
+        expected.push(true);
+    }
+    assert_eq!(outcomes(&receipts), expected);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_once_decompressed_is_resource_exhausted() {
+    const LIMIT: usize = 16 * 1024;
+    let (sink, receipts) = collecting();
+    let (running, tools) = start(layer().body_limit(LIMIT).sink(sink)).await;
+    let token = token("purchases", &[r#"tool == "checkout.purchase""#]);
+
+    for encoding in ENCODINGS {
+        let mut client = compressing(&tools, encoding);
+        // The largest message the limit holds (with its 5-byte frame
+        // header) passes, compressed to a few hundred bytes.
+        let largest = purchase_of_size(1, LIMIT - 5);
+        client
+            .purchase(bearer(&token).unary(PURCHASE, largest).unwrap())
+            .await
+            .unwrap_or_else(|status| panic!("{encoding:?}: {status:?}"));
+        // One byte more is refused, though the body is far under the limit.
+        let over = purchase_of_size(1, LIMIT - 4);
+        let status = client
+            .purchase(bearer(&token).unary(PURCHASE, over).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{encoding:?}");
+        assert_eq!(
+            status.message(),
+            format!(
+                "request message decompresses to more than the limit of {} bytes",
+                LIMIT - 5
+            )
+        );
+        assert_eq!(receipt_of(&status).capability_identifier(), "purchases");
+    }
+    assert_eq!(outcomes(&receipts), [true, false].repeat(3));
+    running.stop().await.unwrap();
+}
+
+/// What a raw call was answered: its status (from the headers of a
+/// trailers-only answer, else from the trailers) and its headers.
+struct Answer {
+    status: Status,
+    headers: http::HeaderMap,
+}
+
+/// A unary `Purchase` sent as raw HTTP/2 over a tonic channel: `body` is
+/// the whole request body (hand-made frames) and `encoding` the
+/// `grpc-encoding` header, if any.
+async fn raw_purchase(
+    running: &Running,
+    token: &str,
+    encoding: Option<&'static str>,
+    body: Bytes,
+) -> Answer {
+    use tower::ServiceExt as _;
+
+    let channel = Channel::from_shared(running.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let metadata = bearer(token)
+        .request(PURCHASE, (), &JsonValue::Null, 0)
+        .unwrap()
+        .metadata()
+        .clone();
+    let mut request = http::Request::post(format!("{}{PURCHASE}", running.url()))
+        .version(http::Version::HTTP_2)
+        .body(tonic::body::Body::new(Full::new(body)))
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.extend(metadata.into_headers());
+    headers.insert("content-type", "application/grpc".parse().unwrap());
+    headers.insert("te", "trailers".parse().unwrap());
+    if let Some(encoding) = encoding {
+        headers.insert("grpc-encoding", encoding.parse().unwrap());
+    }
+    let response = channel.oneshot(request).await.unwrap();
+    let headers = response.headers().clone();
+    let status = match Status::from_header_map(&headers) {
+        Some(status) => status,
+        None => {
+            let collected = response.into_body().collect().await.unwrap();
+            let trailers = collected.trailers().expect("a gRPC answer has trailers");
+            Status::from_header_map(trailers).expect("trailers carry grpc-status")
+        }
+    };
+    Answer { status, headers }
+}
+
+/// One uncompressed gRPC frame around `message`.
+fn frame(message: &impl prost::Message) -> Bytes {
+    let mut body = vec![0];
+    body.extend_from_slice(&u32::try_from(message.encoded_len()).unwrap().to_be_bytes());
+    message.encode(&mut body).unwrap();
+    Bytes::from(body)
+}
+
+/// grpcio sends `grpc-encoding: gzip` with small messages left
+/// uncompressed; a compressed flag without an encoding is a protocol
+/// error; an encoding the layer cannot read is refused with the ones it
+/// can. Each has the receipt of what happened.
+#[tokio::test]
+async fn raw_calls_follow_the_grpc_compression_spec() {
+    let (sink, receipts) = collecting();
+    let (running, _) = start(layer().sink(sink)).await;
+    let token = token("purchases", &[r#"tool == "checkout.purchase""#]);
+
+    // Legal, allowed, and the service (which accepts gzip) runs it.
+    let answer = raw_purchase(&running, &token, Some("gzip"), frame(&purchase(1200))).await;
+    assert_eq!(answer.status.code(), Code::Ok, "{:?}", answer.status);
+
+    let flagged = Bytes::from_static(b"\x01\x00\x00\x00\x01a");
+    for encoding in [None, Some("identity")] {
+        let answer = raw_purchase(&running, &token, encoding, flagged.clone()).await;
+        assert_eq!(answer.status.code(), Code::Internal, "{:?}", answer.status);
+        assert!(
+            answer.status.message().contains("compressed flag"),
+            "{:?}",
+            answer.status
+        );
+        receipt_of(&answer.status);
+    }
+
+    let answer = raw_purchase(&running, &token, Some("snappy"), frame(&purchase(1200))).await;
+    assert_eq!(
+        answer.status.code(),
+        Code::Unimplemented,
+        "{:?}",
+        answer.status
+    );
+    assert_eq!(
+        answer.headers["grpc-accept-encoding"],
+        "gzip,deflate,zstd,identity"
+    );
+    let receipt = receipt_of(&answer.status);
+    assert_eq!(receipt.capability_identifier(), "purchases");
+    assert_eq!(receipt.outcome().reason(), Some(answer.status.message()));
+
+    assert_eq!(outcomes(&receipts), [true, false, false, false]);
+    running.stop().await.unwrap();
 }

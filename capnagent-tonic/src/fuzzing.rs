@@ -5,7 +5,8 @@
 use bytes::Bytes;
 use capnagent::{JsonLimits, JsonValue};
 
-use crate::{Descriptors, frame, grpc};
+use crate::frame::{self, Encoding};
+use crate::{Descriptors, grpc};
 
 /// What the layer makes of a buffered unary request body for the method at
 /// `path`: the one frame's message decoded into args (`null` for a method
@@ -18,9 +19,10 @@ pub fn request_args(
 ) -> Result<JsonValue, String> {
     match descriptors.method(path) {
         Some(method) => {
-            grpc::decode_body(body, &method.input(), limits).map_err(|(_, reason)| reason)
+            let frame = (Encoding::Identity, limits.max_len);
+            grpc::decode_body(body, frame, &method.input(), limits).map_err(|(_, reason)| reason)
         }
-        None => frame::single_message(body)
+        None => frame::single_message(body, Encoding::Identity, limits.max_len)
             .map(|_| JsonValue::Null)
             .map_err(|e| e.to_string()),
     }

@@ -1,11 +1,11 @@
 //! The gRPC adapter, [`Grpc`]: a call's `tool` is its method path (or the
 //! name given to it with [`Grpc::tool_name`]), its `args` the request
 //! message of a unary or server-streaming method, decoded with the
-//! service's [`Descriptors`] (one uncompressed frame, its JSON form bounded
-//! by [`Grpc::max_args_json`]), and its denials are `Status`es
-//! ([`status`](crate::status)). Everything else (the token, the proof, the
-//! caller, the verifier, the receipt, buffering) is the engine's, in
-//! `capnagent_tower`.
+//! service's [`Descriptors`] (one frame, decompressed if it is
+//! compressed, its JSON form bounded by [`Grpc::max_args_json`]), and its
+//! denials are `Status`es ([`status`](crate::status)). Everything else
+//! (the token, the proof, the caller, the verifier, the receipt,
+//! buffering) is the engine's, in `capnagent_tower`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use tonic::Status;
 use tonic::body::Body as TonicBody;
 
 use crate::args::{self, DEFAULT_MAX_ARGS_JSON, Descriptors};
-use crate::frame;
+use crate::frame::{self, Encoding, FrameError};
 use crate::status;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -50,7 +50,9 @@ pub struct Grpc {
 
 impl Grpc {
     /// Default limit on a buffered request (one unary message and its
-    /// 5-byte frame header): 4 MiB, tonic's own default decoding limit.
+    /// 5-byte frame header): 4 MiB, tonic's own default decoding limit. A
+    /// compressed message may decompress to no more than the limit less
+    /// the header.
     pub const DEFAULT_MESSAGE_LIMIT: usize = 4 * 1024 * 1024;
 
     /// The adapter with its defaults.
@@ -113,12 +115,14 @@ impl Grpc {
     }
 }
 
-/// What the gRPC adapter learned from a call's head: its tool, and the
+/// What the gRPC adapter learned from a call's head: its tool, the
 /// input type of its one request message (none for client streaming,
-/// bidi, or a method the descriptors do not know).
+/// bidi, or a method the descriptors do not know), and the encoding of
+/// its messages.
 pub struct GrpcHead {
     tool: Arc<str>,
     input: Option<MessageDescriptor>,
+    encoding: Encoding,
 }
 
 impl Protocol for Grpc {
@@ -130,6 +134,14 @@ impl Protocol for Grpc {
 
     fn head(&self, parts: &mut Parts) -> Result<GrpcHead, Refusal<()>> {
         let path = parts.uri.path();
+        // Refused for every call, streaming ones included: tonic would
+        // refuse it too, after an allowed receipt for a call that never ran.
+        let encoding = Encoding::of(&parts.headers).map_err(|unknown| Refusal {
+            denial: Denial::Unclassified(status::UNSUPPORTED_ENCODING),
+            reason: unknown.to_string(),
+            tool: self.tool_for(path),
+            reply: (),
+        })?;
         // Unary and server-streaming calls carry one request message.
         let input = self
             .descriptors
@@ -139,6 +151,7 @@ impl Protocol for Grpc {
         Ok(GrpcHead {
             tool: self.tool_for(path),
             input,
+            encoding,
         })
     }
 
@@ -162,11 +175,15 @@ impl Protocol for Grpc {
         let args = match &head.input {
             None => JsonValue::Null,
             Some(input) => {
+                // The engine's JSON limits carry the body limit: a message
+                // decompresses to no more than an uncompressed one carries.
+                let max_message = limits.max_len.saturating_sub(frame::HEADER_LEN);
+                let frame = (head.encoding, max_message);
                 let limits = JsonLimits {
                     max_depth: limits.max_depth,
                     max_len: self.max_args_json.unwrap_or(DEFAULT_MAX_ARGS_JSON),
                 };
-                match decode_body(body, input, &limits) {
+                match decode_body(body, frame, input, &limits) {
                     Ok(args) => args,
                     Err((denial, reason)) => {
                         let tool = head.tool;
@@ -222,14 +239,17 @@ impl<R: Default> ResponseBody<R> for Grpc {
     }
 }
 
-/// Decodes a buffered unary request body (exactly one frame) into args
+/// Decodes a buffered unary request body (exactly one frame, in the
+/// encoding and under the decompressed size bound of `frame`) into args
 /// under `limits`.
 pub(crate) fn decode_body(
     bytes: &Bytes,
+    (encoding, max_message): (Encoding, usize),
     input: &MessageDescriptor,
     limits: &JsonLimits,
 ) -> Result<JsonValue, (Denial, String)> {
-    let message = frame::single_message(bytes).map_err(|e| (Denial::BadRequest, e.to_string()))?;
+    let message = frame::single_message(bytes, encoding, max_message)
+        .map_err(|e| (frame_denial(&e), e.to_string()))?;
     args::decode_args(input, &message, limits).map_err(|e| {
         let denial = if e.is_too_large() {
             Denial::TooLarge
@@ -238,6 +258,17 @@ pub(crate) fn decode_body(
         };
         (denial, e.to_string())
     })
+}
+
+/// The denial of a frame the layer cannot read.
+fn frame_denial(error: &FrameError) -> Denial {
+    match error {
+        FrameError::TooLarge { .. } => Denial::TooLarge,
+        FrameError::CompressedWithoutEncoding => {
+            Denial::Unclassified(status::COMPRESSED_WITHOUT_ENCODING)
+        }
+        _ => Denial::BadRequest,
+    }
 }
 
 #[cfg(test)]
@@ -363,6 +394,13 @@ mod tests {
         builder.body(TonicBody::new(Full::new(body))).unwrap()
     }
 
+    /// `request` with its messages in `encoding`.
+    fn encoded(mut request: Request<TonicBody>, encoding: &'static str) -> Request<TonicBody> {
+        let value = http::HeaderValue::from_static(encoding);
+        request.headers_mut().insert(frame::ENCODING_HEADER, value);
+        request
+    }
+
     fn code(response: &Response<TonicBody>) -> Option<Code> {
         Status::from_header_map(response.headers()).map(|status| status.code())
     }
@@ -420,16 +458,45 @@ mod tests {
                 Code::InvalidArgument,
             ),
             (
+                // Compressed flag, no grpc-encoding: a protocol error.
                 call(
                     path,
                     Some(&token),
                     Bytes::from_static(b"\x01\x00\x00\x00\x01a"),
                 ),
-                Code::InvalidArgument,
+                Code::Internal,
             ),
             (
                 call(path, Some(&token), Bytes::from(vec![0; 100])),
                 Code::ResourceExhausted,
+            ),
+            (
+                encoded(call(path, Some(&token), Bytes::new()), "snappy"),
+                Code::Unimplemented,
+            ),
+            (
+                // 100 bytes once decompressed: over the limit of 64.
+                encoded(
+                    call(
+                        path,
+                        Some(&token),
+                        frame::encode_compressed(&[0; 100], Encoding::Gzip).unwrap(),
+                    ),
+                    "gzip",
+                ),
+                Code::ResourceExhausted,
+            ),
+            (
+                // Not gzip at all.
+                encoded(
+                    call(
+                        path,
+                        Some(&token),
+                        Bytes::from_static(b"\x01\x00\x00\x00\x01a"),
+                    ),
+                    "gzip",
+                ),
+                Code::InvalidArgument,
             ),
         ];
         let n = cases.len();
@@ -440,6 +507,69 @@ mod tests {
         }
         assert!(seen.lock().unwrap().is_empty());
         assert_eq!(receipts.lock().unwrap().len(), n);
+    }
+
+    /// A compressed message is judged on its decompressed args and passes
+    /// to the service as it was sent, in every encoding the layer reads.
+    #[tokio::test]
+    async fn compressed_messages_are_judged_and_pass_as_sent() {
+        let (svc, seen, receipts) = service(1024);
+        let token = token(&[r#"tool == "pay.send""#, "arg.amount <= 5000"]);
+        let path = "/test.v1.Pay/Send";
+        for encoding in [Encoding::Gzip, Encoding::Deflate, Encoding::Zstd] {
+            let small = frame::encode_compressed(&payment("bob", 1200, 1), encoding).unwrap();
+            let request = encoded(call(path, Some(&token), small.clone()), encoding.name());
+            let response = svc.clone().oneshot(request).await.unwrap();
+            assert_eq!(code(&response), None, "{encoding:?}");
+            assert_eq!(seen.lock().unwrap().pop(), Some((true, small)));
+
+            let big = frame::encode_compressed(&payment("bob", 9000, 1), encoding).unwrap();
+            let request = encoded(call(path, Some(&token), big), encoding.name());
+            let response = svc.clone().oneshot(request).await.unwrap();
+            assert_eq!(code(&response), Some(Code::PermissionDenied));
+            assert!(seen.lock().unwrap().is_empty());
+
+            // Legal: an uncompressed frame under a compressing encoding.
+            let plain = frame::encode(&payment("bob", 1200, 1)).unwrap();
+            let request = encoded(call(path, Some(&token), plain.clone()), encoding.name());
+            let response = svc.clone().oneshot(request).await.unwrap();
+            assert_eq!(code(&response), None, "{encoding:?}");
+            assert_eq!(seen.lock().unwrap().pop(), Some((true, plain)));
+        }
+        let outcomes: Vec<bool> = receipts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|receipt| receipt.is_allowed())
+            .collect();
+        assert_eq!(outcomes, [true, false, true].repeat(3));
+    }
+
+    /// An encoding the layer cannot read is refused from the head, for a
+    /// streaming call too, with the encodings it reads and a receipt.
+    #[tokio::test]
+    async fn an_unknown_encoding_is_unimplemented_with_the_accepted_ones() {
+        let (svc, seen, receipts) = service(1024);
+        let token = token(&[r#"tool == "/test.v1.Pay/Stream""#]);
+        let body = Bytes::from_static(b"not even a frame");
+        let request = encoded(call("/test.v1.Pay/Stream", Some(&token), body), "snappy");
+        let response = svc.oneshot(request).await.unwrap();
+        let status = Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), Code::Unimplemented);
+        assert!(
+            status.message().contains("\"snappy\""),
+            "{}",
+            status.message()
+        );
+        assert_eq!(
+            response.headers()[frame::ACCEPT_ENCODING_HEADER],
+            "gzip,deflate,zstd,identity"
+        );
+        assert!(response.headers().contains_key(crate::RECEIPT_METADATA));
+        assert!(seen.lock().unwrap().is_empty());
+        let receipts = receipts.lock().unwrap();
+        assert_eq!(receipts.len(), 1);
+        assert_eq!(receipts[0].outcome().reason(), Some(status.message()));
     }
 
     #[tokio::test]

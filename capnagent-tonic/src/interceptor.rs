@@ -38,6 +38,12 @@ use crate::status;
 /// and its request message, so it can name one tool per method, check
 /// `arg.*` caveats on unary calls, and check holder-of-key proofs.
 ///
+/// **Compression.** The interceptor never reads a message, so compressed
+/// ones go to the service as they are (it must accept their encoding); a
+/// call in an encoding the layer could not read (`grpc-encoding: snappy`)
+/// is refused here too, `UNIMPLEMENTED` with `grpc-accept-encoding`, as
+/// tonic would refuse it after an allowed receipt.
+///
 /// **Receipts.** Exactly one per call, to the sink, and an allowed call
 /// goes on only once the sink has recorded its receipt: when the sink
 /// reports that it cannot ([`SinkError`]), the call is refused with
@@ -139,5 +145,73 @@ impl fmt::Debug for CapabilityInterceptor {
         f.debug_struct("CapabilityInterceptor")
             .field("layer", &self.layer)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Mutex;
+
+    use capnagent::{Auditor, Issuer, Receipt, Verifier};
+    use capnagent_tower::Anonymous;
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn an_unknown_encoding_is_refused_with_the_accepted_ones() {
+        let receipts: Arc<Mutex<Vec<Receipt>>> = Arc::default();
+        let sink = {
+            let receipts = Arc::clone(&receipts);
+            move |receipt: &Receipt| receipts.lock().unwrap().push(receipt.clone())
+        };
+        let layer = CapabilityLayer::with_protocol(
+            Verifier::new(&[7; 32]).unwrap(),
+            Auditor::new(&[9; 32]).unwrap(),
+            Grpc::new(),
+        )
+        .unwrap()
+        .caller(Anonymous)
+        .sink(sink);
+        let mut interceptor = CapabilityInterceptor::new(layer, "logs.upload");
+        let token = Issuer::from_key(&[7; 32])
+            .unwrap()
+            .issue("logs")
+            .caveat(r#"tool == "logs.upload""#)
+            .unwrap()
+            .build()
+            .unwrap()
+            .serialize();
+        let call = |encoding: &'static str| {
+            let mut request = Request::new(());
+            let metadata = request.metadata_mut();
+            crate::client::bearer(metadata, &token).unwrap();
+            metadata.insert("grpc-encoding", encoding.parse().unwrap());
+            request
+        };
+
+        // A compressed stream in gzip is the service's to read.
+        assert!(interceptor.call(call("gzip")).is_ok());
+        let status = interceptor.call(call("snappy")).unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented);
+        assert_eq!(
+            status.metadata().get("grpc-accept-encoding").unwrap(),
+            "gzip,deflate,zstd,identity"
+        );
+        assert!(
+            status
+                .metadata()
+                .get_bin(status::RECEIPT_METADATA)
+                .is_some()
+        );
+        let outcomes: Vec<bool> = receipts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Receipt::is_allowed)
+            .collect();
+        assert_eq!(outcomes, [true, false]);
     }
 }

@@ -62,7 +62,8 @@
 //!
 //! For a method with one request message, the layer buffers the request
 //! (up to the layer's `body_limit`, 4 MiB by default for gRPC), reads the
-//! gRPC frame (exactly one uncompressed message), decodes it with the
+//! gRPC frame (exactly one message, decompressed when the client
+//! compressed it: see [Compression](#compression)), decodes it with the
 //! method's input type from the [`Descriptors`], and prints it as JSON with
 //! the proto3 JSON mapping and three deliberate choices:
 //!
@@ -84,6 +85,33 @@
 //! is refused with `RESOURCE_EXHAUSTED`. The decoded message is held in
 //! memory while it prints: bounded by the message limit times the
 //! in-memory size of one decoded element (tens of bytes).
+//!
+//! ## Compression
+//!
+//! The layer reads compressed request messages in every encoding tonic
+//! reads: `gzip`, `deflate` and `zstd` (the `grpc-encoding` header; a
+//! client's `send_compressed`, grpcio's `compression`). It decompresses
+//! the message to judge its args, with tonic's own decoders (`flate2`,
+//! `zstd`), and hands the service the frame exactly as it was sent, so
+//! the service must accept the same encodings
+//! (`XxxServer::new(..).accept_compressed(CompressionEncoding::Gzip)` and
+//! so on, with tonic's `gzip`, `deflate` and `zstd` features). An
+//! uncompressed frame under any of these encodings is read as is (grpcio
+//! sends small messages that way).
+//!
+//! Decompression is bounded by the message limit: a message that
+//! decompresses to more than the body limit less the 5-byte frame header
+//! is refused with `RESOURCE_EXHAUSTED` after reading one byte past it (a
+//! decompression bomb is never held whole), and a `zstd` frame may not ask
+//! for a window over 8 MiB. Following the gRPC compression spec
+//! (`doc/compression.md`), any other `grpc-encoding` (`snappy`, ...) is
+//! refused from the request head, streaming calls included, with
+//! `UNIMPLEMENTED` and `grpc-accept-encoding: gzip,deflate,zstd,identity`;
+//! a message with the compressed flag set under no `grpc-encoding` (or
+//! `identity`) is a protocol error, `INTERNAL`. Both are denials with a
+//! signed receipt, like every other. The [interceptor](#layer-or-interceptor)
+//! refuses an encoding the layer cannot read the same way, and passes
+//! compressed messages (which it never reads) to the service.
 //!
 //! **Streaming calls** (client streaming and bidi) are not buffered: their
 //! args are `null`, so any `arg.*` caveat denies them ("unknown
@@ -109,9 +137,10 @@
 //! | --- | --- |
 //! | token missing, malformed or forged; proof missing (the verifier's holder-key gate) or malformed | `UNAUTHENTICATED` |
 //! | a caveat (or revocation, a bad or replayed proof) denies | `PERMISSION_DENIED` |
-//! | the message does not decode, is compressed, or is not one frame | `INVALID_ARGUMENT` |
-//! | the message, or its JSON form, is over its limit | `RESOURCE_EXHAUSTED` |
-//! | server wiring (no authenticated caller) | `INTERNAL` |
+//! | the message does not decode or decompress, or is not one frame | `INVALID_ARGUMENT` |
+//! | the message (decompressed), or its JSON form, is over its limit | `RESOURCE_EXHAUSTED` |
+//! | a `grpc-encoding` the layer cannot read | `UNIMPLEMENTED`, with `grpc-accept-encoding` |
+//! | server wiring (no authenticated caller); a compressed message under no `grpc-encoding` (a protocol error) | `INTERNAL` |
 //!
 //! The gRPC code is chosen in one place ([`status`]'s table), from the
 //! engine's typed denial (for the verifier's own, the gate that decided).

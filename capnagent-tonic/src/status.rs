@@ -5,9 +5,11 @@
 //! | --- | --- |
 //! | token missing, malformed or forged (chain does not verify); holder-of-key proof missing (the verifier's holder-key gate) or malformed; a holder-bound token at the interceptor | `UNAUTHENTICATED` |
 //! | the verifier denied the call (a caveat, revocation, a proof that does not verify or was replayed) | `PERMISSION_DENIED` |
-//! | the request message does not decode (or is compressed), or a caller fact is unreadable, or the caller or tool fact is over 1 KiB | `INVALID_ARGUMENT` |
-//! | the request message, or its args JSON, is over the layer's limit | `RESOURCE_EXHAUSTED` |
+//! | the request message does not decode or decompress, or a caller fact is unreadable, or the caller or tool fact is over 1 KiB | `INVALID_ARGUMENT` |
+//! | the request message (decompressed), or its args JSON, is over the layer's limit | `RESOURCE_EXHAUSTED` |
+//! | the call's `grpc-encoding` is not one the layer reads | `UNIMPLEMENTED`, with `grpc-accept-encoding: gzip,deflate,zstd,identity` |
 //! | server wiring (no authenticated caller) | `INTERNAL`, naming the fix |
+//! | a message with the compressed flag set under no `grpc-encoding` (or `identity`): a protocol error | `INTERNAL`, as the gRPC compression spec asks |
 //! | an allowed call whose receipt the sink could not record (see [`AuditLogSink`](crate::AuditLogSink)) | `UNAVAILABLE` |
 //!
 //! The status message is the denial reason; the signed receipt JSON is in
@@ -20,10 +22,21 @@ use capnagent_tower::{Denial, SinkError};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
+use crate::frame::{ACCEPT_ENCODING, ACCEPT_ENCODING_HEADER};
+
 /// Binary metadata key of the signed receipt (its JSON text) on every
 /// denial. Read it with
 /// [`client::denied_receipt`](crate::client::denied_receipt).
 pub const RECEIPT_METADATA: &str = "capnagent-receipt-bin";
+
+/// The [`Denial::Unclassified`] code of a call whose `grpc-encoding` the
+/// layer cannot read: `UNIMPLEMENTED`, with `grpc-accept-encoding`.
+pub(crate) const UNSUPPORTED_ENCODING: &str = "unsupported_encoding";
+
+/// The [`Denial::Unclassified`] code of a message with the compressed flag
+/// set under no `grpc-encoding` (or `identity`): `INTERNAL`, as the gRPC
+/// compression spec asks.
+pub(crate) const COMPRESSED_WITHOUT_ENCODING: &str = "compressed_without_encoding";
 
 /// The gRPC code of `denial`. The verifier's denials are told apart by
 /// their gate: the holder-key gate (a bound token without a proof) is an
@@ -39,6 +52,8 @@ pub(crate) fn code(denial: Denial) -> Code {
         Denial::Verifier(_) => Code::PermissionDenied,
         Denial::TooLarge => Code::ResourceExhausted,
         Denial::Misconfigured => Code::Internal,
+        Denial::Unclassified(UNSUPPORTED_ENCODING) => Code::Unimplemented,
+        Denial::Unclassified(COMPRESSED_WITHOUT_ENCODING) => Code::Internal,
         _ => Code::InvalidArgument,
     }
 }
@@ -53,6 +68,13 @@ pub(crate) fn unavailable(error: &SinkError) -> Status {
 pub(crate) fn denial(denial: Denial, receipt: &Receipt) -> Status {
     let reason = receipt.outcome().reason().unwrap_or("denied");
     let mut status = Status::new(code(denial), reason);
+    if denial == Denial::Unclassified(UNSUPPORTED_ENCODING) {
+        // What the layer reads, so that the client can pick one.
+        status.metadata_mut().insert(
+            ACCEPT_ENCODING_HEADER,
+            MetadataValue::from_static(ACCEPT_ENCODING),
+        );
+    }
     status.metadata_mut().insert_bin(
         RECEIPT_METADATA,
         MetadataValue::from_bytes(receipt.to_json().as_bytes()),
@@ -110,5 +132,9 @@ mod tests {
         assert_eq!(code(Denial::BadRequest), Code::InvalidArgument);
         assert_eq!(code(Denial::TooLarge), Code::ResourceExhausted);
         assert_eq!(code(Denial::Misconfigured), Code::Internal);
+        let unsupported = Denial::Unclassified(UNSUPPORTED_ENCODING);
+        assert_eq!(code(unsupported), Code::Unimplemented);
+        let compressed = Denial::Unclassified(COMPRESSED_WITHOUT_ENCODING);
+        assert_eq!(code(compressed), Code::Internal);
     }
 }

@@ -7,7 +7,9 @@
 //! - [`capability_layer`]: the `CapabilityLayer` for this service (its
 //!   descriptors and tool names);
 //! - [`spawn`]: the server on a loopback listener, behind an API-key
-//!   interceptor that says who is calling, then the capability layer.
+//!   interceptor that says who is calling, then the capability layer;
+//!   the service reads and writes compressed messages
+//!   ([`tool_service`]: gzip, deflate, zstd, as the layer does).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::InterceptorLayer;
 use tonic::transport::Server;
@@ -213,6 +216,26 @@ pub fn capability_layer(
     Ok(CapabilityLayer::with_protocol(verifier, auditor, grpc)?)
 }
 
+/// The encodings the service reads and writes: every one tonic supports,
+/// which are the ones the capability layer reads (a call in another is
+/// refused by the layer, `UNIMPLEMENTED`, before it is allowed).
+pub const COMPRESSION: [CompressionEncoding; 3] = [
+    CompressionEncoding::Gzip,
+    CompressionEncoding::Deflate,
+    CompressionEncoding::Zstd,
+];
+
+/// The generated server for `tools`, accepting compressed requests in
+/// every encoding of [`COMPRESSION`] (grpcio and tonic clients that
+/// compress) and compressing replies for clients that accept one.
+pub fn tool_service(tools: Tools) -> ToolServiceServer<Tools> {
+    COMPRESSION
+        .into_iter()
+        .fold(ToolServiceServer::new(tools), |server, encoding| {
+            server.accept_compressed(encoding).send_compressed(encoding)
+        })
+}
+
 /// Serves `tools` on `listener` until `shutdown` resolves, behind
 /// [`authenticate`] and then, with `Some(layer)`, the capability layer;
 /// with `None`, unprotected (the bench's baseline, same interceptor).
@@ -225,7 +248,7 @@ pub async fn serve(
     let incoming = TcpListenerStream::new(listener);
     // The first layer added runs first: authenticate, then check.
     let mut server = Server::builder().layer(InterceptorLayer::new(authenticate));
-    let tools = ToolServiceServer::new(tools);
+    let tools = tool_service(tools);
     match capabilities {
         Some(capabilities) => {
             server

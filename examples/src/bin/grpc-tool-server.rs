@@ -11,7 +11,9 @@
 //! `grpc-tool-client` commands. Every decision is printed and appended to
 //! an audit log. Holder-of-key proofs are single-use (a nonce store) and
 //! every call is checked against a signed revocation list: in memory, or
-//! in Redis with `--redis` (shared by every server of a fleet).
+//! in Redis with `--redis` (shared by every server of a fleet). Clients
+//! may compress their requests (gzip, deflate or zstd): the layer judges
+//! the decompressed message and the service accepts the same encodings.
 
 use std::error::Error;
 use std::io::Write as _;
