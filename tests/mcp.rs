@@ -388,11 +388,24 @@ impl Drop for Running {
     }
 }
 
-#[tokio::test]
-async fn the_binary_prints_a_url_and_a_token_an_mcp_client_can_use() {
+/// The `mcp-tool-server` binary started with `args` (and without the key
+/// variables of the test's environment), once it has printed its URL and
+/// token: the child, the URL, the token, the lines printed so far, and
+/// the lines still to come.
+async fn start_binary(
+    args: &[&str],
+) -> (
+    Running,
+    String,
+    String,
+    Vec<String>,
+    std::sync::mpsc::Receiver<String>,
+) {
     let mut child = Running(
         Command::new(capnagent_tests::example_bin("mcp-tool-server"))
-            .args(["--port", "0"])
+            .args(args)
+            .env_remove("CAPNAGENT_ROOT_KEY")
+            .env_remove("CAPNAGENT_AUDIT_KEY")
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -408,8 +421,8 @@ async fn the_binary_prints_a_url_and_a_token_an_mcp_client_can_use() {
             }
         }
     });
-    let (url, token, lines) = tokio::task::spawn_blocking(move || {
-        let (mut url, mut token) = (None, None);
+    let (url, token, seen, lines) = tokio::task::spawn_blocking(move || {
+        let (mut url, mut token, mut seen) = (None, None, Vec::new());
         while let Ok(line) = lines.recv_timeout(TIMEOUT) {
             if let Some(rest) = line.strip_prefix("MCP server (rmcp, Streamable HTTP) at ") {
                 url = Some(rest.to_owned());
@@ -417,14 +430,21 @@ async fn the_binary_prints_a_url_and_a_token_an_mcp_client_can_use() {
             if let Some(rest) = line.strip_prefix("token: ") {
                 token = Some(rest.to_owned());
             }
+            seen.push(line);
             if let (Some(url), Some(token)) = (url.clone(), token.clone()) {
-                return (url, token, lines);
+                return (url, token, seen, lines);
             }
         }
-        panic!("the binary printed no URL and token");
+        panic!("the binary printed no URL and token: {seen:?}");
     })
     .await
     .unwrap();
+    (child, url, token, seen, lines)
+}
+
+#[tokio::test]
+async fn the_binary_prints_a_url_and_a_token_an_mcp_client_can_use() {
+    let (mut child, url, token, _, lines) = start_binary(&["--port", "0"]).await;
 
     let client = connect(&url, Some(&token)).await.unwrap();
     let allowed = call(
@@ -451,4 +471,66 @@ async fn the_binary_prints_a_url_and_a_token_an_mcp_client_can_use() {
     let (count, path) = report.split_once(" receipts in ").unwrap();
     assert!(count.parse::<u64>().unwrap() >= 2, "{report}");
     assert!(!std::path::Path::new(path).exists(), "{path} left behind");
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Key rotation through the binary: given a ring in a `capnagent keygen`
+/// style file, it mints under the first key and accepts tokens under both.
+#[tokio::test]
+async fn the_binary_takes_a_key_ring_and_accepts_tokens_under_every_key() {
+    const NEW_KEY: [u8; 32] = [0x5a; 32];
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.env");
+    std::fs::write(
+        &keys,
+        format!(
+            "# rotation: k2 issues, k1 still accepted\nCAPNAGENT_ROOT_KEY=k2:{},k1:{}\nCAPNAGENT_AUDIT_KEY=a1:{}\n",
+            hex(&NEW_KEY),
+            hex(&ROOT_KEY),
+            hex(&AUDIT_KEY)
+        ),
+    )
+    .unwrap();
+    let keys = keys.to_str().unwrap();
+    let log = dir.path().join("audit.ndjson");
+    let args = [
+        "--port",
+        "0",
+        "--root-key-file",
+        keys,
+        "--audit-key-file",
+        keys,
+    ];
+    let (_child, url, token, seen, _lines) =
+        start_binary(&[&args[..], &["--audit-log", log.to_str().unwrap()]].concat()).await;
+    assert!(
+        seen.iter()
+            .any(|line| line
+                == "root keys accepted: k2, k1 (the capability is under k2); audit key: a1"),
+        "{seen:?}"
+    );
+    // The printed capability is under the new key.
+    let cap = capnagent::Capability::parse(&token).unwrap();
+    assert!(Verifier::new(&NEW_KEY).unwrap().verify(&cap).is_ok());
+    assert!(Verifier::new(&ROOT_KEY).unwrap().verify(&cap).is_err());
+
+    // Tokens under both keys are allowed; one under neither is refused.
+    for root_key in [NEW_KEY, ROOT_KEY] {
+        let client = connect(&url, Some(&token_under(&root_key, &DEMO_CAVEATS)))
+            .await
+            .unwrap();
+        let allowed = call(
+            &client,
+            "checkout_purchase",
+            json!({"merchant": "acme", "amount_cents": 4999}),
+        )
+        .await;
+        assert_ne!(allowed.is_error, Some(true), "{}", text(&allowed).0);
+        client.cancel().await.unwrap();
+    }
+    let stranger = connect(&url, Some(&token_under(&[0x77; 32], &DEMO_CAVEATS))).await;
+    assert!(stranger.unwrap_err().is_authorization_required());
 }

@@ -10,15 +10,27 @@ use clap::{Args, Parser, Subcommand};
 /// Text shown after the top-level help.
 const AFTER_HELP: &str = "\
 Keys:
-  The root key (mints and verifies capabilities) and the audit key (signs
-  and checks receipts) are read from, in order of precedence:
-    --root-key-hex HEX    / --audit-key-hex HEX
-    --root-key-file PATH  / --audit-key-file PATH   (file holds hex)
-    CAPNAGENT_ROOT_KEY    / CAPNAGENT_AUDIT_KEY     (environment, hex)
+  The root keys (mint and verify capabilities) and the audit keys (sign
+  and check receipts) are read from, in order of precedence:
+    --root-key-hex SPEC   / --audit-key-hex SPEC
+    --root-key-file PATH  / --audit-key-file PATH   (file holds a SPEC)
+    CAPNAGENT_ROOT_KEY    / CAPNAGENT_AUDIT_KEY     (environment, a SPEC)
+  A SPEC is one key or several, separated by commas or newlines, each HEX
+  or KID:HEX (KID: 1-32 characters of A-Z a-z 0-9 . _ -); the first is
+  the primary. A file may also be the output of `capnagent keygen`: its
+  CAPNAGENT_ROOT_KEY=... and CAPNAGENT_AUDIT_KEY=... lines are read by
+  role, `#` comments and blank lines are ignored. At most 8 keys.
   Command-line arguments are visible to other users in the process list:
   prefer a file or the environment. Generate both with `capnagent keygen`.
-  The two must differ (`verify` refuses one key for both): a receipt signed
-  under the root key would be a valid capability.
+  The two must differ (`verify` refuses an audit key equal to any root
+  key): a receipt signed under a root key would be a valid capability.
+
+Key rotation (docs/key-rotation.md):
+  `verify` accepts a token under any root key of its ring, and
+  `receipt verify` a receipt under any audit key; `issue` mints under the
+  primary root key, or the one named by --key-id. Generate a key with an
+  id (`capnagent keygen --key-id k2`), give verifiers NEW,OLD, then switch
+  issuers to NEW, wait out the longest token lifetime, and drop OLD.
 
 Exit status:
   0  success (verify: allowed; receipt verify: valid)
@@ -44,10 +56,12 @@ pub enum Command {
     ///
     /// Two lines, an environment file: `CAPNAGENT_ROOT_KEY=<hex>` and
     /// `CAPNAGENT_AUDIT_KEY=<hex>` (load it with `set -a; . ./keys.env; set +a`,
-    /// or as a systemd `EnvironmentFile`). The keys are drawn separately:
-    /// a receipt signed under the root key would be a valid capability, so
-    /// one key must never serve both roles.
-    Keygen,
+    /// or as a systemd `EnvironmentFile`, or pass the file to
+    /// --root-key-file and --audit-key-file). With --key-id, each line is
+    /// `<KID>:<hex>`. The keys are drawn separately: a receipt signed under
+    /// the root key would be a valid capability, so one key must never
+    /// serve both roles.
+    Keygen(KeygenArgs),
     /// Mint a capability under the root key and print its token.
     Issue(IssueArgs),
     /// Add caveats to a token and print the narrower token (no key needed).
@@ -66,11 +80,32 @@ pub enum Command {
     Receipt(ReceiptCommand),
 }
 
+/// Arguments of `capnagent keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Name the keys (1-32 characters of A-Z a-z 0-9 . _ -): print
+    /// `<KID>:<hex>`, for key rings and rotation.
+    #[arg(long, value_name = "KID")]
+    pub key_id: Option<String>,
+    /// Print only the root key line (rotating the root key alone).
+    #[arg(long, conflicts_with = "audit_only")]
+    pub root_only: bool,
+    /// Print only the audit key line (rotating the audit key alone).
+    #[arg(long)]
+    pub audit_only: bool,
+}
+
 /// Arguments of `capnagent issue`.
 #[derive(Debug, Args)]
 pub struct IssueArgs {
     #[command(flatten)]
     pub root_key: RootKeyArgs,
+    /// Mint under the root key with this id (default: the first, primary).
+    ///
+    /// The id is not written into the token: verifiers find the key by
+    /// trying their ring in order.
+    #[arg(long, value_name = "KID")]
+    pub key_id: Option<String>,
     /// Identifier of the capability (revoking it revokes every attenuation).
     #[arg(long, value_name = "ID")]
     pub id: String,
@@ -132,10 +167,11 @@ pub struct VerifyArgs {
 /// The `capnagent receipt` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ReceiptCommand {
-    /// Check a receipt's schema and signature under the audit key.
+    /// Check a receipt's schema and signature under the audit keys.
     ///
-    /// Prints `valid` and exits 0 if the receipt is genuine; exits 1 with
-    /// the reason on stderr if it is not; exits 2 on a usage or key error.
+    /// Tries each audit key of the ring in order. Prints `valid` and exits
+    /// 0 if the receipt is genuine under one of them; exits 1 with the
+    /// reason on stderr if it is not; exits 2 on a usage or key error.
     Verify(ReceiptVerifyArgs),
 }
 
@@ -149,35 +185,43 @@ pub struct ReceiptVerifyArgs {
     pub receipt: String,
 }
 
-/// Where the root key comes from (see also `CAPNAGENT_ROOT_KEY`).
+/// Where the root keys come from (see also `CAPNAGENT_ROOT_KEY`).
 #[derive(Debug, Args)]
 pub struct RootKeyArgs {
-    /// Root key as hex (at least 32 bytes).
+    /// Root keys as a key spec: HEX or KID:HEX, comma separated (each at
+    /// least 32 bytes; the first is the primary).
     ///
     /// Visible to other users in the process list: prefer --root-key-file
     /// or the CAPNAGENT_ROOT_KEY environment variable.
-    #[arg(long, value_name = "HEX")]
+    #[arg(long, value_name = "SPEC")]
     pub root_key_hex: Option<String>,
-    /// File holding the root key as hex; or set CAPNAGENT_ROOT_KEY.
+    /// File holding the root keys (a key spec, or `capnagent keygen`
+    /// output); or set CAPNAGENT_ROOT_KEY.
     ///
-    /// Surrounding whitespace is ignored. Precedence: --root-key-hex, then
+    /// One key or several (HEX or KID:HEX, by line or comma), `#` comments;
+    /// CAPNAGENT_ROOT_KEY=... lines are read, CAPNAGENT_AUDIT_KEY=... lines
+    /// skipped. At most 4096 bytes. Precedence: --root-key-hex, then
     /// --root-key-file, then the CAPNAGENT_ROOT_KEY environment variable.
     #[arg(long, value_name = "PATH")]
     pub root_key_file: Option<PathBuf>,
 }
 
-/// Where the audit key comes from (see also `CAPNAGENT_AUDIT_KEY`).
+/// Where the audit keys come from (see also `CAPNAGENT_AUDIT_KEY`).
 #[derive(Debug, Args)]
 pub struct AuditKeyArgs {
-    /// Audit key as hex (at least 16 bytes; use 32).
+    /// Audit keys as a key spec: HEX or KID:HEX, comma separated (each at
+    /// least 16 bytes, use 32; the first signs).
     ///
     /// Visible to other users in the process list: prefer --audit-key-file
     /// or the CAPNAGENT_AUDIT_KEY environment variable.
-    #[arg(long, value_name = "HEX")]
+    #[arg(long, value_name = "SPEC")]
     pub audit_key_hex: Option<String>,
-    /// File holding the audit key as hex; or set CAPNAGENT_AUDIT_KEY.
+    /// File holding the audit keys (a key spec, or `capnagent keygen`
+    /// output); or set CAPNAGENT_AUDIT_KEY.
     ///
-    /// Surrounding whitespace is ignored. Precedence: --audit-key-hex, then
+    /// One key or several (HEX or KID:HEX, by line or comma), `#` comments;
+    /// CAPNAGENT_AUDIT_KEY=... lines are read, CAPNAGENT_ROOT_KEY=... lines
+    /// skipped. At most 4096 bytes. Precedence: --audit-key-hex, then
     /// --audit-key-file, then the CAPNAGENT_AUDIT_KEY environment variable.
     #[arg(long, value_name = "PATH")]
     pub audit_key_file: Option<PathBuf>,

@@ -6,8 +6,8 @@ use capnagent::{Auditor, Capability, Issuer, Verifier};
 use serde::Serialize;
 
 use crate::cli::{
-    AttenuateArgs, Cli, Command, InspectArgs, IssueArgs, ReceiptCommand, ReceiptVerifyArgs,
-    VerifyArgs,
+    AttenuateArgs, Cli, Command, InspectArgs, IssueArgs, KeygenArgs, ReceiptCommand,
+    ReceiptVerifyArgs, VerifyArgs,
 };
 use crate::error::{CliError, Status};
 use crate::keys;
@@ -18,7 +18,7 @@ const MAX_STDIN_LEN: u64 = 8 * 1024 * 1024;
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<Status, CliError> {
     match cli.command {
-        Command::Keygen => keygen(),
+        Command::Keygen(args) => keygen(&args),
         Command::Issue(args) => issue(&args),
         Command::Attenuate(args) => attenuate(&args),
         Command::Inspect(args) => inspect(&args),
@@ -29,13 +29,18 @@ pub fn run(cli: Cli) -> Result<Status, CliError> {
 
 /// `capnagent keygen`: a root key and an audit key, 32 bytes each, drawn
 /// separately from the operating system's CSPRNG, printed as an
-/// environment file (`CAPNAGENT_ROOT_KEY=<hex>`, `CAPNAGENT_AUDIT_KEY=<hex>`).
+/// environment file (`CAPNAGENT_ROOT_KEY=<hex>`, `CAPNAGENT_AUDIT_KEY=<hex>`;
+/// `<KID>:<hex>` with `--key-id`), which the key-spec reader accepts as is.
 ///
-/// Two keys, always: a receipt's signature is HMAC(audit key, ...) and a
-/// capability chain starts with HMAC(root key, identifier), so with one key
-/// for both every receipt would be a valid capability. The note on
-/// standard error says so.
-fn keygen() -> Result<Status, CliError> {
+/// Two keys, always drawn separately (even when one line is printed): a
+/// receipt's signature is HMAC(audit key, ...) and a capability chain
+/// starts with HMAC(root key, identifier), so with one key for both every
+/// receipt would be a valid capability. The note on standard error says so.
+fn keygen(args: &KeygenArgs) -> Result<Status, CliError> {
+    let prefix = match &args.key_id {
+        Some(text) => format!("{}:", keys::key_id(text)?),
+        None => String::new(),
+    };
     let root = random_key()?;
     let audit = random_key()?;
     if root == audit {
@@ -44,13 +49,13 @@ fn keygen() -> Result<Status, CliError> {
             "the operating system returned the same random bytes twice; no keys printed",
         ));
     }
-    emit(&format!(
-        "{}={}\n{}={}",
-        keys::ROOT_ENV,
-        keys::hex_encode(&root),
-        keys::AUDIT_ENV,
-        keys::hex_encode(&audit)
-    ))?;
+    let root_line = format!("{}={prefix}{}", keys::ROOT_ENV, keys::hex_encode(&root));
+    let audit_line = format!("{}={prefix}{}", keys::AUDIT_ENV, keys::hex_encode(&audit));
+    emit(&match (args.root_only, args.audit_only) {
+        (true, _) => root_line,
+        (_, true) => audit_line,
+        _ => format!("{root_line}\n{audit_line}"),
+    })?;
     note(
         "two independent keys: the root key mints and verifies capabilities, the audit key \
          signs receipts; never use one key for both (every receipt would then be a valid \
@@ -72,8 +77,13 @@ fn random_key() -> Result<[u8; 32], CliError> {
 
 /// `capnagent issue`: mint and print a token.
 fn issue(args: &IssueArgs) -> Result<Status, CliError> {
-    let root = keys::root_key(&args.root_key)?;
-    let issuer = Issuer::from_key(&root).map_err(core)?;
+    let mut ring = keys::root_keys(&args.root_key)?;
+    if let Some(text) = &args.key_id {
+        ring = ring
+            .with_primary(&keys::key_id(text)?)
+            .map_err(|e| CliError::failed(format!("--key-id: {e}")))?;
+    }
+    let issuer = Issuer::from_keys(&ring).map_err(core)?;
     let mut builder = issuer.issue(args.id.as_str());
     if let Some(hex) = &args.holder_key_hex {
         builder
@@ -144,10 +154,14 @@ fn inspect(args: &InspectArgs) -> Result<Status, CliError> {
 
 /// `capnagent verify`: judge one call and print the signed receipt.
 fn verify(args: &VerifyArgs) -> Result<Status, CliError> {
-    let verifier = Verifier::new(&keys::root_key(&args.root_key)?).map_err(core)?;
-    let auditor = Auditor::new(&keys::audit_key(&args.audit_key)?).map_err(core)?;
-    // A receipt signed under the root key is a capability: refuse to sign.
-    verifier.check_audit_key(&auditor).map_err(core)?;
+    let verifier = Verifier::from_keys(&keys::root_keys(&args.root_key)?).map_err(core)?;
+    let audit_ring = keys::audit_keys(&args.audit_key)?;
+    // A receipt signed under a root key is a capability: refuse to sign,
+    // and refuse a ring holding such a key at all.
+    for auditor in Auditor::all_from_keys(&audit_ring).map_err(core)? {
+        verifier.check_audit_key(&auditor).map_err(core)?;
+    }
+    let auditor = Auditor::from_keys(&audit_ring).map_err(core)?;
     let cap = parse_token(&args.token)?;
     let receipt = verifier
         .verify_with_context_json(&cap, &args.context_json, &auditor)
@@ -162,10 +176,9 @@ fn verify(args: &VerifyArgs) -> Result<Status, CliError> {
 
 /// `capnagent receipt verify`: check a receipt's signature.
 fn receipt_verify(args: &ReceiptVerifyArgs) -> Result<Status, CliError> {
-    let auditor = Auditor::new(&keys::audit_key(&args.audit_key)?).map_err(core)?;
+    let auditors = Auditor::all_from_keys(&keys::audit_keys(&args.audit_key)?).map_err(core)?;
     let json = argument_or_stdin(&args.receipt, "receipt")?;
-    auditor
-        .verify(&json)
+    Auditor::verify_with_any(&auditors, &json)
         .map_err(|e| CliError::Rejected(format!("receipt is not valid: {e}")))?;
     emit("valid")?;
     Ok(Status::Success)

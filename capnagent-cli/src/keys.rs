@@ -1,117 +1,67 @@
-//! Key resolution and hex: where the root and audit keys come from
-//! (flag, then file, then environment) and strict hex decoding.
+//! Key resolution and hex: where the root and audit key rings come from
+//! (flag, then file, then environment; the format and the reading are the
+//! core crate's, [`capnagent::keys`]) and strict hex for holder keys.
 //!
 //! Error messages name the source of a key but never include any of its
 //! text.
 
-use std::env;
-use std::fs::File;
-use std::io::Read;
-use std::path::Path;
+use capnagent::keys::KeySource;
+use capnagent::{KeyId, KeyRing, KeyRole};
 
 use crate::cli::{AuditKeyArgs, RootKeyArgs};
 use crate::error::CliError;
 
-/// Largest key file read, in bytes: far more than any sane hex key, small
-/// enough that pointing the option at `/dev/zero` fails fast.
-const MAX_KEY_FILE_LEN: u64 = 4096;
-
-/// A secret key's role, with the names of its three sources.
-#[derive(Debug, Clone, Copy)]
-struct Role {
-    /// `root` or `audit`.
-    name: &'static str,
-    /// The hex flag, for example `--root-key-hex`.
-    hex_flag: &'static str,
-    /// The file flag, for example `--root-key-file`.
-    file_flag: &'static str,
-    /// The environment variable, for example `CAPNAGENT_ROOT_KEY`.
-    env_var: &'static str,
-}
-
-/// The environment variable holding the root key.
+/// The environment variable holding the root keys.
 pub const ROOT_ENV: &str = "CAPNAGENT_ROOT_KEY";
 
-/// The environment variable holding the audit key.
+/// The environment variable holding the audit keys.
 pub const AUDIT_ENV: &str = "CAPNAGENT_AUDIT_KEY";
 
-const ROOT: Role = Role {
-    name: "root",
-    hex_flag: "--root-key-hex",
-    file_flag: "--root-key-file",
-    env_var: ROOT_ENV,
-};
-
-const AUDIT: Role = Role {
-    name: "audit",
-    hex_flag: "--audit-key-hex",
-    file_flag: "--audit-key-file",
-    env_var: AUDIT_ENV,
-};
-
-/// Resolves the root key bytes. Its length is checked by the core crate.
-pub fn root_key(args: &RootKeyArgs) -> Result<Vec<u8>, CliError> {
+/// Resolves the root key ring. Key lengths are checked by the core crate.
+pub fn root_keys(args: &RootKeyArgs) -> Result<KeyRing, CliError> {
     resolve(
-        ROOT,
+        KeyRole::Root,
         args.root_key_hex.as_deref(),
         args.root_key_file.as_deref(),
     )
 }
 
-/// Resolves the audit key bytes. Its length is checked by the core crate.
-pub fn audit_key(args: &AuditKeyArgs) -> Result<Vec<u8>, CliError> {
+/// Resolves the audit key ring. Key lengths are checked by the core crate.
+pub fn audit_keys(args: &AuditKeyArgs) -> Result<KeyRing, CliError> {
     resolve(
-        AUDIT,
+        KeyRole::Audit,
         args.audit_key_hex.as_deref(),
         args.audit_key_file.as_deref(),
     )
 }
 
 /// Picks exactly one source, by precedence flag > file > environment, and
-/// decodes it. An empty environment variable counts as unset.
-fn resolve(role: Role, hex: Option<&str>, file: Option<&Path>) -> Result<Vec<u8>, CliError> {
-    if let Some(text) = hex {
-        return decode_key(text, || role.hex_flag.to_owned());
-    }
-    if let Some(path) = file {
-        let text = read_key_file(path).map_err(|why| {
-            CliError::failed(format!("{} {}: {why}", role.file_flag, path.display()))
-        })?;
-        return decode_key(text.trim(), || {
-            format!("{} {}", role.file_flag, path.display())
-        });
-    }
-    match env::var(role.env_var) {
-        Ok(text) if !text.is_empty() => decode_key(text.trim(), || role.env_var.to_owned()),
-        Ok(_) | Err(env::VarError::NotPresent) => Err(CliError::failed(format!(
-            "no {} key: pass {} or {}, or set {}",
-            role.name, role.hex_flag, role.file_flag, role.env_var
-        ))),
-        Err(env::VarError::NotUnicode(_)) => Err(CliError::failed(format!(
-            "{}: not valid hex (not UTF-8)",
-            role.env_var
-        ))),
-    }
+/// reads it as a key spec. An empty environment variable counts as unset;
+/// no source at all is an error.
+fn resolve(
+    role: KeyRole,
+    hex: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<KeyRing, CliError> {
+    KeySource::new(role)
+        .hex(hex)
+        .file(file)
+        .resolve()
+        .map_err(|e| CliError::failed(e.to_string()))?
+        .ok_or_else(|| {
+            CliError::failed(format!(
+                "no {} key: pass {} or {}, or set {}",
+                role.name(),
+                role.hex_flag(),
+                role.file_flag(),
+                role.env_var()
+            ))
+        })
 }
 
-/// Reads a key file as UTF-8, refusing files over [`MAX_KEY_FILE_LEN`].
-fn read_key_file(path: &Path) -> Result<String, String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(MAX_KEY_FILE_LEN + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_KEY_FILE_LEN {
-        return Err(format!(
-            "file is too large for a hex key (over {MAX_KEY_FILE_LEN} bytes)"
-        ));
-    }
-    String::from_utf8(bytes).map_err(|_| "not valid hex (not UTF-8)".to_owned())
-}
-
-/// Decodes key hex; `source` names where it came from, for the message.
-fn decode_key(text: &str, source: impl FnOnce() -> String) -> Result<Vec<u8>, CliError> {
-    hex_decode(text).map_err(|why| CliError::failed(format!("{}: not valid hex ({why})", source())))
+/// Checks the text given to `--key-id`.
+pub fn key_id(text: &str) -> Result<KeyId, CliError> {
+    KeyId::new(text).map_err(|e| CliError::failed(format!("--key-id: {e}")))
 }
 
 /// Decodes the public holder key given to `--holder-key-hex`: exactly 32
@@ -170,6 +120,16 @@ mod tests {
             root_key_hex: Some("01".repeat(32)),
             root_key_file: Some("/nonexistent/capnagent-key".into()),
         };
-        assert_eq!(root_key(&args), Ok(vec![1; 32]));
+        let ring = root_keys(&args).expect("the flag's key");
+        assert_eq!(ring.primary().expose_secret(), &[1; 32]);
+    }
+
+    #[test]
+    fn key_ids_are_checked() {
+        assert_eq!(
+            key_id("k2026-12").map(|id| id.to_string()),
+            Ok("k2026-12".into())
+        );
+        assert!(key_id("a b").is_err());
     }
 }

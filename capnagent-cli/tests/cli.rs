@@ -717,3 +717,224 @@ fn base64url(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// Issues the default caveats with extra arguments (key sources, --key-id).
+fn issue_with(extra: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut args = vec!["issue"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "--id",
+        "agent-42",
+        "--caveat",
+        r#"tool == "checkout.purchase""#,
+        "--caveat",
+        "arg.amount_cents <= 5000",
+    ]);
+    run_with(&args, env, None)
+}
+
+#[test]
+fn keygen_with_a_key_id_reads_back_as_a_key_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ok(run(&["keygen", "--key-id", "k2026-12"]));
+    let root = env_line(&out, "CAPNAGENT_ROOT_KEY");
+    let audit = env_line(&out, "CAPNAGENT_AUDIT_KEY");
+    for value in [root, audit] {
+        let hex = value.strip_prefix("k2026-12:").expect("KID:HEX");
+        assert!(is_key_hex(hex), "{value}");
+    }
+    assert_ne!(root, audit);
+
+    // `capnagent keygen > keys.env` serves both key options as is.
+    let file = dir.path().join("keys.env");
+    std::fs::write(&file, format!("{out}\n")).expect("write keys.env");
+    let path = file.to_str().expect("utf-8 path");
+    let token = ok(issue_with(&["--root-key-file", path], &[]));
+    let same = ok(issue_with(&["--root-key-hex", root], &[]));
+    assert_eq!(token, same, "the file's root line is the root key");
+    let receipt = ok(run(&[
+        "verify",
+        "--root-key-file",
+        path,
+        "--audit-key-file",
+        path,
+        "--context-json",
+        CTX_OK,
+        &token,
+    ]));
+    let checked = run_with(
+        &["receipt", "verify", &receipt],
+        &[("CAPNAGENT_AUDIT_KEY", audit)],
+        None,
+    );
+    assert_eq!(ok(checked), "valid");
+
+    // One role at a time; a bad id is refused before any key is drawn.
+    let root_only = ok(run(&["keygen", "--root-only", "--key-id", "r2"]));
+    assert_eq!(root_only.lines().count(), 1, "{root_only}");
+    assert!(env_line(&root_only, "CAPNAGENT_ROOT_KEY").starts_with("r2:"));
+    let audit_only = ok(run(&["keygen", "--audit-only"]));
+    assert!(is_key_hex(env_line(&audit_only, "CAPNAGENT_AUDIT_KEY")));
+    assert_eq!(audit_only.lines().count(), 1, "{audit_only}");
+    assert_refused(&run(&["keygen", "--key-id", "not valid"]));
+    assert_eq!(run(&["keygen", "--root-only", "--audit-only"]).code, 2);
+    // Without an id the output is two plain lines, as always.
+    let plain = ok(run(&["keygen"]));
+    assert!(is_key_hex(env_line(&plain, "CAPNAGENT_ROOT_KEY")));
+}
+
+/// A second root key and a second audit key, for rotations.
+const ROOT_NEW: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf";
+const AUDIT_NEW: &str = "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf";
+
+#[test]
+fn a_rotation_through_the_cli_with_tokens_under_both_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ring = dir.path().join("root.keys");
+    std::fs::write(
+        &ring,
+        format!("# new first: it issues\nk2:{ROOT_NEW}\n# still accepted\nk1:{ROOT}\n"),
+    )
+    .expect("write ring");
+    let ring = ring.to_str().expect("utf-8 path");
+
+    // Without --key-id: the first key. With it: the key named.
+    let new_token = ok(issue_with(&["--root-key-file", ring], &[]));
+    assert_eq!(
+        new_token,
+        ok(issue_with(&["--root-key-hex", ROOT_NEW], &[]))
+    );
+    let old_token = ok(issue_with(
+        &["--root-key-file", ring, "--key-id", "k1"],
+        &[],
+    ));
+    assert_eq!(
+        old_token,
+        issue_default(),
+        "the old key's token is unchanged"
+    );
+    let missing = issue_with(&["--root-key-file", ring, "--key-id", "k3"], &[]);
+    assert_refused(&missing);
+    assert!(
+        missing.stderr.contains("no root key with id k3"),
+        "{missing:?}"
+    );
+    assert!(
+        !missing.stderr.contains(&ROOT[8..]),
+        "key leaked: {missing:?}"
+    );
+
+    // Verifiers with the ring (file, flag or environment) take both.
+    let audits = format!("a2:{AUDIT_NEW},a1:{AUDIT}");
+    let verify_with = |root: &[&str], token: &str| {
+        let mut args = vec!["verify"];
+        args.extend_from_slice(root);
+        args.extend_from_slice(&["--context-json", CTX_OK, token]);
+        run_with(&args, &[("CAPNAGENT_AUDIT_KEY", audits.as_str())], None)
+    };
+    let comma = format!("{ROOT_NEW},{ROOT}");
+    for token in [&new_token, &old_token] {
+        for root in [
+            vec!["--root-key-file", ring],
+            vec!["--root-key-hex", comma.as_str()],
+        ] {
+            let out = verify_with(&root, token);
+            assert_eq!(out.code, 0, "{out:?}");
+        }
+        let out = run_with(
+            &["verify", "--context-json", CTX_OK, token],
+            &[
+                ("CAPNAGENT_ROOT_KEY", comma.as_str()),
+                ("CAPNAGENT_AUDIT_KEY", audits.as_str()),
+            ],
+            None,
+        );
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+    // The old key retired: its token no longer verifies, the new one does.
+    assert_refused(&verify_with(&["--root-key-hex", ROOT_NEW], &old_token));
+    assert_eq!(
+        verify_with(&["--root-key-hex", ROOT_NEW], &new_token).code,
+        0
+    );
+
+    // An audit key equal to any root key of the ring is refused.
+    let out = run(&[
+        "verify",
+        "--root-key-file",
+        ring,
+        "--audit-key-hex",
+        ROOT,
+        "--context-json",
+        CTX_OK,
+        &new_token,
+    ]);
+    assert_refused(&out);
+    assert!(out.stderr.contains("audit key is the root key"), "{out:?}");
+
+    // Duplicates and bad entries are refused without quoting keys.
+    for bad in [
+        format!("k1:{ROOT},k1:{ROOT_NEW}"),
+        format!("k1:{ROOT},k2:{ROOT}"),
+        format!("k1:{ROOT},,"),
+        format!("k 1:{ROOT}"),
+    ] {
+        let out = issue_with(&["--root-key-hex", &bad], &[]);
+        assert_refused(&out);
+        assert!(!out.stderr.contains(&ROOT[8..]), "key leaked: {out:?}");
+    }
+    let nine: Vec<String> = (0..9u8)
+        .map(|i| format!("{:02x}", i + 0x40).repeat(32))
+        .collect();
+    let out = issue_with(&["--root-key-hex", &nine.join(",")], &[]);
+    assert_refused(&out);
+    assert!(out.stderr.contains("at most 8"), "{out:?}");
+}
+
+#[test]
+fn receipt_verify_accepts_receipts_under_any_audit_key_of_the_ring() {
+    let token = issue_default();
+    let sign = |audit: &str| {
+        ok(run(&[
+            "verify",
+            "--root-key-hex",
+            ROOT,
+            "--audit-key-hex",
+            audit,
+            "--context-json",
+            CTX_OK,
+            &token,
+        ]))
+    };
+    let old_receipt = sign(AUDIT);
+    let new_receipt = sign(AUDIT_NEW);
+    // `verify` with a ring signs under its first audit key.
+    let ring = format!("a2:{AUDIT_NEW}\na1:{AUDIT}");
+    let by_ring = ok(run_with(
+        &[
+            "verify",
+            "--root-key-hex",
+            ROOT,
+            "--context-json",
+            CTX_OK,
+            &token,
+        ],
+        &[("CAPNAGENT_AUDIT_KEY", ring.as_str())],
+        None,
+    ));
+    assert_eq!(by_ring, new_receipt);
+
+    let check =
+        |audit: &str, receipt: &str| run(&["receipt", "verify", "--audit-key-hex", audit, receipt]);
+    let comma = ring.replace('\n', ",");
+    assert_eq!(ok(check(&comma, &old_receipt)), "valid");
+    assert_eq!(ok(check(&comma, &new_receipt)), "valid");
+    // Retired: the old audit key's receipts are invalid (exit 1).
+    let out = check(AUDIT_NEW, &old_receipt);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("not valid"), "{out:?}");
+    // Tampered: invalid under every key.
+    let tampered = new_receipt.replacen("agent-42", "agent-43", 1);
+    assert_ne!(tampered, new_receipt);
+    assert_eq!(check(&comma, &tampered).code, 1);
+}

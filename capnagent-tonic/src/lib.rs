@@ -167,7 +167,7 @@
 //! caveats, and a caller or tool fact over
 //! [`MAX_RECEIPT_TEXT`](capnagent::MAX_RECEIPT_TEXT) (1 KiB) is refused
 //! with `INVALID_ARGUMENT`. The layer (and so the interceptor, built from
-//! one) refuses to be built with an audit key equal to the root key: every
+//! one) refuses to be built with an audit key equal to a root key: every
 //! receipt would be a capability. The sinks are `capnagent-tower`'s: [`AuditLogSink`]
 //! writes the core audit log, each allowed call's receipt before the call
 //! runs (or off the request path when built

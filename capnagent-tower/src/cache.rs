@@ -1,5 +1,8 @@
 //! The token cache: capabilities whose HMAC chain already verified under
-//! this layer's root key, parsed, keyed by their exact serialized text.
+//! one of this layer's root keys, parsed, keyed by their exact serialized
+//! text. A layer's verifier keeps its keys for the layer's life (its
+//! settings change, never its ring), so an entry stays valid; a rotation
+//! builds a new layer, with a new cache.
 //!
 //! An agent sends the same token on many calls; the cache saves decoding
 //! it and checking its chain before the body is read. It never skips a

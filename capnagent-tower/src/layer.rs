@@ -70,9 +70,10 @@ impl<P: Protocol> CapabilityLayer<P> {
     pub const DEFAULT_PROOF_HEADER: &'static str = "capnagent-proof";
 
     /// A layer speaking `protocol` that checks capabilities minted under
-    /// `verifier`'s root key and signs receipts with `auditor`.
+    /// any of `verifier`'s root keys (one, or a ring during a key rotation:
+    /// [`Verifier::from_keys`]) and signs receipts with `auditor`.
     ///
-    /// Refuses an auditor whose key is the root key
+    /// Refuses an auditor whose key is any of the root keys
     /// ([`KeyError::AuditKeyIsRootKey`](capnagent::KeyError::AuditKeyIsRootKey)):
     /// every receipt in a denial would then be a capability (see
     /// [`Verifier::check_audit_key`]). This is the only time the keys are

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
-use capnagent::{AuditLog, Auditor, Receipt, Timestamp, Verifier};
+use capnagent::{AuditLog, Auditor, KeyId, KeyRing, KeyRole, Receipt, Timestamp, Verifier};
 use capnagent_tower::{
     AuditLogSink, AuthenticatedCaller, CapabilityLayer, FixedTool, PathParam, Verified,
 };
@@ -322,5 +322,86 @@ async fn a_token_minted_by_the_reference_package_is_accepted() {
         row["expected"]["receipt"].as_str().unwrap(),
         "{}",
         row["id"]
+    );
+}
+
+/// Sends `tokens` (with their expected statuses) concurrently, `rounds`
+/// times each, and returns how many requests got each status.
+async fn concurrently(server: &Server, tokens: &[(&str, u16)], rounds: u32) -> HashMap<u16, u32> {
+    let client = reqwest::Client::new();
+    let url = server.url("/tools/checkout.purchase");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..rounds {
+        for &(token, status) in tokens {
+            let (client, url, token) = (client.clone(), url.clone(), token.to_owned());
+            tasks.spawn(async move {
+                let body = format!(r#"{{"amount_cents":{i},"n":{i}}}"#);
+                let response = send(&client, &url, Some(&token), body).await;
+                assert_eq!(response.status(), status, "request {i}");
+                status
+            });
+        }
+    }
+    let mut statuses = HashMap::new();
+    while let Some(done) = tasks.join_next().await {
+        *statuses.entry(done.unwrap()).or_insert(0) += 1;
+    }
+    statuses
+}
+
+/// A root key rotation over real HTTP: during the overlap the servers hold
+/// [new, old] and tokens under both keys, in flight together, are
+/// allowed; once the old key is retired its tokens are refused as forged
+/// and the new key's still pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_key_rotation_with_tokens_under_both_keys_in_flight() {
+    const NEW_KEY: [u8; 32] = [0x2a; 32];
+    let new_only = KeyRing::new(KeyRole::Root, Some(KeyId::new("k2").unwrap()), &NEW_KEY).unwrap();
+    let overlap = new_only
+        .clone()
+        .with_key(Some(KeyId::new("k1").unwrap()), &ROOT_KEY)
+        .unwrap();
+    let old_token = token(CAVEATS);
+    let new_token = token_under(&NEW_KEY, CAVEATS);
+    assert_ne!(old_token, new_token);
+
+    // Overlap: both accepted, concurrently, one allowed receipt each.
+    let verifier = Verifier::from_keys(&overlap).unwrap();
+    let (layer, receipts) = layer_with(verifier.clone());
+    let server = Server::start(app(layer)).await;
+    let statuses = concurrently(&server, &[(&old_token, 200), (&new_token, 200)], 40).await;
+    assert_eq!(statuses[&200], 80, "{statuses:?}");
+    let all = receipts.all();
+    assert_eq!(all.len(), 80);
+    assert!(all.iter().all(Receipt::is_allowed));
+    // Operators see which key each token is under (not in the receipt).
+    for (token, id) in [(&old_token, "k1"), (&new_token, "k2")] {
+        let cap = capnagent::Capability::parse(token).unwrap();
+        assert_eq!(verifier.key_id_for(&cap).map(KeyId::as_str), Some(id));
+    }
+    drop(server);
+
+    // An audit key equal to the old root key is refused too.
+    let same = CapabilityLayer::new(
+        Verifier::from_keys(&overlap).unwrap(),
+        Auditor::new(&ROOT_KEY).unwrap(),
+    );
+    assert_eq!(same.err().map(|e| e.code()), Some("key.audit_is_root"));
+
+    // The old key retired: its tokens are refused (401, as forged), with
+    // a receipt each; the new key's are allowed.
+    let (layer, receipts) = layer_with(Verifier::from_keys(&new_only).unwrap());
+    let server = Server::start(app(layer)).await;
+    let statuses = concurrently(&server, &[(&old_token, 401), (&new_token, 200)], 40).await;
+    assert_eq!((statuses[&200], statuses[&401]), (40, 40), "{statuses:?}");
+    let all = receipts.all();
+    assert_eq!(all.iter().filter(|r| r.is_allowed()).count(), 40);
+    let refused: Vec<_> = all.iter().filter(|r| !r.is_allowed()).collect();
+    assert_eq!(refused.len(), 40);
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.capability_identifier().starts_with("unverified:")),
+        "{refused:?}"
     );
 }

@@ -13,6 +13,7 @@ use crate::capability::{Caveat, CaveatList};
 use crate::context::Context;
 use crate::crypto::{self, Buffered, KeyedMac, Tag};
 use crate::error::{Error, KeyError, ReceiptError};
+use crate::keys::{KeyId, KeyRing};
 use crate::receipt::{
     ContextSummary, Outcome, RECEIPT_SCHEMA_VERSION, Receipt, write_signing_prefix,
 };
@@ -33,6 +34,7 @@ pub const MIN_AUDIT_KEY_LEN: usize = 16;
 #[derive(Clone)]
 pub struct Auditor {
     key: Arc<KeyedMac>,
+    key_id: KeyId,
     /// Tells this auditor (and its clones, same key) from any other, for
     /// the signing states kept with capabilities' caveat lists.
     id: u64,
@@ -55,8 +57,79 @@ impl Auditor {
         }
         Ok(Auditor {
             key: Arc::new(KeyedMac::new(key)),
+            key_id: KeyId::fingerprint(key),
             id: NEXT_AUDITOR_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
+    }
+
+    /// An auditor under the primary key of `ring`, the one that signs.
+    pub fn from_keys(ring: &KeyRing) -> Result<Auditor, Error> {
+        let primary = ring.primary();
+        Ok(Auditor::new(primary.expose_secret())?.named(primary.id()))
+    }
+
+    /// One auditor per key of `ring`, primary first: for checking receipts
+    /// (and audit logs) signed under any of them, with
+    /// [`verify_with_any`](Self::verify_with_any). The first one signs.
+    ///
+    /// ```
+    /// use capnagent::{Auditor, Context, KeyId, KeyRing, KeyRole, Outcome};
+    ///
+    /// let old = Auditor::new(&[1; 32])?;
+    /// let ctx = Context::builder().now_millis(0).tool("t").build();
+    /// let receipt = old.sign("cap-1", Vec::new(), &ctx, Outcome::Allowed).to_json();
+    ///
+    /// let ring = KeyRing::new(KeyRole::Audit, Some(KeyId::new("a2")?), &[2; 32])?
+    ///     .with_key(Some(KeyId::new("a1")?), &[1; 32])?;
+    /// let auditors = Auditor::all_from_keys(&ring)?;
+    /// let (_, signer) = Auditor::verify_with_any(&auditors, &receipt)?;
+    /// assert_eq!(signer.key_id().as_str(), "a1");
+    /// # Ok::<(), capnagent::Error>(())
+    /// ```
+    pub fn all_from_keys(ring: &KeyRing) -> Result<Vec<Auditor>, Error> {
+        ring.iter()
+            .map(|entry| Ok(Auditor::new(entry.expose_secret())?.named(entry.id())))
+            .collect()
+    }
+
+    fn named(mut self, id: &KeyId) -> Auditor {
+        self.key_id = id.clone();
+        self
+    }
+
+    /// The id of this auditor's key: the ring's id, or the key's
+    /// fingerprint ([`KeyId::fingerprint`]) for [`new`](Self::new).
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// Checks a receipt given as JSON text under each of `auditors` in
+    /// turn (for example [`all_from_keys`](Self::all_from_keys)), and
+    /// returns it with the auditor whose key signed it. Refused when none
+    /// did (or `auditors` is empty).
+    pub fn verify_with_any<'a>(
+        auditors: &'a [Auditor],
+        receipt_json: &str,
+    ) -> Result<(Receipt, &'a Auditor), Error> {
+        let receipt = Receipt::from_json(receipt_json)?;
+        let signer = Auditor::verify_receipt_with_any(auditors, &receipt)?;
+        Ok((receipt, signer))
+    }
+
+    /// Checks an already parsed receipt under each of `auditors` in turn;
+    /// returns the auditor whose key signed it.
+    pub fn verify_receipt_with_any<'a>(
+        auditors: &'a [Auditor],
+        receipt: &Receipt,
+    ) -> Result<&'a Auditor, Error> {
+        let mut error: Error = ReceiptError::InvalidSignature.into();
+        for auditor in auditors {
+            match auditor.verify_receipt(receipt) {
+                Ok(()) => return Ok(auditor),
+                Err(e) => error = e,
+            }
+        }
+        Err(error)
     }
 
     /// The keyed MAC, for the verifier's key comparison
@@ -180,6 +253,7 @@ impl fmt::Debug for Auditor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Auditor")
             .field("key", &format_args!(".."))
+            .field("key_id", &self.key_id)
             .finish()
     }
 }

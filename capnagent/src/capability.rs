@@ -187,6 +187,9 @@ pub(crate) struct Memo(std::sync::OnceLock<Arc<VerifiedMemo>>);
 
 pub(crate) struct VerifiedMemo {
     pub(crate) verifier: u64,
+    /// Index of the root key the chain verified under, in that verifier's
+    /// ring.
+    pub(crate) key: usize,
     /// One slot per caveat, filled when the verifier first reaches that
     /// caveat: a token judged only up to a failing caveat never has the
     /// caveats after it parsed.

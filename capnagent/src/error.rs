@@ -11,6 +11,7 @@
 use std::fmt;
 
 use crate::gate::Gate;
+use crate::keys::KeyId;
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +95,79 @@ pub enum KeyError {
          use two independent random keys (`capnagent keygen` makes both)"
     )]
     AuditKeyIsRootKey,
+    /// A key id is not 1 to 32 characters of `A-Z a-z 0-9 . _ -`.
+    #[error("invalid key id: use 1 to 32 characters of A-Z a-z 0-9 . _ -")]
+    InvalidKeyId,
+    /// A line of a key spec is malformed. Never quotes the line.
+    #[error("line {line}: {reason}")]
+    Syntax {
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A key spec is longer than [`MAX_KEY_SPEC_LEN`](crate::keys::MAX_KEY_SPEC_LEN).
+    #[error("key spec too long (over {max} bytes)")]
+    SpecTooLong {
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// A key spec holds no key of the role asked for.
+    #[error("no {role} key in the key spec")]
+    NoKey {
+        /// Which key: `root` or `audit`.
+        role: &'static str,
+    },
+    /// More keys than the ring's bound.
+    #[error("too many {role} keys: at most {max}")]
+    TooManyKeys {
+        /// Which key: `root` or `audit`.
+        role: &'static str,
+        /// The bound.
+        max: usize,
+    },
+    /// Two keys of a ring share an id.
+    #[error("two {role} keys have the id {id}")]
+    DuplicateKeyId {
+        /// Which key: `root` or `audit`.
+        role: &'static str,
+        /// The id.
+        id: KeyId,
+    },
+    /// The same key appears twice in a ring.
+    #[error("the {role} keys {first} and {second} are the same key")]
+    DuplicateKey {
+        /// Which key: `root` or `audit`.
+        role: &'static str,
+        /// The id of the first.
+        first: KeyId,
+        /// The id of the second.
+        second: KeyId,
+    },
+    /// No key of the ring has the id asked for.
+    #[error("no {role} key with id {id}")]
+    UnknownKeyId {
+        /// Which key: `root` or `audit`.
+        role: &'static str,
+        /// The id asked for.
+        id: KeyId,
+    },
+    /// A key source (a file, an environment variable) could not be read.
+    #[error("{origin}: {reason}")]
+    Unreadable {
+        /// The source, for example `--root-key-file keys.env`.
+        origin: String,
+        /// Why, without any of its text.
+        reason: String,
+    },
+    /// A key error in a named source.
+    #[error("{origin}: {error}")]
+    At {
+        /// The source, for example `CAPNAGENT_ROOT_KEY`.
+        origin: String,
+        /// What is wrong with it.
+        error: Box<KeyError>,
+    },
 }
 
 impl KeyError {
@@ -102,6 +176,16 @@ impl KeyError {
         match self {
             KeyError::TooShort { .. } => "key.too_short",
             KeyError::AuditKeyIsRootKey => "key.audit_is_root",
+            KeyError::InvalidKeyId => "key.invalid_id",
+            KeyError::Syntax { .. } => "key.syntax",
+            KeyError::SpecTooLong { .. } => "key.spec_too_long",
+            KeyError::NoKey { .. } => "key.none",
+            KeyError::TooManyKeys { .. } => "key.too_many",
+            KeyError::DuplicateKeyId { .. } => "key.duplicate_id",
+            KeyError::DuplicateKey { .. } => "key.duplicate_key",
+            KeyError::UnknownKeyId { .. } => "key.unknown_id",
+            KeyError::Unreadable { .. } => "key.unreadable",
+            KeyError::At { error, .. } => error.code(),
         }
     }
 }

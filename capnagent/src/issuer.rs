@@ -8,6 +8,7 @@ use crate::capability::{self, Capability, Caveat};
 use crate::crypto::KeyedMac;
 use crate::dsl;
 use crate::error::{BuildError, Error, KeyError};
+use crate::keys::{KeyId, KeyRing};
 use crate::limits::Limits;
 use crate::timestamp::Timestamp;
 
@@ -44,6 +45,7 @@ pub(crate) fn root_key(key: &[u8]) -> Result<KeyedMac, KeyError> {
 #[derive(Clone)]
 pub struct Issuer {
     root: Arc<KeyedMac>,
+    key_id: KeyId,
     limits: Limits,
 }
 
@@ -53,8 +55,42 @@ impl Issuer {
     pub fn from_key(key: &[u8]) -> Result<Issuer, Error> {
         Ok(Issuer {
             root: Arc::new(root_key(key)?),
+            key_id: KeyId::fingerprint(key),
             limits: Limits::DEFAULT,
         })
+    }
+
+    /// Creates an issuer under the primary key of `ring` (pick another
+    /// with [`KeyRing::with_primary`]). The tokens are the same as
+    /// [`from_key`](Self::from_key) with that key mints: the key id is not
+    /// written into them, a verifier finds the key by trying its ring.
+    ///
+    /// ```
+    /// use capnagent::{Issuer, KeyId, KeyRing, KeyRole};
+    ///
+    /// let ring = KeyRing::new(KeyRole::Root, Some(KeyId::new("k2")?), &[2; 32])?
+    ///     .with_key(Some(KeyId::new("k1")?), &[1; 32])?;
+    /// let issuer = Issuer::from_keys(&ring)?;
+    /// assert_eq!(issuer.key_id().as_str(), "k2");
+    /// let token = issuer.issue("a").tool_is("t")?.build()?.serialize();
+    /// let same = Issuer::from_key(&[2; 32])?.issue("a").tool_is("t")?.build()?.serialize();
+    /// assert_eq!(token, same);
+    /// # Ok::<(), capnagent::Error>(())
+    /// ```
+    pub fn from_keys(ring: &KeyRing) -> Result<Issuer, Error> {
+        let primary = ring.primary();
+        Ok(Issuer {
+            root: Arc::new(root_key(primary.expose_secret())?),
+            key_id: primary.id().clone(),
+            limits: Limits::DEFAULT,
+        })
+    }
+
+    /// The id of the key this issuer mints under: the ring's id, or the
+    /// key's fingerprint ([`KeyId::fingerprint`]) for
+    /// [`from_key`](Self::from_key).
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
     }
 
     /// Replaces the limits applied to the capabilities this issuer builds.
@@ -79,6 +115,7 @@ impl fmt::Debug for Issuer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Issuer")
             .field("root_key", &format_args!(".."))
+            .field("key_id", &self.key_id)
             .field("limits", &self.limits)
             .finish()
     }

@@ -81,6 +81,7 @@ mod error;
 mod gate;
 mod issuer;
 mod json;
+pub mod keys;
 mod limits;
 mod nonce;
 mod number;
@@ -103,6 +104,7 @@ pub use error::{
 pub use gate::{CaveatFailure, Gate};
 pub use issuer::{CapabilityBuilder, Issuer, MIN_ROOT_KEY_LEN};
 pub use json::{JsonError, JsonLimits, JsonNumber, JsonObject, JsonValue, write_json_string};
+pub use keys::{KeyEntry, KeyId, KeyRing, KeyRole};
 pub use limits::Limits;
 pub use nonce::{InMemoryNonceStore, NonceStore};
 pub use proof::{HolderKey, Proof, ProofError, pop_challenge, pop_challenge_for};

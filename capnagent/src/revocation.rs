@@ -56,6 +56,7 @@ use crate::crypto::{self, KeyedMac, Tag};
 use crate::error::{Error, RevocationError};
 use crate::issuer::root_key;
 use crate::json::{JsonSink, write_escaped_str};
+use crate::keys::KeyRing;
 use crate::store::{BoxFuture, DEFAULT_MAX_CLOCK_OFFSET, StoreError};
 use crate::timestamp::{Timestamp, duration_ms};
 
@@ -71,6 +72,16 @@ const LIST_SIGNING_TAG: &[u8] = b"\xffcapnagent revocation-list v1\x00";
 fn list_key(root_key_bytes: &[u8]) -> Result<KeyedMac, Error> {
     let root = root_key(root_key_bytes)?;
     Ok(KeyedMac::new(&root.tag(LIST_KEY_LABEL)))
+}
+
+/// The list keys of every key of `ring`, primary first.
+fn list_keys(ring: &KeyRing) -> Result<Box<[KeyedMac]>, Error> {
+    ring.iter().map(|e| list_key(e.expose_secret())).collect()
+}
+
+/// Whether `list` is signed under any of `keys`.
+fn signed_by_any(list: &RevocationList, keys: &[KeyedMac]) -> bool {
+    keys.iter().any(|key| list.signature_valid(key))
 }
 
 /// A signed snapshot of revoked capability identifiers.
@@ -254,6 +265,25 @@ impl Revoker {
         })
     }
 
+    /// A revoker signing under the primary key of `ring` (the key
+    /// capabilities are now issued with). Verifiers holding the ring accept
+    /// its lists ([`RevocationCell::from_keys`]).
+    pub fn from_keys(ring: &KeyRing) -> Result<Revoker, Error> {
+        Revoker::new(ring.primary().expose_secret())
+    }
+
+    /// Starts from an existing list's identifiers, checked under any key of
+    /// `ring` (a list signed before a rotation), and signs what it
+    /// publishes under the primary.
+    pub fn from_list_with_keys(ring: &KeyRing, list: &RevocationList) -> Result<Revoker, Error> {
+        if !signed_by_any(list, &list_keys(ring)?) {
+            return Err(Error::Revocation(RevocationError::InvalidSignature));
+        }
+        let mut revoker = Revoker::from_keys(ring)?;
+        revoker.revoked = list.revoked.iter().cloned().collect();
+        Ok(revoker)
+    }
+
     /// Starts from an existing list's identifiers (after checking it).
     pub fn from_list(root_key_bytes: &[u8], list: &RevocationList) -> Result<Revoker, Error> {
         let list_key = list_key(root_key_bytes)?;
@@ -334,7 +364,8 @@ pub struct RevocationCell {
 }
 
 struct CellInner {
-    list_key: KeyedMac,
+    /// One per root key accepted, primary first; never empty.
+    list_keys: Box<[KeyedMac]>,
     current: ArcSwapOption<RevocationList>,
     max_age_ms: Option<u64>,
     max_clock_offset_ms: u64,
@@ -344,9 +375,20 @@ impl RevocationCell {
     /// An empty cell that accepts lists signed under `root_key_bytes`,
     /// dated at most [`DEFAULT_MAX_CLOCK_OFFSET`] ahead of its clock.
     pub fn new(root_key_bytes: &[u8]) -> Result<RevocationCell, Error> {
+        RevocationCell::with_list_keys(Box::new([list_key(root_key_bytes)?]))
+    }
+
+    /// An empty cell that accepts lists signed under any key of `ring`
+    /// (the verifier's ring: lists published before a rotation, under the
+    /// old key, stay valid until the old key is retired).
+    pub fn from_keys(ring: &KeyRing) -> Result<RevocationCell, Error> {
+        RevocationCell::with_list_keys(list_keys(ring)?)
+    }
+
+    fn with_list_keys(list_keys: Box<[KeyedMac]>) -> Result<RevocationCell, Error> {
         Ok(RevocationCell {
             inner: Arc::new(CellInner {
-                list_key: list_key(root_key_bytes)?,
+                list_keys,
                 current: ArcSwapOption::empty(),
                 max_age_ms: None,
                 max_clock_offset_ms: duration_ms(DEFAULT_MAX_CLOCK_OFFSET),
@@ -359,7 +401,7 @@ impl RevocationCell {
     fn with(self, change: impl FnOnce(&mut CellInner)) -> RevocationCell {
         let inner = &self.inner;
         let mut changed = CellInner {
-            list_key: inner.list_key.clone(),
+            list_keys: inner.list_keys.clone(),
             current: ArcSwapOption::new(inner.current.load_full()),
             max_age_ms: inner.max_age_ms,
             max_clock_offset_ms: inner.max_clock_offset_ms,
@@ -409,7 +451,7 @@ impl RevocationCell {
     /// or a list dated more than the clock-offset bound after `now_ms` is
     /// an error, and the current list stays in force.
     pub fn install_at(&self, list: RevocationList, now_ms: u64) -> Result<bool, RevocationError> {
-        if !list.signature_valid(&self.inner.list_key) {
+        if !signed_by_any(&list, &self.inner.list_keys) {
             return Err(RevocationError::InvalidSignature);
         }
         check_not_future(&list, now_ms, self.inner.max_clock_offset_ms)?;

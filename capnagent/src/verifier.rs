@@ -24,6 +24,14 @@
 //! compared in full), so an agent that presents the same token again pays
 //! a lookup instead of the HMAC chain; see [`Verifier::with_chain_cache`].
 //!
+//! Key rotation: a verifier built with [`Verifier::from_keys`] holds
+//! several root keys and tries them in order, primary first, at most one
+//! chain per key (so a forged token costs one HMAC chain per key in the
+//! ring, [`DEFAULT_MAX_KEYS`](crate::keys::DEFAULT_MAX_KEYS) at most by
+//! default). A token minted under a key that is not in the ring fails the
+//! chain gate like a forgery. [`Verifier::key_id_for`] tells which key a
+//! token verified under; the receipt does not say.
+//!
 //! Proof path ([`Verifier::verify_with_proof`]): chain, then the proof
 //! (bound key, timestamp within the skew window, strict Ed25519 over the
 //! challenge the verifier derives itself), then replay (the
@@ -53,6 +61,7 @@ use crate::dsl::{self, PredicateCache};
 use crate::error::Error;
 use crate::gate::{CaveatFailure, Gate};
 use crate::issuer::root_key;
+use crate::keys::{KeyId, KeyRing};
 use crate::limits::Limits;
 use crate::nonce::NonceStore;
 use crate::proof::{self, Proof};
@@ -86,9 +95,10 @@ pub const DEFAULT_CHAIN_CACHE_CAPACITY: usize = 4096;
 /// is accepted: 60 seconds either way.
 pub const DEFAULT_PROOF_SKEW: Duration = Duration::from_secs(60);
 
-/// Checks capabilities minted under one root key.
+/// Checks capabilities minted under a root key, or under any key of a
+/// [`KeyRing`] ([`Verifier::from_keys`]).
 ///
-/// Cheap to clone (the key, limits, stores and predicate cache are shared).
+/// Cheap to clone (the keys, limits, stores and predicate cache are shared).
 ///
 /// ```
 /// use capnagent::{Auditor, Context, Issuer, Verifier};
@@ -114,7 +124,8 @@ pub struct Verifier {
 }
 
 struct Inner {
-    root: KeyedMac,
+    /// The root keys, primary first; never empty.
+    roots: Arc<[RootKey]>,
     config: Config,
     cache: PredicateCache,
     chains: ChainCache,
@@ -122,6 +133,12 @@ struct Inner {
     /// This verifier's id in the memos it leaves on capabilities (see
     /// [`Verifier::verify`]); a new one on `clear_cache`.
     memo_id: AtomicU64,
+}
+
+/// One root key of a verifier: its id and its prepared HMAC state.
+struct RootKey {
+    id: KeyId,
+    mac: KeyedMac,
 }
 
 /// Source of memo ids: unique in the process, never 0.
@@ -145,8 +162,53 @@ struct Config {
 impl Verifier {
     /// Creates a verifier. Root keys shorter than 32 bytes are refused.
     pub fn new(root_key_bytes: &[u8]) -> Result<Verifier, Error> {
-        Ok(Verifier::build(
-            root_key(root_key_bytes)?,
+        let root = RootKey {
+            id: KeyId::fingerprint(root_key_bytes),
+            mac: root_key(root_key_bytes)?,
+        };
+        Ok(Verifier::with_roots(Arc::from([root])))
+    }
+
+    /// Creates a verifier that accepts capabilities minted under any key of
+    /// `ring`, trying them in order, primary first: a token under the
+    /// primary costs one HMAC chain, one under the `n`th key `n` chains,
+    /// and a forged one as many chains as the ring has keys. Retiring a key
+    /// is building the verifier without it. Root keys shorter than 32
+    /// bytes are refused.
+    ///
+    /// ```
+    /// use capnagent::{Issuer, KeyId, KeyRing, KeyRole, Verifier};
+    ///
+    /// let (new, old) = ([2u8; 32], [1u8; 32]);
+    /// let ring = KeyRing::new(KeyRole::Root, Some(KeyId::new("k2")?), &new)?
+    ///     .with_key(Some(KeyId::new("k1")?), &old)?;
+    /// let verifier = Verifier::from_keys(&ring)?;
+    /// let old_token = Issuer::from_key(&old)?.issue("a").tool_is("t")?.build()?;
+    /// assert_eq!(verifier.key_id_for(&old_token).map(KeyId::as_str), Some("k1"));
+    /// // Retired: the old key's tokens no longer verify.
+    /// let retired = Verifier::from_keys(&KeyRing::new(KeyRole::Root, None, &new)?)?;
+    /// assert!(retired.verify(&old_token).is_err());
+    /// # Ok::<(), capnagent::Error>(())
+    /// ```
+    pub fn from_keys(ring: &KeyRing) -> Result<Verifier, Error> {
+        let roots = ring
+            .iter()
+            .map(|entry| {
+                Ok(RootKey {
+                    id: entry.id().clone(),
+                    mac: root_key(entry.expose_secret())?,
+                })
+            })
+            .collect::<Result<Arc<[RootKey]>, Error>>()?;
+        if roots.is_empty() {
+            return Err(crate::error::KeyError::NoKey { role: "root" }.into());
+        }
+        Ok(Verifier::with_roots(roots))
+    }
+
+    fn with_roots(roots: Arc<[RootKey]>) -> Verifier {
+        Verifier::build(
+            roots,
             Config {
                 limits: Limits::DEFAULT,
                 cache_capacity: DEFAULT_CACHE_CAPACITY,
@@ -156,13 +218,13 @@ impl Verifier {
                 proof_skew_ms: duration_ms(DEFAULT_PROOF_SKEW),
                 max_clock_offset_ms: duration_ms(DEFAULT_MAX_CLOCK_OFFSET),
             },
-        ))
+        )
     }
 
-    fn build(root: KeyedMac, config: Config) -> Verifier {
+    fn build(roots: Arc<[RootKey]>, config: Config) -> Verifier {
         Verifier {
             inner: Arc::new(Inner {
-                root,
+                roots,
                 cache: PredicateCache::new(config.cache_capacity),
                 chains: ChainCache::new(config.chain_cache_capacity),
                 holder_keys: proof::HolderKeys::default(),
@@ -175,7 +237,7 @@ impl Verifier {
     fn with(self, change: impl FnOnce(&mut Config)) -> Verifier {
         let mut config = self.inner.config.clone();
         change(&mut config);
-        Verifier::build(self.inner.root.clone(), config)
+        Verifier::build(Arc::clone(&self.inner.roots), config)
     }
 
     /// Replaces the limits (predicate length, nesting depth, context size).
@@ -191,8 +253,10 @@ impl Verifier {
     /// Sets how many verified chains are remembered (0 disables the
     /// cache: every call recomputes the HMAC chain). A hit requires the
     /// same signature *and* the same identifier, holder key and caveats as
-    /// a chain that verified under this root key; the cache holds at most
-    /// 16 MiB of token text.
+    /// a chain that verified under one of this verifier's root keys (each
+    /// entry records which); the cache belongs to this verifier, its keys
+    /// fixed, and holds at most 16 MiB of token text whatever the number
+    /// of keys.
     pub fn with_chain_cache(self, capacity: usize) -> Verifier {
         self.with(|c| c.chain_cache_capacity = capacity)
     }
@@ -239,7 +303,8 @@ impl Verifier {
             .saturating_add(config.max_clock_offset_ms)
     }
 
-    /// Refuses an `auditor` that signs with this verifier's root key.
+    /// Refuses an `auditor` that signs with any of this verifier's root
+    /// keys.
     ///
     /// A receipt's signature is HMAC(audit key, `"v"` || version || JSON)
     /// and a chain starts with HMAC(root key, identifier): with one key for
@@ -264,13 +329,32 @@ impl Verifier {
     /// ```
     pub fn check_audit_key(&self, auditor: &Auditor) -> Result<(), Error> {
         const PROBE: &[u8] = b"capnagent: is the audit key the root key?";
-        let root = self.inner.root.tag(PROBE);
         let audit = auditor.keyed_mac().tag(PROBE);
-        if crate::crypto::tags_equal(&root, &audit) {
+        // Every key compared, whichever matches.
+        let same = self.inner.roots.iter().fold(false, |same, root| {
+            crate::crypto::tags_equal(&root.mac.tag(PROBE), &audit) | same
+        });
+        if same {
             Err(crate::error::KeyError::AuditKeyIsRootKey.into())
         } else {
             Ok(())
         }
+    }
+
+    /// The ids of the root keys, in the order they are tried (primary
+    /// first).
+    pub fn key_ids(&self) -> impl Iterator<Item = &KeyId> {
+        self.inner.roots.iter().map(|root| &root.id)
+    }
+
+    /// The id of the root key `cap`'s chain verifies under, or `None` when
+    /// it verifies under none of this verifier's keys. Costs what
+    /// [`verify`](Self::verify) costs (usually a cache hit after a
+    /// decision). For metrics during a rotation: when no token under the
+    /// old key arrives any more, the old key can be retired.
+    pub fn key_id_for(&self, cap: &Capability) -> Option<&KeyId> {
+        let index = self.verify_index(cap).ok()?;
+        self.inner.roots.get(index).map(|root| &root.id)
     }
 
     /// The limits in force.
@@ -309,19 +393,27 @@ impl Verifier {
     /// so callers that parse the token on every call pay nothing for memos
     /// they would drop.
     pub fn verify(&self, cap: &Capability) -> Result<(), Error> {
-        if self.memo(cap).is_some() {
-            return Ok(());
+        self.verify_index(cap).map(|_| ())
+    }
+
+    /// [`verify`](Self::verify), returning the index in the ring of the
+    /// key the chain verified under. Keys are tried in order, each once.
+    fn verify_index(&self, cap: &Capability) -> Result<usize, Error> {
+        if let Some(memo) = self.memo(cap) {
+            return Ok(memo.key);
         }
-        if self.inner.chains.contains(cap) {
-            return Ok(());
+        if let Some(key) = self.inner.chains.get(cap) {
+            return Ok(key);
         }
-        if cap.chain_matches(&self.inner.root) {
-            self.inner.chains.insert(cap);
-            self.remember(cap);
-            Ok(())
-        } else {
-            Err(Error::InvalidChain)
-        }
+        let key = self
+            .inner
+            .roots
+            .iter()
+            .position(|root| cap.chain_matches(&root.mac))
+            .ok_or(Error::InvalidChain)?;
+        self.inner.chains.insert(cap, key);
+        self.remember(cap, key);
+        Ok(key)
     }
 
     /// This verifier's memo on `cap`, if there is one.
@@ -329,8 +421,8 @@ impl Verifier {
         cap.memo().get(self.inner.memo_id.load(Ordering::Relaxed))
     }
 
-    /// Leaves a memo on `cap`, whose chain verified under this root key.
-    fn remember(&self, cap: &Capability) {
+    /// Leaves a memo on `cap`, whose chain verified under root key `key`.
+    fn remember(&self, cap: &Capability, key: usize) {
         let config = &self.inner.config;
         if config.chain_cache_capacity == 0 || config.cache_capacity == 0 {
             return;
@@ -343,6 +435,7 @@ impl Verifier {
             .collect();
         cap.memo().set(VerifiedMemo {
             verifier: self.inner.memo_id.load(Ordering::Relaxed),
+            key,
             parsed,
         });
     }
@@ -586,7 +679,7 @@ impl Verifier {
     }
 }
 
-/// Chains that verified under this verifier's root key.
+/// Chains that verified under one of this verifier's root keys.
 struct ChainCache {
     map: RwLock<ChainMap>,
     capacity: usize,
@@ -615,8 +708,11 @@ impl PartialEq for CtTag {
     }
 }
 
-/// Everything the signature covers, so a hit means "this exact token".
+/// Everything the signature covers, so a hit means "this exact token",
+/// and the key it verified under.
 struct VerifiedChain {
+    /// Index of the root key in the verifier's ring.
+    key: usize,
     identifier: Box<str>,
     holder_of_key: Option<[u8; 32]>,
     caveats: CaveatList,
@@ -640,16 +736,19 @@ impl ChainCache {
         }
     }
 
-    fn contains(&self, cap: &Capability) -> bool {
-        self.capacity > 0
-            && self.map.read().is_ok_and(|map| {
-                map.entries
-                    .get(&CtTag(*cap.signature()))
-                    .is_some_and(|entry| entry.is(cap))
-            })
+    /// The key `cap` verified under, if it is in the cache.
+    fn get(&self, cap: &Capability) -> Option<usize> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let map = self.map.read().ok()?;
+        map.entries
+            .get(&CtTag(*cap.signature()))
+            .filter(|entry| entry.is(cap))
+            .map(|entry| entry.key)
     }
 
-    fn insert(&self, cap: &Capability) {
+    fn insert(&self, cap: &Capability, key: usize) {
         let bytes = cap.identifier().len()
             + cap
                 .caveats()
@@ -664,6 +763,7 @@ impl ChainCache {
                 *map = ChainMap::default();
             }
             let entry = VerifiedChain {
+                key,
                 identifier: cap.identifier().into(),
                 holder_of_key: cap.holder_of_key().copied(),
                 caveats: cap.caveats_shared(),
@@ -692,7 +792,10 @@ impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let config = &self.inner.config;
         f.debug_struct("Verifier")
-            .field("root_key", &format_args!(".."))
+            .field(
+                "root_keys",
+                &self.key_ids().map(KeyId::as_str).collect::<Vec<_>>(),
+            )
             .field("limits", &config.limits)
             .field("cache", &self.inner.cache)
             .field("chain_cache_capacity", &config.chain_cache_capacity)

@@ -36,6 +36,12 @@ pub mod mcp;
 #[cfg(doctest)]
 pub struct McpDocDoctests;
 
+/// `docs/key-rotation.md` ("Rotating keys"), its Rust example compiled
+/// and run as a doc test of this crate.
+#[doc = include_str!("../../docs/key-rotation.md")]
+#[cfg(doctest)]
+pub struct KeyRotationDocDoctests;
+
 pub mod grpc;
 
 /// `examples/README.md` (the gRPC tool service), its Rust examples compiled

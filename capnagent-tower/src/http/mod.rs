@@ -57,10 +57,12 @@ impl CapabilityLayer<Http> {
     pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
     /// A layer for an HTTP tool API that checks capabilities minted under
-    /// `verifier`'s root key and signs receipts with `auditor`. Give it a
-    /// tool source with [`tool`](Self::tool) before applying it.
+    /// any of `verifier`'s root keys (a ring during a key rotation:
+    /// [`Verifier::from_keys`](capnagent::Verifier::from_keys)) and signs
+    /// receipts with `auditor`. Give it a tool source with
+    /// [`tool`](Self::tool) before applying it.
     ///
-    /// Refuses an auditor whose key is the root key
+    /// Refuses an auditor whose key is any of the root keys
     /// ([`KeyError::AuditKeyIsRootKey`](capnagent::KeyError::AuditKeyIsRootKey)):
     /// every receipt in a denial would then be a capability (see
     /// [`Verifier::check_audit_key`](capnagent::Verifier::check_audit_key)).

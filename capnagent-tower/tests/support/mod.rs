@@ -16,17 +16,17 @@ pub const NOW_MS: u64 = 1_800_000_000_000;
 
 /// Mints a token under [`ROOT_KEY`].
 pub fn token(caveats: &[&str]) -> String {
-    let issuer = Issuer::from_key(&ROOT_KEY).unwrap();
-    let mut builder = issuer.issue("agent-42");
-    for caveat in caveats {
-        builder.caveat(caveat).unwrap();
-    }
-    builder.build().unwrap().serialize()
+    token_under(&ROOT_KEY, caveats)
 }
 
 /// The same token minted under another root key: its chain does not verify.
 pub fn forged(caveats: &[&str]) -> String {
-    let issuer = Issuer::from_key(&[8; 32]).unwrap();
+    token_under(&[8; 32], caveats)
+}
+
+/// Mints the token `agent-42` with `caveats` under `root_key`.
+pub fn token_under(root_key: &[u8], caveats: &[&str]) -> String {
+    let issuer = Issuer::from_key(root_key).unwrap();
     let mut builder = issuer.issue("agent-42");
     for caveat in caveats {
         builder.caveat(caveat).unwrap();
@@ -65,9 +65,15 @@ impl Receipts {
 
 /// A layer with fixed keys, a fixed clock, and a collecting sink.
 pub fn layer() -> (CapabilityLayer, Receipts) {
+    layer_with(Verifier::new(&ROOT_KEY).unwrap())
+}
+
+/// [`layer`] around another verifier (for example one with several root
+/// keys).
+pub fn layer_with(verifier: Verifier) -> (CapabilityLayer, Receipts) {
     let receipts = Receipts::default();
     let sink = receipts.clone();
-    let layer = CapabilityLayer::new(Verifier::new(&ROOT_KEY).unwrap(), auditor())
+    let layer = CapabilityLayer::new(verifier, auditor())
         .unwrap()
         .clock(|| Timestamp::from_unix_millis(NOW_MS))
         .sink(move |receipt: &Receipt| sink.push(receipt));

@@ -3,30 +3,39 @@
 //! capability to use, and how to connect an MCP client.
 //!
 //! ```text
-//! cargo run --release -p capnagent-examples --bin mcp-tool-server [-- --port 8765] [--ttl-secs 3600] [--audit-log PATH]
+//! cargo run --release -p capnagent-examples --bin mcp-tool-server [-- --port 8765] [--ttl-secs 3600] [--audit-log PATH] [--root-key-file PATH] [--audit-key-file PATH]
 //! ```
 //!
-//! The keys are random for each run: the printed capability works until
-//! the server stops (or the capability expires). Every decision is written
-//! to the audit log, one signed receipt per line.
+//! The keys come from `--root-key-file` / `--audit-key-file` or
+//! `CAPNAGENT_ROOT_KEY` / `CAPNAGENT_AUDIT_KEY` (key specs, as the
+//! `capnagent` command reads them: `capnagent keygen > keys.env` works for
+//! both, and a ring such as `k2:NEW,k1:OLD` accepts tokens under either
+//! key while minting under the first, see `docs/key-rotation.md`). Without
+//! them the keys are random for each run: the printed capability works
+//! until the server stops (or the capability expires). Every decision is
+//! written to the audit log, one signed receipt per line.
 
 use std::error::Error;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use capnagent::{AuditLog, Auditor, Issuer, Timestamp, Verifier};
+use capnagent::keys::{resolve_audit, resolve_root};
+use capnagent::{AuditLog, Auditor, Issuer, KeyId, KeyRing, KeyRole, Timestamp, Verifier};
 use capnagent_examples::mcp::{self, DEMO_CAVEATS};
 use capnagent_tower::{AuditLogSink, CapabilityLayer};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
-const USAGE: &str = "usage: mcp-tool-server [--port PORT] [--ttl-secs SECONDS] [--audit-log PATH]";
+const USAGE: &str = "usage: mcp-tool-server [--port PORT] [--ttl-secs SECONDS] [--audit-log PATH] \
+                     [--root-key-file PATH] [--audit-key-file PATH]";
 
 struct Options {
     port: u16,
     ttl_secs: u64,
     audit_log: Option<PathBuf>,
+    root_key_file: Option<PathBuf>,
+    audit_key_file: Option<PathBuf>,
 }
 
 fn options() -> Result<Options, String> {
@@ -34,6 +43,8 @@ fn options() -> Result<Options, String> {
         port: 8765,
         ttl_secs: 3600,
         audit_log: None,
+        root_key_file: None,
+        audit_key_file: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -50,6 +61,8 @@ fn options() -> Result<Options, String> {
                     .map_err(|_| "--ttl-secs needs a number of seconds")?;
             }
             "--audit-log" => options.audit_log = Some(PathBuf::from(value("a path")?)),
+            "--root-key-file" => options.root_key_file = Some(PathBuf::from(value("a path")?)),
+            "--audit-key-file" => options.audit_key_file = Some(PathBuf::from(value("a path")?)),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
@@ -76,12 +89,17 @@ async fn main() -> ExitCode {
 }
 
 async fn run(options: Options) -> Result<(), BoxError> {
-    // Fresh random keys for this run. A real server loads them from its
-    // secrets and mints capabilities elsewhere (`capnagent issue`).
-    let mut root_key = [0u8; 32];
-    let mut audit_key = [0u8; 32];
-    getrandom::fill(&mut root_key).map_err(|e| format!("random root key: {e}"))?;
-    getrandom::fill(&mut audit_key).map_err(|e| format!("random audit key: {e}"))?;
+    // The configured keys, else fresh random keys for this run. A real
+    // server loads them from its secrets and mints capabilities elsewhere
+    // (`capnagent issue`).
+    let root = match resolve_root(None, options.root_key_file.as_deref())? {
+        Some(ring) => ring,
+        None => KeyRing::new(KeyRole::Root, None, &random_key()?)?,
+    };
+    let audit = match resolve_audit(None, options.audit_key_file.as_deref())? {
+        Some(ring) => ring,
+        None => KeyRing::new(KeyRole::Audit, None, &random_key()?)?,
+    };
 
     let (log_path, _dir) = match options.audit_log {
         Some(path) => (path, None),
@@ -93,14 +111,14 @@ async fn run(options: Options) -> Result<(), BoxError> {
         }
     };
     let sink = AuditLogSink::new(AuditLog::open(&log_path)?)?;
-    let layer = CapabilityLayer::new(Verifier::new(&root_key)?, Auditor::new(&audit_key)?)?
+    let layer = CapabilityLayer::new(Verifier::from_keys(&root)?, Auditor::from_keys(&audit)?)?
         .sink(sink.clone());
 
     let now_secs = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)?
         .as_secs();
     let expiry = Timestamp::from_unix_millis(now_secs.saturating_add(options.ttl_secs) * 1000);
-    let mut builder = Issuer::from_key(&root_key)?.issue("mcp-agent-1");
+    let mut builder = Issuer::from_keys(&root)?.issue("mcp-agent-1");
     for caveat in DEMO_CAVEATS {
         builder.caveat(caveat)?;
     }
@@ -117,6 +135,13 @@ async fn run(options: Options) -> Result<(), BoxError> {
     println!(
         "every tools/call is checked by capnagent; audit log: {}",
         log_path.display()
+    );
+    let ids = |ring: &KeyRing| ring.ids().map(KeyId::as_str).collect::<Vec<_>>().join(", ");
+    println!(
+        "root keys accepted: {} (the capability is under {}); audit key: {}",
+        ids(&root),
+        root.primary().id(),
+        audit.primary().id()
     );
     println!();
     println!("capability for the agent:");
@@ -153,4 +178,11 @@ async fn run(options: Options) -> Result<(), BoxError> {
         log_path.display()
     );
     Ok(())
+}
+
+/// 32 bytes from the operating system's CSPRNG.
+fn random_key() -> Result<[u8; 32], BoxError> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| format!("random key: {e}"))?;
+    Ok(key)
 }
