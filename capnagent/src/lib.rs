@@ -71,6 +71,7 @@
 //! copy); `getrandom`, whose error [`HolderKey::generate`] returns. No
 //! other outside crate's type appears in this crate's API.
 
+mod audit_chain;
 mod audit_log;
 mod auditor;
 mod capability;
@@ -91,7 +92,11 @@ mod store;
 mod timestamp;
 mod verifier;
 
-pub use audit_log::{AuditLog, AuditLogError, AuditLogIter, Durability};
+pub use audit_chain::{
+    CHAIN_KEY_LABEL, ChainBreak, ChainBreakKind, ChainReport, ChainVerifier, Checkpoint,
+    CheckpointParseError, GENESIS_PREV, RecordError, audit_log_files, verify_audit_log,
+};
+pub use audit_log::{AuditLog, AuditLogBuilder, AuditLogError, AuditLogIter, Durability};
 pub use auditor::{Auditor, MIN_AUDIT_KEY_LEN};
 pub use capability::{Capability, Caveat};
 pub use context::{Args, Context, ContextBuilder};
