@@ -67,6 +67,14 @@ pub fn audit_key(args: &AuditKeyArgs) -> Result<Vec<u8>, CliError> {
     )
 }
 
+/// Reads a key from a file holding hex, for `flag` (which names it in a
+/// message). Its length is checked by the core crate.
+pub fn key_file(flag: &str, path: &Path) -> Result<Vec<u8>, CliError> {
+    let text = read_key_file(path)
+        .map_err(|why| CliError::failed(format!("{flag} {}: {why}", path.display())))?;
+    decode_key(text.trim(), || format!("{flag} {}", path.display()))
+}
+
 /// Picks exactly one source, by precedence flag > file > environment, and
 /// decodes it. An empty environment variable counts as unset.
 fn resolve(role: Role, hex: Option<&str>, file: Option<&Path>) -> Result<Vec<u8>, CliError> {
