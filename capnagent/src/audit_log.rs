@@ -45,10 +45,8 @@ pub enum Durability {
 
 /// An append-only file of receipts, one compact JSON object per line:
 /// plain receipts ([`AuditLog::open`]), or hash-chained records that wrap
-/// them ([`AuditLogBuilder::chained`]; format in
-/// [`ChainVerifier`](crate::ChainVerifier)'s module docs and
-/// `docs/audit-log.md`), optionally rotated by size
-/// ([`AuditLogBuilder::rotate_at`]).
+/// them ([`AuditLogBuilder::chained`], which gives the record format),
+/// optionally rotated by size ([`AuditLogBuilder::rotate_at`]).
 ///
 /// Appends are serialized by a mutex and each batch is written with a
 /// single `write_all` on a file opened in append mode, so concurrent
@@ -130,6 +128,17 @@ impl AuditLogBuilder {
     /// file (or of its newest rotated sibling when the file holds none), and
     /// fails if that record is not a chained record that verifies under
     /// this key.
+    ///
+    /// Each line is, in exactly this layout,
+    /// `{"seq":N,"prev":"<64 hex>","receipt":<receipt JSON>,"mac":"<64 hex>"}`:
+    /// `seq` from 0, `prev` the previous record's `mac` (32 zero bytes for
+    /// record 0), the receipt as [`Receipt::to_json`] writes it, verbatim,
+    /// and `mac = HMAC-SHA256(chain_key, u64_be(seq) || prev ||
+    /// u64_be(receipt length) || receipt bytes)`, where the chain key is
+    /// `HMAC-SHA256(audit_key, "capnagent audit chain v1")`
+    /// ([`CHAIN_KEY_LABEL`](crate::CHAIN_KEY_LABEL)).
+    /// `docs/audit-log.md` has the details; [`ChainVerifier`](crate::ChainVerifier)
+    /// checks a log.
     pub fn chained(mut self, auditor: &Auditor) -> Self {
         self.auditor = Some(auditor.clone());
         self

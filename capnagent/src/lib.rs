@@ -52,7 +52,13 @@
 //!
 //! Modules: [`Issuer`] mints, [`Capability`] carries and attenuates,
 //! [`Verifier`] decides, [`Auditor`] signs receipts, [`AuditLog`] keeps
-//! them. The caveat language is described in [`Predicate`]; build caveats
+//! them, plain (one receipt per line, as the reference writes them) or
+//! hash-chained ([`AuditLogBuilder::chained`]: each receipt wrapped,
+//! unchanged, in a record HMAC-linked to the previous one, rotated by size
+//! without breaking the chain), and [`ChainVerifier`] proves a chained log
+//! whole or reports its first break by file and line. The chained log is
+//! an addition to the reference, which writes plain logs only; its record
+//! format is in `docs/audit-log.md`. The caveat language is described in [`Predicate`]; build caveats
 //! from run-time values with the typed methods of [`CapabilityBuilder`]
 //! and [`Predicate`] (`caller_is`, `tool_is`, `arg_at_most`, `not_after`,
 //! ...), never by formatting text. Every bound on what a token may cost is
