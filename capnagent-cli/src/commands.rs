@@ -200,7 +200,7 @@ fn audit_verify(args: &AuditVerifyArgs) -> Result<Status, CliError> {
             Ok(Status::Success)
         }
         Err(brk) if brk.is_torn_only() => {
-            let report = brk.report.as_ref().map(|r| summary("intact but torn", r));
+            let report = brk.report.as_deref().map(|r| summary("intact but torn", r));
             emit(&report.unwrap_or_else(|| "intact but torn".to_owned()))?;
             note(&printable(&brk.to_string()));
             Ok(Status::Torn)

@@ -344,7 +344,7 @@ pub struct ChainBreak {
     pub kind: ChainBreakKind,
     /// For [`ChainBreakKind::Torn`] only (the log is otherwise intact):
     /// what verified.
-    pub report: Option<ChainReport>,
+    pub report: Option<Box<ChainReport>>,
 }
 
 impl ChainBreak {
@@ -814,7 +814,7 @@ impl<'v> Walk<'v> {
                 file: place.file,
                 line: place.line,
                 kind: ChainBreakKind::Torn,
-                report: Some(report),
+                report: Some(Box::new(report)),
             }),
             None => Ok(report),
         }
