@@ -668,3 +668,29 @@ fn concurrent_appenders_make_one_chain() {
     assert_eq!(report.records, 6 * (50 + 17));
     assert_eq!(report.head.map(|h| h.seq), Some(6 * 67 - 1));
 }
+
+#[test]
+fn lines_over_the_limit_are_malformed_and_keys_never_print() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = chained_log(dir.path(), 2);
+    let brk = ChainVerifier::new(&[auditor()])
+        .max_line(64)
+        .verify(&[&path])
+        .expect_err("over the limit");
+    assert_eq!(brk.line, 1);
+    assert!(
+        matches!(&brk.kind, ChainBreakKind::Malformed(why) if why.contains("longer than 64")),
+        "{brk}"
+    );
+    // Neither the log nor the verifier prints its keys.
+    let secret = Auditor::new(&[0x5a; 32]).expect("key");
+    let log = AuditLog::builder(dir.path().join("k.ndjson"))
+        .chained(&secret)
+        .open()
+        .expect("open");
+    let printed = format!("{log:?} {:?}", ChainVerifier::new(&[secret]));
+    assert!(
+        !printed.contains("5a5a") && !printed.contains("90, 90"),
+        "{printed}"
+    );
+}

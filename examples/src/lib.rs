@@ -36,6 +36,12 @@ pub mod mcp;
 #[cfg(doctest)]
 pub struct McpDocDoctests;
 
+/// `docs/audit-log.md` (the chained audit log), its Rust examples compiled
+/// as doc tests of this crate.
+#[doc = include_str!("../../docs/audit-log.md")]
+#[cfg(doctest)]
+pub struct AuditLogDocDoctests;
+
 pub mod grpc;
 
 /// `examples/README.md` (the gRPC tool service), its Rust examples compiled
