@@ -694,3 +694,27 @@ fn lines_over_the_limit_are_malformed_and_keys_never_print() {
         "{printed}"
     );
 }
+
+#[test]
+fn a_plain_log_rotates_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("plain.ndjson");
+    let log = AuditLog::builder(&path)
+        .rotate_at(700)
+        .open()
+        .expect("open");
+    assert!(!log.is_chained());
+    for i in 0..6 {
+        log.append(&receipt(i)).expect("append");
+    }
+    let files = log.files().expect("files");
+    assert!(files.len() >= 3, "{files:?}");
+    let mut read = Vec::new();
+    for file in &files {
+        assert!(std::fs::metadata(file).expect("meta").len() <= 700);
+        for item in AuditLogIter::open(file).expect("iter") {
+            read.push(item.expect("receipt"));
+        }
+    }
+    assert_eq!(read, (0..6).map(receipt).collect::<Vec<_>>());
+}
