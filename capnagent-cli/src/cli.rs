@@ -33,9 +33,13 @@ Key rotation (docs/key-rotation.md):
   issuers to NEW, wait out the longest token lifetime, and drop OLD.
 
 Exit status:
-  0  success (verify: allowed; receipt verify: valid)
-  1  a negative answer (verify: denied, receipt printed; receipt verify: invalid)
-  2  nothing decided: usage error, bad key, bad token, forged token, bad input";
+  0  success (verify: allowed; receipt verify: valid; audit verify: intact)
+  1  a negative answer (verify: denied, receipt printed; receipt verify:
+     invalid; audit verify: tampered or broken, or not chained)
+  2  nothing decided: usage error, bad key, bad token, forged token, bad
+     input, unreadable log
+  3  audit verify: the chain is intact but a line is torn (a crash
+     mid-write)";
 
 /// Macaroon-style capabilities for AI agent tool calls.
 ///
@@ -78,6 +82,9 @@ pub enum Command {
     /// Work with signed receipts.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
+    /// Work with audit logs.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 /// Arguments of `capnagent keygen`.
@@ -183,6 +190,59 @@ pub struct ReceiptVerifyArgs {
     /// The receipt JSON, or `-` to read it from standard input.
     #[arg(value_name = "RECEIPT_JSON")]
     pub receipt: String,
+}
+
+/// The `capnagent audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check a hash-chained audit log: every receipt, every chain link.
+    ///
+    /// Checks every receipt's signature and every record's chain MAC under
+    /// one of the audit keys (a ring: old keys after a rotation), that seq
+    /// runs from 0 without a gap and that each prev is the previous
+    /// record's mac, across rotated files. One LOG is the active file of a
+    /// log: its rotated predecessors LOG.000001, LOG.000002, ... are
+    /// checked first, in number order (LOG itself may be missing after a
+    /// crash during rotation). Several LOGs are taken as given, oldest
+    /// first, and nothing else is read.
+    ///
+    /// Prints `intact: N records in F file(s); checkpoint SEQ:MACHEX` and
+    /// exits 0; keep the checkpoint elsewhere and pass it with --checkpoint
+    /// next time to detect records cut off the end. Exits 1 with the first
+    /// break (file:line: kind) on stderr when the log was tampered with or
+    /// is broken, or is a plain log (unless --allow-unchained); 3 when it
+    /// is intact but a line is torn (a crash mid-write; the summary is
+    /// still printed); 2 on a usage, key or I/O error.
+    #[command(after_help = AUDIT_VERIFY_AFTER_HELP)]
+    Verify(AuditVerifyArgs),
+}
+
+/// Exit codes of `capnagent audit verify`.
+const AUDIT_VERIFY_AFTER_HELP: &str = "\
+Exit status:
+  0  intact (and at or past --checkpoint)
+  1  tampered or broken: the first break is printed on stderr; or a plain
+     (unchained) log without --allow-unchained
+  2  usage error, bad key, unreadable log
+  3  intact, but a line is torn (a write cut short by a crash)";
+
+/// Arguments of `capnagent audit verify`.
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    #[command(flatten)]
+    pub audit_key: AuditKeyArgs,
+    /// The head printed by an earlier run, `SEQ:MACHEX`: the log must still
+    /// hold that record, so records cut off the end are detected.
+    #[arg(long, value_name = "SEQ:MACHEX")]
+    pub checkpoint: Option<String>,
+    /// Accept a plain (unchained) log, checking only its receipts.
+    ///
+    /// Deletion and reordering of plain receipts cannot be detected.
+    #[arg(long)]
+    pub allow_unchained: bool,
+    /// The log's active file, or all its files oldest first.
+    #[arg(value_name = "LOG", required = true)]
+    pub logs: Vec<PathBuf>,
 }
 
 /// Where the root keys come from (see also `CAPNAGENT_ROOT_KEY`).

@@ -2,12 +2,15 @@
 
 use std::io::{self, Read, Write};
 
-use capnagent::{Auditor, Capability, Issuer, Verifier};
+use capnagent::{
+    Auditor, Capability, ChainBreak, ChainReport, ChainVerifier, Checkpoint, Issuer, Verifier,
+    audit_log_files,
+};
 use serde::Serialize;
 
 use crate::cli::{
-    AttenuateArgs, Cli, Command, InspectArgs, IssueArgs, KeygenArgs, ReceiptCommand,
-    ReceiptVerifyArgs, VerifyArgs,
+    AttenuateArgs, AuditCommand, AuditVerifyArgs, Cli, Command, InspectArgs, IssueArgs,
+    KeygenArgs, ReceiptCommand, ReceiptVerifyArgs, VerifyArgs,
 };
 use crate::error::{CliError, Status};
 use crate::keys;
@@ -24,6 +27,7 @@ pub fn run(cli: Cli) -> Result<Status, CliError> {
         Command::Inspect(args) => inspect(&args),
         Command::Verify(args) => verify(&args),
         Command::Receipt(ReceiptCommand::Verify(args)) => receipt_verify(&args),
+        Command::Audit(AuditCommand::Verify(args)) => audit_verify(&args),
     }
 }
 
@@ -182,6 +186,63 @@ fn receipt_verify(args: &ReceiptVerifyArgs) -> Result<Status, CliError> {
         .map_err(|e| CliError::Rejected(format!("receipt is not valid: {e}")))?;
     emit("valid")?;
     Ok(Status::Success)
+}
+
+/// `capnagent audit verify`: check a chained audit log and print its head.
+fn audit_verify(args: &AuditVerifyArgs) -> Result<Status, CliError> {
+    let auditors = Auditor::all_from_keys(&keys::audit_keys(&args.audit_key)?).map_err(core)?;
+    let mut verifier = ChainVerifier::new(&auditors).allow_unchained(args.allow_unchained);
+    if let Some(text) = &args.checkpoint {
+        let checkpoint: Checkpoint = text
+            .parse()
+            .map_err(|e| CliError::failed(format!("--checkpoint: {e}")))?;
+        verifier = verifier.checkpoint(checkpoint);
+    }
+    let files = match args.logs.as_slice() {
+        [active] => audit_log_files(active)
+            .map_err(|e| CliError::failed(format!("{}: {e}", active.display())))?,
+        all => all.to_vec(),
+    };
+    match verifier.verify(&files) {
+        Ok(report) => {
+            emit(&summary("intact", &report))?;
+            Ok(Status::Success)
+        }
+        Err(brk) if brk.is_torn_only() => {
+            let report = brk.report.as_deref().map(|r| summary("intact but torn", r));
+            emit(&report.unwrap_or_else(|| "intact but torn".to_owned()))?;
+            note(&printable(&brk.to_string()));
+            Ok(Status::Torn)
+        }
+        Err(brk) if brk.is_io() => Err(CliError::failed(printable(&brk.to_string()))),
+        Err(brk) => Err(CliError::Rejected(broken(&brk))),
+    }
+}
+
+/// The one-line summary of a verified log.
+fn summary(verdict: &str, report: &ChainReport) -> String {
+    let files = report.files;
+    let records = report.records;
+    match (report.chained, report.head) {
+        (true, Some(head)) => {
+            format!("{verdict}: {records} records in {files} file(s); checkpoint {head}")
+        }
+        (false, _) if records > 0 => format!(
+            "{verdict}: {records} receipts in {files} file(s), all valid; not a chained log: \
+             deletion and reordering cannot be detected"
+        ),
+        _ => format!("{verdict}: no record in {files} file(s); no checkpoint"),
+    }
+}
+
+/// The message for a break: where, what, and for a plain log the option
+/// that accepts it.
+fn broken(brk: &ChainBreak) -> String {
+    let mut message = printable(&brk.to_string());
+    if matches!(brk.kind, capnagent::ChainBreakKind::NotChained) {
+        message.push_str(" (--allow-unchained checks its receipts only)");
+    }
+    message
 }
 
 /// Decodes a token given as an argument or as `-` (standard input).

@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 /// Exit status for a negative answer: a denied call, an invalid receipt.
 const EXIT_NEGATIVE: u8 = 1;
+/// Exit status of `audit verify` for a log that is intact but has a torn
+/// line (a crash mid-write).
+const EXIT_TORN: u8 = 3;
 /// Exit status when nothing could be decided (clap uses 2 for usage errors
 /// too).
 pub const EXIT_FAILURE: u8 = 2;
@@ -17,6 +20,8 @@ pub enum Status {
     Success,
     /// `verify` denied the call (the signed receipt was printed).
     Denied,
+    /// `audit verify`: the chain is intact but a line is torn.
+    Torn,
 }
 
 impl Status {
@@ -25,6 +30,7 @@ impl Status {
         match self {
             Status::Success => ExitCode::SUCCESS,
             Status::Denied => ExitCode::from(EXIT_NEGATIVE),
+            Status::Torn => ExitCode::from(EXIT_TORN),
         }
     }
 }
@@ -33,7 +39,8 @@ impl Status {
 /// material, and is printed after `capnagent: `.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CliError {
-    /// The answer is no: a receipt that does not verify. Exit 1.
+    /// The answer is no: a receipt that does not verify, an audit log
+    /// that was tampered with. Exit 1.
     Rejected(String),
     /// Nothing could be decided: bad usage, key, token, context or I/O.
     /// Exit 2.

@@ -1,5 +1,6 @@
 //! The `capnagent` command: generate keys, issue, attenuate and inspect
-//! capabilities, verify tool calls and check signed receipts.
+//! capabilities, verify tool calls, check signed receipts and verify
+//! hash-chained audit logs.
 //!
 //! Run `capnagent --help` for the commands, key sources and exit codes.
 

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `capnagent` binary: every subcommand, key
-//! sources, exit codes, and one conformance vector replayed through the CLI.
+//! sources, exit codes, and one conformance vector replayed through the CLI;
+//! `audit verify` on chained logs written through the core crate.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -937,4 +938,236 @@ fn receipt_verify_accepts_receipts_under_any_audit_key_of_the_ring() {
     let tampered = new_receipt.replacen("agent-42", "agent-43", 1);
     assert_ne!(tampered, new_receipt);
     assert_eq!(check(&comma, &tampered).code, 1);
+}
+
+/// The audit key bytes of [`AUDIT`].
+fn audit_key_bytes() -> Vec<u8> {
+    (0x64..0x84).collect()
+}
+
+/// A receipt signed under `key`.
+fn signed(key: &[u8], n: u64) -> capnagent::Receipt {
+    let auditor = capnagent::Auditor::new(key).expect("key");
+    let ctx = capnagent::Context::builder()
+        .now_millis(1_700_000_000_000 + n)
+        .caller("agent")
+        .tool("t")
+        .build();
+    auditor.sign(
+        format!("cap-{n}"),
+        Vec::new(),
+        &ctx,
+        capnagent::Outcome::Allowed,
+    )
+}
+
+/// A chained log of `n` records under [`AUDIT`] at `dir/audit.ndjson`,
+/// rotated at `rotate_at` bytes if given.
+fn chained_log(dir: &std::path::Path, n: u64, rotate_at: Option<u64>) -> PathBuf {
+    let key = audit_key_bytes();
+    let path = dir.join("audit.ndjson");
+    let mut builder =
+        capnagent::AuditLog::builder(&path).chained(&capnagent::Auditor::new(&key).expect("key"));
+    if let Some(bytes) = rotate_at {
+        builder = builder.rotate_at(bytes);
+    }
+    let log = builder.open().expect("open");
+    for i in 0..n {
+        log.append(&signed(&key, i)).expect("append");
+    }
+    path
+}
+
+fn audit_verify(extra: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut args = vec!["audit", "verify"];
+    args.extend_from_slice(extra);
+    run_with(&args, env, None)
+}
+
+fn remove_line(path: &std::path::Path, index: usize) {
+    let text = std::fs::read_to_string(path).expect("read");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(index);
+    std::fs::write(path, format!("{}\n", lines.join("\n"))).expect("write");
+}
+
+#[test]
+fn audit_verify_checks_a_rotated_chain_and_prints_its_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = chained_log(dir.path(), 10, Some(1500));
+    let log = path.to_str().expect("utf-8");
+    let key_file = dir.path().join("audit.hex");
+    std::fs::write(&key_file, format!("{AUDIT}\n")).expect("key file");
+    let key_path = key_file.to_str().expect("utf-8");
+    let files = capnagent::audit_log_files(&path).expect("files");
+    assert!(files.len() > 2, "{files:?}");
+
+    let out = audit_verify(&["--audit-key-file", key_path, log], &[]);
+    let line = ok(out);
+    let prefix = format!(
+        "intact: 10 records in {} file(s); checkpoint 9:",
+        files.len()
+    );
+    assert!(line.starts_with(&prefix), "{line}");
+    let checkpoint = line.rsplit(' ').next().expect("checkpoint").to_owned();
+    assert_eq!(checkpoint.len(), 2 + 64);
+
+    // The key from the environment, and the checkpoint, verify too.
+    let env = [("CAPNAGENT_AUDIT_KEY", AUDIT)];
+    ok(audit_verify(&["--checkpoint", &checkpoint, log], &env));
+    // Files given explicitly, in order; out of order they break.
+    let names: Vec<&str> = files.iter().map(|f| f.to_str().expect("utf-8")).collect();
+    let mut args = vec!["--audit-key-hex", AUDIT];
+    args.extend(&names);
+    ok(audit_verify(&args, &[]));
+    let mut args = vec!["--audit-key-hex", AUDIT];
+    args.extend(names.iter().rev());
+    let out = audit_verify(&args, &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+
+    // Cutting the last record off is found against the checkpoint only.
+    remove_line(
+        &path,
+        std::fs::read_to_string(&path)
+            .expect("read")
+            .lines()
+            .count()
+            - 1,
+    );
+    ok(audit_verify(&[log], &env));
+    let out = audit_verify(&["--checkpoint", &checkpoint, log], &env);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("truncated"), "{out:?}");
+    assert_eq!(out.stdout, "");
+}
+
+#[test]
+fn audit_verify_reports_the_first_break_with_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = chained_log(dir.path(), 6, None);
+    let log = path.to_str().expect("utf-8");
+    remove_line(&path, 2);
+    let out = audit_verify(&["--audit-key-hex", AUDIT, log], &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr
+            .starts_with(&format!("capnagent: {log}:3: seq 3 where 2 was expected")),
+        "{out:?}"
+    );
+    // Under another key nothing verifies.
+    let other_dir = dir.path().join("x");
+    std::fs::create_dir_all(&other_dir).expect("mkdir");
+    let path = chained_log(&other_dir, 2, None);
+    let out = audit_verify(
+        &["--audit-key-hex", ROOT, path.to_str().expect("utf-8")],
+        &[],
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains(":1: receipt signature"), "{out:?}");
+    // Unless the right key is in the ring (an old key after a rotation).
+    let ring = dir.path().join("ring.keys");
+    std::fs::write(&ring, format!("new:{ROOT}\nold:{AUDIT}\n")).expect("write");
+    ok(audit_verify(
+        &[
+            "--audit-key-file",
+            ring.to_str().expect("utf-8"),
+            path.to_str().expect("utf-8"),
+        ],
+        &[],
+    ));
+}
+
+#[test]
+fn audit_verify_exits_3_for_a_torn_line_in_an_intact_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = chained_log(dir.path(), 3, None);
+    let log = path.to_str().expect("utf-8");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open");
+    file.write_all(b"{\"seq\":3,\"prev\":\"00").expect("tear");
+    drop(file);
+    let out = audit_verify(&["--audit-key-hex", AUDIT, log], &[]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stdout.starts_with("intact but torn: 3 records"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains(&format!("{log}:4: torn line")),
+        "{out:?}"
+    );
+    // Appending after the crash continues the chain; still exit 3.
+    chained_log(dir.path(), 2, None);
+    let out = audit_verify(&["--audit-key-hex", AUDIT, log], &[]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stdout.contains("5 records") && out.stdout.contains("checkpoint 4:"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn audit_verify_refuses_a_plain_log_unless_allowed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("plain.ndjson");
+    let log = capnagent::AuditLog::open(&path).expect("open");
+    for i in 0..3 {
+        log.append(&signed(&audit_key_bytes(), i)).expect("append");
+    }
+    let name = path.to_str().expect("utf-8");
+    let out = audit_verify(&["--audit-key-hex", AUDIT, name], &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("not a chained log: deletion and reordering cannot be detected"),
+        "{out:?}"
+    );
+    let line = ok(audit_verify(
+        &["--audit-key-hex", AUDIT, "--allow-unchained", name],
+        &[],
+    ));
+    assert!(
+        line.starts_with("intact: 3 receipts in 1 file(s), all valid"),
+        "{line}"
+    );
+    // Every receipt is still checked.
+    let text = std::fs::read_to_string(&path)
+        .expect("read")
+        .replace("cap-1", "cap-7");
+    std::fs::write(&path, text).expect("write");
+    let out = audit_verify(&["--audit-key-hex", AUDIT, "--allow-unchained", name], &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains(":2: receipt signature"), "{out:?}");
+}
+
+#[test]
+fn audit_verify_usage_key_and_io_errors_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = chained_log(dir.path(), 2, None);
+    let log = path.to_str().expect("utf-8");
+    let missing = dir.path().join("missing.ndjson");
+    for args in [
+        vec!["--audit-key-hex", AUDIT, missing.to_str().expect("utf-8")],
+        vec![log],
+        vec!["--audit-key-hex", &AUDIT[..20], log],
+        vec!["--audit-key-hex", AUDIT, "--checkpoint", "1:zz", log],
+        vec!["--audit-key-hex", AUDIT],
+    ] {
+        let out = audit_verify(&args, &[]);
+        assert_refused(&out);
+        assert!(!out.stderr.contains(AUDIT), "{out:?}");
+    }
+    let help = ok(run(&["audit", "verify", "--help"]));
+    assert!(
+        help.contains("--checkpoint") && help.contains("3  intact, but a line is torn"),
+        "{help}"
+    );
+    let help = ok(run(&["--help"]));
+    assert!(
+        help.contains("audit verify: the chain is intact but a line is torn"),
+        "{help}"
+    );
 }

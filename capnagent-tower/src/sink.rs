@@ -981,6 +981,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_chained_rotating_log_behind_the_sink_keeps_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.ndjson");
+        let auditor = Auditor::new(&[9; 32]).unwrap();
+        let log = AuditLog::builder(&path)
+            .chained(&auditor)
+            .rotate_at(4096)
+            .open()
+            .unwrap();
+        let sink = Arc::new(AuditLogSink::with_capacity(log, 4).unwrap());
+        // Write-ahead records (written by the request when the file is
+        // free) and queued denials (written by the writer thread), from
+        // several tasks at once.
+        let tasks: Vec<_> = (0..4u64)
+            .map(|t| {
+                let sink = Arc::clone(&sink);
+                tokio::spawn(async move {
+                    for n in 0..40 {
+                        let id = t * 100 + n;
+                        let r = if n % 2 == 0 { receipt(id) } else { denied(id) };
+                        sink.record(&r).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        sink.flush().await.unwrap();
+        assert_eq!(sink.stats().written, 160);
+        let files = capnagent::audit_log_files(&path).unwrap();
+        assert!(files.len() > 1, "{files:?}");
+        let report = capnagent::verify_audit_log(&files, &[auditor], None).unwrap();
+        assert_eq!(report.records, 160);
+        assert_eq!(report.head.map(|h| h.seq), Some(159));
+    }
+
+    #[tokio::test]
     async fn write_ahead_answers_once_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.ndjson");

@@ -52,7 +52,13 @@
 //!
 //! Modules: [`Issuer`] mints, [`Capability`] carries and attenuates,
 //! [`Verifier`] decides, [`Auditor`] signs receipts, [`AuditLog`] keeps
-//! them. The caveat language is described in [`Predicate`]; build caveats
+//! them, plain (one receipt per line, as the reference writes them) or
+//! hash-chained ([`AuditLogBuilder::chained`]: each receipt wrapped,
+//! unchanged, in a record HMAC-linked to the previous one, rotated by size
+//! without breaking the chain), and [`ChainVerifier`] proves a chained log
+//! whole or reports its first break by file and line. The chained log is
+//! an addition to the reference, which writes plain logs only; its record
+//! format is in `docs/audit-log.md`. The caveat language is described in [`Predicate`]; build caveats
 //! from run-time values with the typed methods of [`CapabilityBuilder`]
 //! and [`Predicate`] (`caller_is`, `tool_is`, `arg_at_most`, `not_after`,
 //! ...), never by formatting text. Every bound on what a token may cost is
@@ -71,6 +77,7 @@
 //! copy); `getrandom`, whose error [`HolderKey::generate`] returns. No
 //! other outside crate's type appears in this crate's API.
 
+mod audit_chain;
 mod audit_log;
 mod auditor;
 mod capability;
@@ -92,7 +99,11 @@ mod store;
 mod timestamp;
 mod verifier;
 
-pub use audit_log::{AuditLog, AuditLogError, AuditLogIter, Durability};
+pub use audit_chain::{
+    CHAIN_KEY_LABEL, ChainBreak, ChainBreakKind, ChainReport, ChainVerifier, Checkpoint,
+    CheckpointParseError, GENESIS_PREV, RecordError, audit_log_files, verify_audit_log,
+};
+pub use audit_log::{AuditLog, AuditLogBuilder, AuditLogError, AuditLogIter, Durability};
 pub use auditor::{Auditor, MIN_AUDIT_KEY_LEN};
 pub use capability::{Capability, Caveat};
 pub use context::{Args, Context, ContextBuilder};

@@ -42,6 +42,12 @@ pub struct McpDocDoctests;
 #[cfg(doctest)]
 pub struct KeyRotationDocDoctests;
 
+/// `docs/audit-log.md` (the chained audit log), its Rust examples compiled
+/// as doc tests of this crate.
+#[doc = include_str!("../../docs/audit-log.md")]
+#[cfg(doctest)]
+pub struct AuditLogDocDoctests;
+
 pub mod grpc;
 
 /// `examples/README.md` (the gRPC tool service), its Rust examples compiled
