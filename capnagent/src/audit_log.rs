@@ -84,6 +84,22 @@ pub struct AuditLog {
 struct Chain {
     auditor: Auditor,
     key: ChainKey,
+    /// Earlier audit keys the last record may be under (after a rotation
+    /// of the audit key); new records are always under `key`.
+    previous: Vec<(Auditor, ChainKey)>,
+}
+
+impl Chain {
+    /// True when `receipt` and `mac` verify under this chain's key or an
+    /// earlier one.
+    fn vouches_for(&self, record: &crate::audit_chain::Record<'_>, receipt: &Receipt) -> bool {
+        std::iter::once((&self.auditor, &self.key))
+            .chain(self.previous.iter().map(|(a, k)| (a, k)))
+            .any(|(auditor, key)| {
+                let mac = key.mac(record.seq, &record.prev, record.receipt.as_bytes());
+                auditor.verify_receipt(receipt).is_ok() && crypto::tags_equal(&mac, &record.mac)
+            })
+    }
 }
 
 /// The file being written, under the mutex.
@@ -119,6 +135,7 @@ pub struct AuditLogBuilder {
     path: PathBuf,
     durability: Durability,
     auditor: Option<Auditor>,
+    previous: Vec<Auditor>,
     rotate_at: Option<u64>,
 }
 
@@ -144,6 +161,16 @@ impl AuditLogBuilder {
         self
     }
 
+    /// Earlier audit keys, after a rotation of the audit key: opening also
+    /// continues a chain whose last record verifies under one of these
+    /// (new records are always made under the key given to
+    /// [`chained`](Self::chained)). Verify such a log with every key, for
+    /// example `ChainVerifier::new(&Auditor::all_from_keys(&ring)?)`.
+    pub fn previous_keys(mut self, auditors: &[Auditor]) -> Self {
+        self.previous = auditors.to_vec();
+        self
+    }
+
     /// How appended records are made durable (default [`Durability::Flush`]).
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
@@ -162,9 +189,17 @@ impl AuditLogBuilder {
 
     /// Opens (creating if needed) the log.
     pub fn open(self) -> io::Result<AuditLog> {
+        let previous = self.previous;
         let chain = self.auditor.map(|auditor| Chain {
             key: ChainKey::derive(&auditor),
             auditor,
+            previous: previous
+                .into_iter()
+                .map(|auditor| {
+                    let key = ChainKey::derive(&auditor);
+                    (auditor, key)
+                })
+                .collect(),
         });
         let mut log = AuditLog {
             active: Mutex::new(Active {
@@ -266,11 +301,7 @@ fn last_record_head(path: &Path, file: &mut File, chain: &Chain) -> io::Result<O
         let record = parse_record(text).map_err(|e| refuse(&format!("last line: {e}")))?;
         let receipt = Receipt::from_json(record.receipt)
             .map_err(|e| refuse(&format!("last record's receipt: {e}")))?;
-        let mac = chain
-            .key
-            .mac(record.seq, &record.prev, record.receipt.as_bytes());
-        if chain.auditor.verify_receipt(&receipt).is_err() || !crypto::tags_equal(&mac, &record.mac)
-        {
+        if !chain.vouches_for(&record, &receipt) {
             return Err(refuse(
                 "the last record does not verify under the audit key",
             ));
@@ -334,6 +365,7 @@ impl AuditLog {
             path: path.as_ref().to_path_buf(),
             durability: Durability::default(),
             auditor: None,
+            previous: Vec::new(),
             rotate_at: None,
         }
     }

@@ -463,6 +463,38 @@ fn opening_refuses_to_chain_onto_a_log_it_cannot_verify() {
 }
 
 #[test]
+fn a_new_audit_key_continues_the_chain_with_the_old_one_as_a_previous_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = chained_log(dir.path(), 3);
+    let new = Auditor::new(&OTHER_KEY).expect("key");
+    let log = AuditLog::builder(&path)
+        .chained(&new)
+        .previous_keys(&[auditor()])
+        .open()
+        .expect("continues under the new key");
+    for i in 3..5 {
+        log.append(&receipt_under(&new, i)).expect("append");
+    }
+    drop(log);
+    // Both keys: one chain, seq 0..=4, across the change of key.
+    let report = ChainVerifier::new(&[new.clone(), auditor()])
+        .verify(&[&path])
+        .expect("intact");
+    assert_eq!(report.records, 5);
+    // The new key alone does not vouch for the first records, the old
+    // alone not for the last.
+    assert!(ChainVerifier::new(std::slice::from_ref(&new)).verify(&[&path]).is_err());
+    let (line, _) = broken_at(&path, verify(&path));
+    assert_eq!(line, 4);
+    // Reopening with the new key alone works now (its last record is
+    // under it).
+    AuditLog::builder(&path)
+        .chained(&new)
+        .open()
+        .expect("last record under the new key");
+}
+
+#[test]
 fn a_plain_log_is_not_chained_unless_allowed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("plain.ndjson");
