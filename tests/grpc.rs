@@ -653,65 +653,125 @@ fn the_client_demo_decides_every_call_as_expected() {
     );
 }
 
-/// The README's walk-through: start `grpc-tool-server`, run the client
-/// commands it prints.
+/// The README's walk-through: start `grpc-tool-server` with the keys of
+/// `capnagent keygen`, run the client commands it prints, call it with a
+/// token minted by `capnagent issue` over gzip, scrape `/metrics`, and
+/// check the audit log it kept with `capnagent audit verify`.
 #[test]
 fn the_server_prints_client_commands_that_work() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
+    use std::time::Duration;
 
-    let mut server = Command::new(capnagent_tests::example_bin("grpc-tool-server"))
-        .args(["--addr", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let mut commands = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some((_, args)) = line.split_once("--bin grpc-tool-client -- ") {
-            commands.push(
-                args.split_whitespace()
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>(),
-            );
-        }
-        if line.starts_with("Ctrl-C") {
-            break;
-        }
-    }
-    // Keep reading what the server prints per decision.
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let dir = tempfile::tempdir().unwrap();
+    let keys = capnagent_tests::keygen(dir.path(), "keys.env", &[]);
+    let keys_arg = keys.to_str().unwrap();
+    let log = dir.path().join("audit.ndjson");
+    let mut server = capnagent_tests::Server::start(
+        "grpc-tool-server",
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--root-key-file",
+            keys_arg,
+            "--audit-key-file",
+            keys_arg,
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    let (ready, text) = server.ready(Duration::from_secs(20));
+    assert_eq!(ready["root_key_file"], keys_arg, "{ready}");
+    assert_eq!(ready["audit_key_file"], keys_arg, "{ready}");
+    let commands: Vec<Vec<String>> = text
+        .iter()
+        .filter_map(|line| line.split_once("--bin grpc-tool-client -- "))
+        .map(|(_, args)| args.split_whitespace().map(str::to_owned).collect())
+        .collect();
+    assert_eq!(commands.len(), 3, "{text:?}");
     let statuses: Vec<Option<i32>> = commands
         .iter()
         .map(|args| {
-            Command::new(capnagent_tests::example_bin("grpc-tool-client"))
+            let output = Command::new(capnagent_tests::example_bin("grpc-tool-client"))
                 .args(args)
+                .env_remove("CAPNAGENT_AUDIT_KEY")
                 .output()
-                .unwrap()
-                .status
-                .code()
+                .unwrap();
+            // The client checks every receipt with the audit key file.
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(stdout.contains("receipt signature verified"), "{stdout}");
+            output.status.code()
         })
         .collect();
-    // SIGTERM: the server stops gracefully, reports what it wrote and
-    // removes the temporary directory that held its audit log.
-    let status = capnagent_tests::terminate(&mut server, std::time::Duration::from_secs(20));
-    assert!(status.success(), "{status}");
-    let mut decisions: Vec<String> = drain
-        .join()
-        .unwrap()
-        .into_iter()
-        .filter(|line| !line.is_empty())
-        .collect();
-    let report = decisions.pop().unwrap_or_default();
     // purchase 1200: allowed; purchase 9000: denied; the holder-bound wire: allowed.
-    assert_eq!(statuses, [Some(0), Some(1), Some(0)], "{decisions:?}");
-    assert_eq!(decisions.len(), 3, "{decisions:?}");
-    let path = report
-        .strip_prefix("stopped; 3 receipts written to ")
-        .unwrap_or_else(|| panic!("no report after SIGTERM: {report:?}"));
-    assert!(!std::path::Path::new(path).exists(), "{path} left behind");
+    assert_eq!(statuses, [Some(0), Some(1), Some(0)]);
+
+    // A token minted elsewhere, by the CLI, under the same key file: a
+    // compressed call with it is allowed.
+    let token = capnagent_tests::issue(
+        &keys,
+        "cli-minted",
+        &[r#"tool == "checkout.purchase""#, "arg.amount <= 100"],
+        &[],
+    );
+    let url = ready["url"].as_str().unwrap().to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let metrics = runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = ToolServiceClient::new(channel)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let reply = client
+            .purchase(bearer(&token).unary(PURCHASE, purchase(99)).unwrap())
+            .await;
+        assert!(reply.is_ok(), "{reply:?}");
+        reqwest::get(ready["metrics_url"].as_str().unwrap())
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(
+        metrics.contains(
+            r#"capnagent_decisions_total{decision="allowed",gate="none",tool="checkout.purchase"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"capnagent_decisions_total{decision="denied",gate="caveat",tool="checkout.purchase"} 1"#
+        ),
+        "{metrics}"
+    );
+
+    // SIGTERM: the server stops gracefully and reports what it wrote.
+    let (status, rest) = server.stop(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    let mut decisions: Vec<String> = rest.into_iter().filter(|line| !line.is_empty()).collect();
+    let report = decisions.pop().unwrap_or_default();
+    assert_eq!(decisions.len(), 4, "{decisions:?}");
+    assert_eq!(
+        report,
+        format!("stopped; 4 receipts written to {}", log.display())
+    );
+    // The log it kept verifies under the key file, chain and receipts.
+    let verify = capnagent_tests::cli(&[
+        "audit",
+        "verify",
+        log.to_str().unwrap(),
+        "--audit-key-file",
+        keys_arg,
+    ]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
 }
 
 /// Every encoding tonic supports (and so the layer reads).

@@ -4,9 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use capnagent::{AuditLog, Auditor, Issuer, Receipt, Verifier};
@@ -378,75 +376,39 @@ async fn the_2026_revision_discovers_without_a_session() {
     );
 }
 
-/// Kills the child when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// The `mcp-tool-server` binary started with `args`, once it has printed
+/// its ready line: the server, the line, and the text printed before it.
+fn start_binary(args: &[&str]) -> (capnagent_tests::Server, Value, Vec<String>) {
+    let mut server = capnagent_tests::Server::start("mcp-tool-server", args);
+    let (ready, text) = server.ready(TIMEOUT);
+    (server, ready, text)
 }
 
-/// The `mcp-tool-server` binary started with `args` (and without the key
-/// variables of the test's environment), once it has printed its URL and
-/// token: the child, the URL, the token, the lines printed so far, and
-/// the lines still to come.
-async fn start_binary(
-    args: &[&str],
-) -> (
-    Running,
-    String,
-    String,
-    Vec<String>,
-    std::sync::mpsc::Receiver<String>,
-) {
-    let mut child = Running(
-        Command::new(capnagent_tests::example_bin("mcp-tool-server"))
-            .args(args)
-            .env_remove("CAPNAGENT_ROOT_KEY")
-            .env_remove("CAPNAGENT_AUDIT_KEY")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // Every line the child prints, until it exits (a closed pipe would fail
-    // its later prints).
-    let stdout = child.0.stdout.take().unwrap();
-    let (line_tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let (url, token, seen, lines) = tokio::task::spawn_blocking(move || {
-        let (mut url, mut token, mut seen) = (None, None, Vec::new());
-        while let Ok(line) = lines.recv_timeout(TIMEOUT) {
-            if let Some(rest) = line.strip_prefix("MCP server (rmcp, Streamable HTTP) at ") {
-                url = Some(rest.to_owned());
-            }
-            if let Some(rest) = line.strip_prefix("token: ") {
-                token = Some(rest.to_owned());
-            }
-            seen.push(line);
-            if let (Some(url), Some(token)) = (url.clone(), token.clone()) {
-                return (url, token, seen, lines);
-            }
-        }
-        panic!("the binary printed no URL and token: {seen:?}");
-    })
-    .await
-    .unwrap();
-    (child, url, token, seen, lines)
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 #[tokio::test]
 async fn the_binary_prints_a_url_and_a_token_an_mcp_client_can_use() {
-    let (mut child, url, token, _, lines) = start_binary(&["--port", "0"]).await;
+    let (server, ready, _) = tokio::task::spawn_blocking(|| start_binary(&["--port", "0"]))
+        .await
+        .unwrap();
+    let url = ready["url"].as_str().unwrap();
+    let token = ready["tokens"]["agent"].as_str().unwrap();
+    // No keys given: random ones, in private files.
+    let key_files: Vec<PathBuf> = ["root_key_file", "audit_key_file"]
+        .iter()
+        .map(|field| PathBuf::from(ready[*field].as_str().unwrap()))
+        .collect();
+    #[cfg(unix)]
+    for file in &key_files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    let log = PathBuf::from(ready["audit_log"].as_str().unwrap());
 
-    let client = connect(&url, Some(&token)).await.unwrap();
+    let client = connect(url, Some(token)).await.unwrap();
     let allowed = call(
         &client,
         "checkout_purchase",
@@ -459,18 +421,19 @@ async fn the_binary_prints_a_url_and_a_token_an_mcp_client_can_use() {
     client.cancel().await.unwrap();
 
     // SIGTERM: the server stops gracefully, reports what it wrote and
-    // removes the temporary directory that held its audit log.
-    let status = capnagent_tests::terminate(&mut child.0, TIMEOUT);
+    // removes its private directory (the keys and the audit log).
+    let (status, rest) = server.stop(TIMEOUT);
     assert!(status.success(), "{status}");
-    // The reader ends at end of file, now that the child has exited.
-    let rest: Vec<String> = lines.iter().collect();
     let report = rest
         .iter()
-        .find_map(|line| line.strip_prefix("audit log: "))
-        .unwrap_or_else(|| panic!("no audit-log report after SIGTERM: {rest:?}"));
-    let (count, path) = report.split_once(" receipts in ").unwrap();
+        .find_map(|line| line.strip_prefix("stopped; "))
+        .unwrap_or_else(|| panic!("no report after SIGTERM: {rest:?}"));
+    let (count, path) = report.split_once(" receipts written to ").unwrap();
     assert!(count.parse::<u64>().unwrap() >= 2, "{report}");
-    assert!(!std::path::Path::new(path).exists(), "{path} left behind");
+    assert_eq!(std::path::Path::new(path), log);
+    for file in key_files.iter().chain([&log]) {
+        assert!(!file.exists(), "{} left behind", file.display());
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -496,6 +459,7 @@ async fn the_binary_takes_a_key_ring_and_accepts_tokens_under_every_key() {
     .unwrap();
     let keys = keys.to_str().unwrap();
     let log = dir.path().join("audit.ndjson");
+    let log_arg = log.to_str().unwrap().to_owned();
     let args = [
         "--port",
         "0",
@@ -503,23 +467,36 @@ async fn the_binary_takes_a_key_ring_and_accepts_tokens_under_every_key() {
         keys,
         "--audit-key-file",
         keys,
-    ];
-    let (_child, url, token, seen, _lines) =
-        start_binary(&[&args[..], &["--audit-log", log.to_str().unwrap()]].concat()).await;
+        "--audit-log",
+        &log_arg,
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]
+    .map(str::to_owned);
+    let (server, ready, printed) = tokio::task::spawn_blocking(move || {
+        start_binary(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    assert_eq!(ready["root_key_ids"], json!(["k2", "k1"]), "{ready}");
+    assert_eq!(ready["root_key_file"], json!(keys));
+    assert_eq!(ready["audit_log"], json!(log_arg));
     assert!(
-        seen.iter()
-            .any(|line| line
-                == "root keys accepted: k2, k1 (the capability is under k2); audit key: a1"),
-        "{seen:?}"
+        printed
+            .iter()
+            .any(|line| line == "root keys accepted: k2, k1 (the capability is under k2)"),
+        "{printed:?}"
     );
+    let url = ready["url"].as_str().unwrap();
+    let token = ready["tokens"]["agent"].as_str().unwrap();
     // The printed capability is under the new key.
-    let cap = capnagent::Capability::parse(&token).unwrap();
+    let cap = capnagent::Capability::parse(token).unwrap();
     assert!(Verifier::new(&NEW_KEY).unwrap().verify(&cap).is_ok());
     assert!(Verifier::new(&ROOT_KEY).unwrap().verify(&cap).is_err());
 
     // Tokens under both keys are allowed; one under neither is refused.
     for root_key in [NEW_KEY, ROOT_KEY] {
-        let client = connect(&url, Some(&token_under(&root_key, &DEMO_CAVEATS)))
+        let client = connect(url, Some(&token_under(&root_key, &DEMO_CAVEATS)))
             .await
             .unwrap();
         let allowed = call(
@@ -531,6 +508,38 @@ async fn the_binary_takes_a_key_ring_and_accepts_tokens_under_every_key() {
         assert_ne!(allowed.is_error, Some(true), "{}", text(&allowed).0);
         client.cancel().await.unwrap();
     }
-    let stranger = connect(&url, Some(&token_under(&[0x77; 32], &DEMO_CAVEATS))).await;
+    let stranger = connect(url, Some(&token_under(&[0x77; 32], &DEMO_CAVEATS))).await;
     assert!(stranger.unwrap_err().is_authorization_required());
+
+    // The scrape: two allowed tool calls, per tool; the refused connect
+    // counted by its gate.
+    let metrics = reqwest::get(ready["metrics_url"].as_str().unwrap())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"capnagent_decisions_total{decision="allowed",gate="none",tool="checkout_purchase"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"decision="denied",gate="chain""#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("capnagent_decision_duration_seconds_bucket"));
+
+    // Stopped, the log it kept verifies under the audit key file.
+    let (status, _) = tokio::task::spawn_blocking(move || server.stop(TIMEOUT))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let verify = capnagent_tests::cli(&["audit", "verify", &log_arg, "--audit-key-file", keys]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
 }

@@ -9,8 +9,8 @@ use capnagent::{
 use serde::Serialize;
 
 use crate::cli::{
-    AttenuateArgs, AuditCommand, AuditVerifyArgs, Cli, Command, InspectArgs, IssueArgs,
-    KeygenArgs, ReceiptCommand, ReceiptVerifyArgs, VerifyArgs,
+    AttenuateArgs, AuditCommand, AuditVerifyArgs, Cli, Command, InspectArgs, IssueArgs, KeygenArgs,
+    ReceiptCommand, ReceiptVerifyArgs, VerifyArgs,
 };
 use crate::error::{CliError, Status};
 use crate::keys;

@@ -483,7 +483,11 @@ fn a_new_audit_key_continues_the_chain_with_the_old_one_as_a_previous_key() {
     assert_eq!(report.records, 5);
     // The new key alone does not vouch for the first records, the old
     // alone not for the last.
-    assert!(ChainVerifier::new(std::slice::from_ref(&new)).verify(&[&path]).is_err());
+    assert!(
+        ChainVerifier::new(std::slice::from_ref(&new))
+            .verify(&[&path])
+            .is_err()
+    );
     let (line, _) = broken_at(&path, verify(&path));
     assert_eq!(line, 4);
     // Reopening with the new key alone works now (its last record is

@@ -49,6 +49,7 @@ pub struct KeyRotationDocDoctests;
 pub struct AuditLogDocDoctests;
 
 pub mod grpc;
+pub mod serve;
 
 /// `examples/README.md` (the gRPC tool service), its Rust examples compiled
 /// as doc tests of this crate.

@@ -8,8 +8,9 @@
 //! The tests that run an example binary as a child process get its path from
 //! [`example_bin`]: `env!("CARGO_BIN_EXE_...")` only exists inside the
 //! package that defines the binary, so the binaries are built with
-//! `cargo build -p capnagent-examples --bins` and located from cargo's own
-//! report of what it built (any target dir, any `--target`).
+//! `cargo build -p capnagent-examples -p capnagent-cli --bins` and located
+//! from cargo's own report of what it built (any target dir, any
+//! `--target`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,16 +41,17 @@ pub fn terminate(child: &mut Child, timeout: Duration) -> ExitStatus {
 }
 
 /// The path of the example binary `name` (`quickstart`, `mcp-tool-server`,
-/// `grpc-tool-server`, ...), built up to date on first use in this test
-/// process with `cargo build -p capnagent-examples --bins` (`--release` when
-/// the tests are). Panics with cargo's output if the build fails.
+/// `grpc-tool-server`, ...) or of the `capnagent` command, built up to date
+/// on first use in this test process with `cargo build -p
+/// capnagent-examples -p capnagent-cli --bins` (`--release` when the tests
+/// are). Panics with cargo's output if the build fails.
 pub fn example_bin(name: &str) -> PathBuf {
     static BINS: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
     let bins = BINS.get_or_init(build_example_bins);
     match bins.get(name) {
         Some(path) => path.clone(),
         None => panic!(
-            "capnagent-examples has no binary {name:?}: {:?}",
+            "capnagent-examples and capnagent-cli have no binary {name:?}: {:?}",
             bins.keys()
         ),
     }
@@ -63,6 +65,8 @@ fn build_example_bins() -> HashMap<String, PathBuf> {
         "build",
         "-p",
         "capnagent-examples",
+        "-p",
+        "capnagent-cli",
         "--bins",
         "--message-format=json",
     ]);
@@ -75,7 +79,7 @@ fn build_example_bins() -> HashMap<String, PathBuf> {
         .expect("run cargo build");
     assert!(
         output.status.success(),
-        "cargo build -p capnagent-examples --bins failed:\n{}",
+        "cargo build -p capnagent-examples -p capnagent-cli --bins failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     let mut bins = HashMap::new();
@@ -136,4 +140,121 @@ pub fn redis() -> Option<(String, Option<RedisChild>)> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Some((format!("redis://127.0.0.1:{port}/"), Some(server)))
+}
+
+/// An example server running as a child process, its standard output read
+/// line by line on a thread; killed when dropped, however the test ends.
+pub struct Server {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts the example binary `name` with `args`, without the key
+    /// variables of the test's environment.
+    pub fn start(name: &str, args: &[&str]) -> Server {
+        let mut child = Command::new(example_bin(name))
+            .args(args)
+            .env_remove("CAPNAGENT_ROOT_KEY")
+            .env_remove("CAPNAGENT_AUDIT_KEY")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Server { child, lines }
+    }
+
+    /// The server's JSON "ready" line (see `examples/README.md`), and the
+    /// human text printed before it. Panics if none comes within `timeout`.
+    pub fn ready(&mut self, timeout: Duration) -> (serde_json::Value, Vec<String>) {
+        let deadline = Instant::now() + timeout;
+        let mut text = Vec::new();
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if line.starts_with('{')
+                && let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
+                && value["event"] == "ready"
+            {
+                return (value, text);
+            }
+            text.push(line);
+        }
+        panic!("no ready line within {timeout:?}; printed: {text:?}");
+    }
+
+    /// Stops the server with `SIGTERM` and returns its exit status and
+    /// every line it printed after the ready line.
+    pub fn stop(mut self, timeout: Duration) -> (ExitStatus, Vec<String>) {
+        let status = terminate(&mut self.child, timeout);
+        // The reader ends at end of file, now that the child has exited.
+        let rest = self.lines.iter().collect();
+        (status, rest)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the `capnagent` command with `args`; its output.
+pub fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(example_bin("capnagent"))
+        .args(args)
+        .env_remove("CAPNAGENT_ROOT_KEY")
+        .env_remove("CAPNAGENT_AUDIT_KEY")
+        .output()
+        .expect("run capnagent")
+}
+
+/// `capnagent keygen [extra...] > dir/name`: an environment file holding a
+/// root and an audit key, as an operator makes one. Its path.
+pub fn keygen(dir: &std::path::Path, name: &str, extra: &[&str]) -> PathBuf {
+    let mut args = vec!["keygen"];
+    args.extend_from_slice(extra);
+    let output = cli(&args);
+    assert!(
+        output.status.success(),
+        "capnagent keygen: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, &output.stdout).expect("write the key file");
+    path
+}
+
+/// `capnagent issue --root-key-file keys --id id --caveat ...`: the token.
+pub fn issue(keys: &std::path::Path, id: &str, caveats: &[&str], extra: &[&str]) -> String {
+    let keys = keys.to_str().expect("a UTF-8 path");
+    let mut args = vec!["issue", "--root-key-file", keys, "--id", id];
+    for caveat in caveats {
+        args.extend(["--caveat", caveat]);
+    }
+    args.extend_from_slice(extra);
+    let output = cli(&args);
+    assert!(
+        output.status.success(),
+        "capnagent issue: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("a UTF-8 token")
+        .trim()
+        .to_owned()
 }

@@ -52,9 +52,15 @@ struct Options {
     /// call then carries a proof over its tool and args.
     #[arg(long, value_name = "HEX")]
     holder_seed: Option<String>,
-    /// The server's audit key, in hex, to check the receipts' signatures.
-    #[arg(long, value_name = "HEX")]
-    audit_key: Option<String>,
+    /// The server's audit key(s), as a key spec (hex, or `KID:HEX,...`), to
+    /// check the receipts' signatures. Prefer --audit-key-file or
+    /// CAPNAGENT_AUDIT_KEY.
+    #[arg(long, alias = "audit-key", value_name = "SPEC")]
+    audit_key_hex: Option<String>,
+    /// File holding the server's audit key(s) (a key spec or `capnagent
+    /// keygen` output); or set CAPNAGENT_AUDIT_KEY.
+    #[arg(long, value_name = "PATH")]
+    audit_key_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -114,9 +120,12 @@ async fn call(options: Options) -> Result<bool, BoxError> {
     if let Some(seed) = &options.holder_seed {
         credentials = credentials.with_holder_key(holder_from_hex(seed)?)?;
     }
-    let auditor = match &options.audit_key {
-        Some(key) => Some(Auditor::new(&base16ct::mixed::decode_vec(key)?)?),
-        None => None,
+    let auditors = match capnagent::keys::resolve_audit(
+        options.audit_key_hex.as_deref(),
+        options.audit_key_file.as_deref(),
+    )? {
+        Some(ring) => Auditor::all_from_keys(&ring)?,
+        None => Vec::new(),
     };
     let mut tools = ToolServiceClient::connect(options.addr.clone()).await?;
     let allowed = match options.command {
@@ -132,21 +141,21 @@ async fn call(options: Options) -> Result<bool, BoxError> {
             };
             report(
                 &tools.purchase(credentials.unary(PURCHASE, message)?).await,
-                auditor.as_ref(),
+                &auditors,
             )
         }
         Command::Wire { recipient, amount } => {
             let message = WireRequest { recipient, amount };
             report(
                 &tools.wire(credentials.unary(WIRE, message)?).await,
-                auditor.as_ref(),
+                &auditors,
             )
         }
         Command::UploadLogs { lines } => {
             let lines = tokio_stream::iter(lines.into_iter().map(|line| LogLine { line }));
             let request =
                 credentials.request(UPLOAD_LOGS, lines, &JsonValue::Null, grpc::unix_millis())?;
-            report(&tools.upload_logs(request).await, auditor.as_ref())
+            report(&tools.upload_logs(request).await, &auditors)
         }
         Command::Demo => unreachable!("handled in main"),
     };
@@ -162,7 +171,7 @@ fn holder_from_hex(seed: &str) -> Result<HolderKey, BoxError> {
 }
 
 /// Prints the outcome; true when the call was allowed.
-fn report<T: Debug>(result: &Result<Response<T>, Status>, auditor: Option<&Auditor>) -> bool {
+fn report<T: Debug>(result: &Result<Response<T>, Status>, auditors: &[Auditor]) -> bool {
     let (allowed, receipt) = match result {
         Ok(response) => {
             println!("OK     {:?}", response.get_ref());
@@ -181,9 +190,12 @@ fn report<T: Debug>(result: &Result<Response<T>, Status>, auditor: Option<&Audit
     match receipt {
         Some(receipt) => {
             println!("       receipt: {receipt}");
-            if let Some(auditor) = auditor {
-                match auditor.verify(&receipt) {
-                    Ok(_) => println!("       receipt signature verified with the audit key"),
+            if !auditors.is_empty() {
+                match Auditor::verify_with_any(auditors, &receipt) {
+                    Ok((_, auditor)) => println!(
+                        "       receipt signature verified with audit key {}",
+                        auditor.key_id()
+                    ),
                     Err(e) => println!("       receipt does NOT verify: {e}"),
                 }
             }
@@ -347,6 +359,6 @@ async fn demo() -> Result<bool, BoxError> {
 /// Reports a call (checking its receipt) and returns its status code
 /// (`None` when allowed).
 fn code_of<T: Debug>(result: &Result<Response<T>, Status>, auditor: &Auditor) -> Option<Code> {
-    report(result, Some(auditor));
+    report(result, std::slice::from_ref(auditor));
     result.as_ref().err().map(Status::code)
 }

@@ -2,14 +2,18 @@
 //! `capnagent_tonic::CapabilityLayer`.
 //!
 //! ```text
-//! cargo run -p capnagent-examples --bin grpc-tool-server -- [--addr 127.0.0.1:50051] [--redis redis://127.0.0.1:6379/] [--audit-log PATH]
+//! cargo run -p capnagent-examples --bin grpc-tool-server -- [--addr 127.0.0.1:50051] [--redis redis://127.0.0.1:6379/]
+//!     [--root-key-file PATH] [--audit-key-file PATH] [--audit-log PATH] [--metrics-addr ADDR]
 //! ```
 //!
-//! On start it makes fresh random keys, prints a bearer token
+//! The keys come from files or the environment as the `capnagent` command
+//! reads them (random for this run when none are given, in a private
+//! directory removed on exit). On start it prints a bearer token
 //! (`checkout.purchase` up to 5000) and a holder-bound token (`bank.wire`
 //! up to 100000) with its holder seed, and ready-to-paste
-//! `grpc-tool-client` commands. Every decision is printed and appended to
-//! an audit log. Holder-of-key proofs are single-use (a nonce store) and
+//! `grpc-tool-client` commands, then one JSON line for scripts (see
+//! `examples/README.md`). Every decision is printed and appended to a
+//! hash-chained audit log. Holder-of-key proofs are single-use (a nonce store) and
 //! every call is checked against a signed revocation list: in memory, or
 //! in Redis with `--redis` (shared by every server of a fleet). Clients
 //! may compress their requests (gzip, deflate or zstd): the layer judges
@@ -18,19 +22,18 @@
 use std::error::Error;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use capnagent::{
-    AuditLog, Auditor, HolderKey, InMemoryNonceStore, Issuer, NonceStore, Receipt, RevocationCell,
-    RevocationStore, Revoker, Timestamp, Verifier,
+    HolderKey, InMemoryNonceStore, NonceStore, Receipt, RevocationCell, RevocationStore, Revoker,
+    Timestamp,
 };
 use capnagent_examples::grpc::{self, PURCHASE_TOOL, Tools, WIRE_TOOL};
+use capnagent_examples::serve::{ServerArgs, Setup};
 use capnagent_examples::{PLANNER, PLANNER_API_KEY};
 use capnagent_redis::{RedisConfig, RedisNonceStore, RedisRevocationStore, spawn_revocation_feed};
-use capnagent_tonic::AuditLogSink;
 use clap::Parser;
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -46,10 +49,8 @@ struct Options {
     /// (`redis://host:port/db`) instead of in memory.
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
-    /// Append receipts to this file (default: a file in a temporary
-    /// directory, printed at start).
-    #[arg(long, value_name = "PATH")]
-    audit_log: Option<PathBuf>,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[tokio::main]
@@ -65,18 +66,16 @@ async fn main() -> ExitCode {
 }
 
 async fn run(options: Options) -> Result<(), BoxError> {
-    let mut root_key = [0u8; 32];
-    let mut audit_key = [0u8; 32];
-    getrandom::fill(&mut root_key).map_err(|e| format!("random root key: {e}"))?;
-    getrandom::fill(&mut audit_key).map_err(|e| format!("random audit key: {e}"))?;
+    let setup = Setup::new(&options.server, "grpc").await?;
     let mut holder_seed = [0u8; 32];
     getrandom::fill(&mut holder_seed).map_err(|e| format!("random holder seed: {e}"))?;
     let holder = HolderKey::from_seed(holder_seed);
 
-    // Replay protection and revocation: in memory, or shared in Redis.
+    // Replay protection and revocation: in memory, or shared in Redis. The
+    // list is signed under the primary root key and checked under any.
     let now_ms = Timestamp::now().unix_millis();
-    let cell = RevocationCell::new(&root_key)?;
-    let empty_list = Revoker::new(&root_key)?.publish(now_ms);
+    let cell = RevocationCell::from_keys(&setup.root)?;
+    let empty_list = Revoker::from_keys(&setup.root)?.publish(now_ms);
     let (nonces, _feed): (Arc<dyn NonceStore>, _) = match &options.redis {
         None => {
             cell.install(empty_list)?;
@@ -96,14 +95,6 @@ async fn run(options: Options) -> Result<(), BoxError> {
         }
     };
 
-    let (log_path, _dir) = match options.audit_log {
-        Some(path) => (path, None),
-        None => {
-            let dir = tempfile::tempdir()?;
-            (dir.path().join("grpc-audit.ndjson"), Some(dir))
-        }
-    };
-    let audit_log = AuditLogSink::new(AuditLog::open(&log_path)?)?;
     // One line per decision. A sink must not panic: a closed stdout is
     // ignored (the audit log has every receipt anyway).
     let print = |receipt: &Receipt| {
@@ -116,14 +107,14 @@ async fn run(options: Options) -> Result<(), BoxError> {
         };
     };
 
-    let layer = grpc::capability_layer(Verifier::new(&root_key)?, Auditor::new(&audit_key)?)?
+    let layer = grpc::capability_layer(setup.verifier.clone(), setup.auditor.clone())?
         .nonce_store(nonces)
         .revocations(cell)
-        .sink((audit_log.clone(), print));
+        .sink((setup.sink.clone(), print));
 
     let running = grpc::spawn(options.addr, Some(layer), Tools::protected()).await?;
     let url = running.url();
-    let issuer = Issuer::from_key(&root_key)?;
+    let issuer = &setup.issuer;
     let expiry = Timestamp::from_unix_millis(now_ms + 24 * 3600 * 1000);
     let purchase = issuer
         .issue("grpc-demo-purchases")
@@ -143,7 +134,13 @@ async fn run(options: Options) -> Result<(), BoxError> {
         .build()?
         .serialize();
     let seed = base16ct::lower::encode_string(&holder_seed);
-    let audit = base16ct::lower::encode_string(&audit_key);
+    // The client checks receipts with the audit key file (given, or written
+    // for this run's random key); from the environment, it reads the same
+    // variable.
+    let audit = match &setup.audit_key_file {
+        Some(path) => format!("--audit-key-file {} ", path.display()),
+        None => String::new(),
+    };
     let client = "cargo run -p capnagent-examples --bin grpc-tool-client --";
 
     println!("grpc-tool-server listening on {url}");
@@ -154,31 +151,31 @@ async fn run(options: Options) -> Result<(), BoxError> {
             None => "in memory (nonces, revocation list)".to_owned(),
         }
     );
-    println!("  audit log: {}", log_path.display());
+    setup.describe();
     println!("  API key (x-api-key): {PLANNER_API_KEY} -> caller {PLANNER}");
     println!("\nbearer token ({PURCHASE_TOOL}, amount <= 5000, 24 h):\n  {purchase}");
     println!("\nholder-bound token ({WIRE_TOOL}, amount <= 100000, 24 h):\n  {wire}");
     println!("holder seed (the holder's secret; demo only):\n  {seed}");
-    println!("audit key (to check receipts; demo only):\n  {audit}");
     println!("\ntry:");
     println!(
-        "  {client} --addr {url} --audit-key {audit} --token {purchase} purchase --merchant acme --amount 1200"
+        "  {client} --addr {url} {audit}--token {purchase} purchase --merchant acme --amount 1200"
     );
     println!(
-        "  {client} --addr {url} --audit-key {audit} --token {purchase} purchase --merchant acme --amount 9000"
+        "  {client} --addr {url} {audit}--token {purchase} purchase --merchant acme --amount 9000"
     );
     println!(
-        "  {client} --addr {url} --audit-key {audit} --token {wire} --holder-seed {seed} wire --recipient bob --amount 25000"
+        "  {client} --addr {url} {audit}--token {wire} --holder-seed {seed} wire --recipient bob --amount 25000"
     );
     println!("\nCtrl-C to stop.\n");
+    setup
+        .ready(
+            "grpc-tool-server",
+            &url,
+            &[("purchase", &purchase), ("wire", &wire)],
+        )
+        .print()?;
 
     capnagent_examples::shutdown_signal().await;
     running.stop().await?;
-    audit_log.flush().await?;
-    println!(
-        "stopped; {} receipts written to {}",
-        audit_log.stats().written,
-        log_path.display()
-    );
-    Ok(())
+    setup.finish().await
 }

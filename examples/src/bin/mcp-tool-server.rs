@@ -1,84 +1,49 @@
 //! An MCP server (the official Rust SDK, rmcp, over Streamable HTTP) with
 //! three tools, behind one `CapabilityLayer` in MCP mode. Prints the URL, a
-//! capability to use, and how to connect an MCP client.
+//! capability to use, how to connect an MCP client, and one JSON line for
+//! scripts (see `examples/README.md`).
 //!
 //! ```text
-//! cargo run --release -p capnagent-examples --bin mcp-tool-server [-- --port 8765] [--ttl-secs 3600] [--audit-log PATH] [--root-key-file PATH] [--audit-key-file PATH]
+//! cargo run --release -p capnagent-examples --bin mcp-tool-server -- [--port 8765] [--ttl-secs 3600]
+//!     [--root-key-file PATH] [--audit-key-file PATH] [--audit-log PATH] [--metrics-addr ADDR]
 //! ```
 //!
-//! The keys come from `--root-key-file` / `--audit-key-file` or
-//! `CAPNAGENT_ROOT_KEY` / `CAPNAGENT_AUDIT_KEY` (key specs, as the
+//! The keys come from `--root-key-file` / `--audit-key-file` (or the
+//! `-hex` flags, or `CAPNAGENT_ROOT_KEY` / `CAPNAGENT_AUDIT_KEY`), as the
 //! `capnagent` command reads them: `capnagent keygen > keys.env` works for
 //! both, and a ring such as `k2:NEW,k1:OLD` accepts tokens under either
-//! key while minting under the first, see `docs/key-rotation.md`). Without
-//! them the keys are random for each run: the printed capability works
-//! until the server stops (or the capability expires). Every decision is
-//! written to the audit log, one signed receipt per line.
+//! key while minting under the first (`docs/key-rotation.md`). Without
+//! them the keys are random for this run, in a private directory removed
+//! on exit. Every decision goes to a hash-chained audit log.
 
-use std::error::Error;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use capnagent::keys::{resolve_audit, resolve_root};
-use capnagent::{AuditLog, Auditor, Issuer, KeyId, KeyRing, KeyRole, Timestamp, Verifier};
+use capnagent::{KeyId, Timestamp};
 use capnagent_examples::mcp::{self, DEMO_CAVEATS};
-use capnagent_tower::{AuditLogSink, CapabilityLayer};
+use capnagent_examples::serve::{ServerArgs, Setup};
+use capnagent_tower::CapabilityLayer;
+use clap::Parser;
 
-type BoxError = Box<dyn Error + Send + Sync>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const USAGE: &str = "usage: mcp-tool-server [--port PORT] [--ttl-secs SECONDS] [--audit-log PATH] \
-                     [--root-key-file PATH] [--audit-key-file PATH]";
-
+/// Serve the example MCP tools behind a capability layer.
+#[derive(Debug, Parser)]
+#[command(name = "mcp-tool-server")]
 struct Options {
+    /// Port to listen on (127.0.0.1; 0: any free port).
+    #[arg(long, default_value_t = 8765)]
     port: u16,
+    /// Lifetime of the capability minted for this run, in seconds.
+    #[arg(long, default_value_t = 3600)]
     ttl_secs: u64,
-    audit_log: Option<PathBuf>,
-    root_key_file: Option<PathBuf>,
-    audit_key_file: Option<PathBuf>,
-}
-
-fn options() -> Result<Options, String> {
-    let mut options = Options {
-        port: 8765,
-        ttl_secs: 3600,
-        audit_log: None,
-        root_key_file: None,
-        audit_key_file: None,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |what: &str| args.next().ok_or(format!("{arg} needs {what}"));
-        match arg.as_str() {
-            "--port" => {
-                options.port = value("a port number")?
-                    .parse()
-                    .map_err(|_| "--port needs a port number (0: any free port)")?;
-            }
-            "--ttl-secs" => {
-                options.ttl_secs = value("a number of seconds")?
-                    .parse()
-                    .map_err(|_| "--ttl-secs needs a number of seconds")?;
-            }
-            "--audit-log" => options.audit_log = Some(PathBuf::from(value("a path")?)),
-            "--root-key-file" => options.root_key_file = Some(PathBuf::from(value("a path")?)),
-            "--audit-key-file" => options.audit_key_file = Some(PathBuf::from(value("a path")?)),
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
-        }
-    }
-    Ok(options)
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let options = match options() {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(2);
-        }
-    };
+    let options = Options::parse();
     match run(options).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -89,36 +54,15 @@ async fn main() -> ExitCode {
 }
 
 async fn run(options: Options) -> Result<(), BoxError> {
-    // The configured keys, else fresh random keys for this run. A real
-    // server loads them from its secrets and mints capabilities elsewhere
-    // (`capnagent issue`).
-    let root = match resolve_root(None, options.root_key_file.as_deref())? {
-        Some(ring) => ring,
-        None => KeyRing::new(KeyRole::Root, None, &random_key()?)?,
-    };
-    let audit = match resolve_audit(None, options.audit_key_file.as_deref())? {
-        Some(ring) => ring,
-        None => KeyRing::new(KeyRole::Audit, None, &random_key()?)?,
-    };
-
-    let (log_path, _dir) = match options.audit_log {
-        Some(path) => (path, None),
-        None => {
-            let dir = tempfile::Builder::new()
-                .prefix("capnagent-mcp-")
-                .tempdir()?;
-            (dir.path().join("audit.ndjson"), Some(dir))
-        }
-    };
-    let sink = AuditLogSink::new(AuditLog::open(&log_path)?)?;
-    let layer = CapabilityLayer::new(Verifier::from_keys(&root)?, Auditor::from_keys(&audit)?)?
-        .sink(sink.clone());
+    let setup = Setup::new(&options.server, "mcp").await?;
+    let layer = CapabilityLayer::new(setup.verifier.clone(), setup.auditor.clone())?
+        .sink(setup.sink.clone());
 
     let now_secs = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)?
         .as_secs();
     let expiry = Timestamp::from_unix_millis(now_secs.saturating_add(options.ttl_secs) * 1000);
-    let mut builder = Issuer::from_keys(&root)?.issue("mcp-agent-1");
+    let mut builder = setup.issuer.issue("mcp-agent-1");
     for caveat in DEMO_CAVEATS {
         builder.caveat(caveat)?;
     }
@@ -132,16 +76,13 @@ async fn run(options: Options) -> Result<(), BoxError> {
     println!(
         "tools: checkout_purchase {{merchant, amount_cents}}, bank_wire {{to, amount_cents}}, files_read {{path}}"
     );
+    println!("every tools/call is checked by capnagent");
+    setup.describe();
+    let ids = setup.root.ids().map(KeyId::as_str).collect::<Vec<_>>();
     println!(
-        "every tools/call is checked by capnagent; audit log: {}",
-        log_path.display()
-    );
-    let ids = |ring: &KeyRing| ring.ids().map(KeyId::as_str).collect::<Vec<_>>().join(", ");
-    println!(
-        "root keys accepted: {} (the capability is under {}); audit key: {}",
-        ids(&root),
-        root.primary().id(),
-        audit.primary().id()
+        "root keys accepted: {} (the capability is under {})",
+        ids.join(", "),
+        setup.root.primary().id()
     );
     println!();
     println!("capability for the agent:");
@@ -167,22 +108,12 @@ async fn run(options: Options) -> Result<(), BoxError> {
         "checkout_purchase up to 5000 cents is allowed; anything else comes back as a tool error"
     );
     println!("with the reason and a signed receipt. Ctrl-C to stop.");
+    setup
+        .ready("mcp-tool-server", &url, &[("agent", &token)])
+        .print()?;
 
     axum::serve(listener, mcp::app(layer))
         .with_graceful_shutdown(capnagent_examples::shutdown_signal())
         .await?;
-    sink.flush().await?;
-    println!(
-        "audit log: {} receipts in {}",
-        sink.stats().written,
-        log_path.display()
-    );
-    Ok(())
-}
-
-/// 32 bytes from the operating system's CSPRNG.
-fn random_key() -> Result<[u8; 32], BoxError> {
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| format!("random key: {e}"))?;
-    Ok(key)
+    setup.finish().await
 }

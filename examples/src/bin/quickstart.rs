@@ -15,51 +15,32 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use capnagent::{AuditLog, Auditor, Capability, Issuer, Receipt, Timestamp, Verifier};
+use capnagent::{AuditLogIter, Capability, ChainVerifier, Receipt, Timestamp, audit_log_files};
+use capnagent_examples::serve::{ServerArgs, Setup};
 use capnagent_examples::{PLANNER, PLANNER_API_KEY, tool_api};
-use capnagent_tower::{AuditLogSink, CapabilityLayer};
+use capnagent_tower::CapabilityLayer;
+use clap::Parser;
 use serde_json::Value;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
+/// The capnagent quickstart: a tool API behind one capability layer.
+#[derive(Debug, Parser)]
+#[command(name = "quickstart")]
 struct Options {
+    /// Keep the server running and print a token and `curl` commands.
+    #[arg(long)]
     serve: bool,
+    /// Port to listen on (127.0.0.1; 0: any free port).
+    #[arg(long, default_value_t = 0)]
     port: u16,
-}
-
-fn options() -> Result<Options, String> {
-    let mut options = Options {
-        serve: false,
-        port: 0,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--serve" => options.serve = true,
-            "--port" => {
-                options.port = args
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .ok_or("--port needs a port number")?;
-            }
-            "-h" | "--help" => {
-                return Err("usage: quickstart [--serve [--port PORT]]".into());
-            }
-            other => return Err(format!("unknown argument `{other}`; try --help")),
-        }
-    }
-    Ok(options)
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let options = match options() {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(2);
-        }
-    };
+    let options = Options::parse();
     match run(options).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -72,45 +53,24 @@ async fn main() -> ExitCode {
 /// Everything the demo server holds.
 struct Demo {
     addr: SocketAddr,
-    issuer: Issuer,
-    auditor: Auditor,
-    sink: AuditLogSink,
-    log_path: std::path::PathBuf,
-    dir: tempfile::TempDir,
+    setup: Setup,
 }
 
-async fn start(port: u16) -> Result<Demo, BoxError> {
-    // Fresh random keys for this run: the root key mints capabilities, the
-    // audit key signs receipts. A real server loads them from its secrets.
-    let mut root_key = [0u8; 32];
-    let mut audit_key = [0u8; 32];
-    getrandom::fill(&mut root_key).map_err(|e| format!("random root key: {e}"))?;
-    getrandom::fill(&mut audit_key).map_err(|e| format!("random audit key: {e}"))?;
+async fn start(options: &Options) -> Result<Demo, BoxError> {
+    // The root key mints capabilities, the audit key signs receipts: from
+    // the flags, files or environment, else random for this run.
+    let setup = Setup::new(&options.server, "quickstart").await?;
+    let layer = CapabilityLayer::new(setup.verifier.clone(), setup.auditor.clone())?
+        .sink(setup.sink.clone());
 
-    let dir = tempfile::Builder::new()
-        .prefix("capnagent-quickstart-")
-        .tempdir()?;
-    let log_path = dir.path().join("audit.ndjson");
-    let sink = AuditLogSink::new(AuditLog::open(&log_path)?)?;
-    let auditor = Auditor::new(&audit_key)?;
-    let layer =
-        CapabilityLayer::new(Verifier::new(&root_key)?, auditor.clone())?.sink(sink.clone());
-
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, tool_api(layer)).await {
             eprintln!("server error: {e}");
         }
     });
-    Ok(Demo {
-        addr,
-        issuer: Issuer::from_key(&root_key)?,
-        auditor,
-        sink,
-        log_path,
-        dir,
-    })
+    Ok(Demo { addr, setup })
 }
 
 /// The capability the server hands to the planner agent: checkout only, up
@@ -121,6 +81,7 @@ fn issue(demo: &Demo) -> Result<Capability, BoxError> {
         .as_secs();
     let expiry = Timestamp::from_unix_millis((now + 3600) * 1000);
     Ok(demo
+        .setup
         .issuer
         .issue("agent-42")
         .caller_is(PLANNER)?
@@ -131,7 +92,7 @@ fn issue(demo: &Demo) -> Result<Capability, BoxError> {
 }
 
 async fn run(options: Options) -> Result<(), BoxError> {
-    let demo = start(options.port).await?;
+    let demo = start(&options).await?;
     let capability = issue(&demo)?;
     let token = capability.serialize();
     if options.serve {
@@ -146,7 +107,7 @@ async fn run(options: Options) -> Result<(), BoxError> {
         demo.addr
     );
     println!("behind one CapabilityLayer; an API-key layer in front says who calls.");
-    println!("Audit log: {}", demo.log_path.display());
+    println!("Audit log: {}", demo.setup.log_path.display());
     println!();
     println!("1. The server issues a capability to {PLANNER}");
     println!("   identifier: {}", capability.identifier());
@@ -196,24 +157,23 @@ async fn run(options: Options) -> Result<(), BoxError> {
     println!();
     println!("4. Both receipts verify under the server's audit key");
     for (name, outcome) in [("allowed", &allowed), ("denied", &denied)] {
-        demo.auditor.verify(&outcome.receipt_json)?;
+        demo.setup.auditor.verify(&outcome.receipt_json)?;
         println!(
             "   {name:<7} receipt: signature {}... ok",
             &outcome.receipt.signature_hex()[..16]
         );
     }
 
-    demo.sink.flush().await?;
-    let logged: Vec<Receipt> = AuditLog::open(&demo.log_path)?
-        .iter()?
-        .collect::<Result<_, _>>()?;
+    let setup = &demo.setup;
+    setup.sink.flush().await?;
+    let logged: Vec<Receipt> = AuditLogIter::open(&setup.log_path)?.collect::<Result<_, _>>()?;
     println!();
     println!(
         "5. The audit log holds one signed receipt per request ({} lines)",
         logged.len()
     );
     for receipt in &logged {
-        demo.auditor.verify_receipt(receipt)?;
+        setup.auditor.verify_receipt(receipt)?;
         println!("   {}", receipt.to_json());
     }
     if logged.len() != 2 {
@@ -223,11 +183,22 @@ async fn run(options: Options) -> Result<(), BoxError> {
         )
         .into());
     }
+    // Each line commits to the one before it: a deleted, reordered or
+    // inserted line breaks the chain (`capnagent audit verify` checks it).
+    let report = ChainVerifier::new(std::slice::from_ref(&setup.auditor))
+        .verify(&audit_log_files(&setup.log_path)?)
+        .map_err(|e| format!("the audit log's chain does not verify: {e}"))?;
+    if let Some(head) = &report.head {
+        println!(
+            "   the hash chain verifies: {} records, checkpoint {head}",
+            report.records
+        );
+    }
 
     println!();
     println!("Keep it running and try it yourself:");
     println!("  cargo run --release -p capnagent-examples --bin quickstart -- --serve");
-    Ok(())
+    demo.setup.finish().await
 }
 
 /// One call's decision, as seen by the client.
@@ -288,19 +259,11 @@ fn show(outcome: &Outcome) {
 }
 
 async fn serve(demo: Demo, token: &str) -> Result<(), BoxError> {
-    // The log outlives the server, for a look afterwards.
-    let Demo {
-        addr,
-        sink,
-        log_path,
-        dir,
-        ..
-    } = demo;
-    let _kept = dir.keep();
+    let Demo { addr, setup } = demo;
     let base = format!("http://{addr}");
     let auth = format!("-H 'x-api-key: {PLANNER_API_KEY}' -H \"authorization: Bearer $TOKEN\"");
     println!("capnagent quickstart: serving the tool API on {base} (Ctrl-C to stop)");
-    println!("audit log: {}", log_path.display());
+    setup.describe();
     println!();
     println!("A capability for {PLANNER}: checkout.purchase only, up to 5000 cents, for one hour:");
     println!();
@@ -325,15 +288,12 @@ async fn serve(demo: Demo, token: &str) -> Result<(), BoxError> {
         "curl -s -i -X POST {base}/tools/checkout.purchase -H 'x-api-key: {PLANNER_API_KEY}' -H 'content-type: application/json' -d '{{\"amount_cents\":1}}'"
     );
     println!("# the audit log, one receipt per request");
-    println!("tail -f {}", log_path.display());
+    println!("tail -f {}", setup.log_path.display());
+    setup
+        .ready("quickstart", &base, &[("planner", token)])
+        .print()?;
 
     capnagent_examples::shutdown_signal().await;
-    sink.flush().await?;
     println!();
-    println!(
-        "stopped; {} receipts written to {}",
-        sink.stats().written,
-        log_path.display()
-    );
-    Ok(())
+    setup.finish().await
 }
