@@ -176,6 +176,11 @@
 //! cannot record is refused with `UNAVAILABLE` ([`SinkError`]), by the
 //! layer and the interceptor alike.
 //!
+//! With the cargo feature `metrics`, every decision is also counted
+//! through the `metrics` facade, per decision, gate and tool, with a
+//! latency histogram (`capnagent_tower::metrics` has the names and
+//! labels; the tool is the method's tool name).
+//!
 //! ## Cost
 //!
 //! A call that carries no message to decode (a streaming or unknown
