@@ -13,7 +13,7 @@ use capnagent::{Auditor, Issuer, Receipt, Verifier};
 use capnagent_examples::PLANNER_API_KEY;
 use capnagent_examples::grpc::pb::PurchaseRequest;
 use capnagent_examples::grpc::pb::tool_service_client::ToolServiceClient;
-use capnagent_examples::grpc::{self, Credentials, PURCHASE, Tools};
+use capnagent_examples::grpc::{self, Credentials, PURCHASE, Running, Tools};
 use capnagent_tonic::{CapabilityLayer, Grpc, client};
 use tonic::Code;
 use tonic::codec::CompressionEncoding;
@@ -40,8 +40,10 @@ fn an_audit_key_equal_to_the_root_key_serves_nothing() {
     assert_eq!(error.code(), "key.audit_is_root");
 }
 
-#[tokio::test]
-async fn a_forged_token_cannot_name_itself_in_a_signed_receipt() {
+/// The example service behind a layer under [`ROOT`] and [`AUDIT`] on a
+/// loopback port, its receipts kept in memory: the server, the receipts,
+/// and the auditor that signs them.
+async fn start_recording() -> (Running, Arc<Mutex<Vec<Receipt>>>, Auditor) {
     let receipts: Arc<Mutex<Vec<Receipt>>> = Arc::default();
     let sink = {
         let receipts = Arc::clone(&receipts);
@@ -58,6 +60,12 @@ async fn a_forged_token_cannot_name_itself_in_a_signed_receipt() {
     )
     .await
     .unwrap();
+    (running, receipts, auditor)
+}
+
+#[tokio::test]
+async fn a_forged_token_cannot_name_itself_in_a_signed_receipt() {
+    let (running, receipts, auditor) = start_recording().await;
     let mut tools = ToolServiceClient::connect(running.url()).await.unwrap();
 
     // Minted under a key the server does not have; as long as metadata
@@ -103,22 +111,7 @@ async fn a_forged_token_cannot_name_itself_in_a_signed_receipt() {
 /// the limit and refuses it; the service never sees it.
 #[tokio::test]
 async fn a_decompression_bomb_is_resource_exhausted() {
-    let receipts: Arc<Mutex<Vec<Receipt>>> = Arc::default();
-    let sink = {
-        let receipts = Arc::clone(&receipts);
-        move |receipt: &Receipt| receipts.lock().unwrap().push(receipt.clone())
-    };
-    let auditor = Auditor::new(&AUDIT).unwrap();
-    let layer = grpc::capability_layer(Verifier::new(&ROOT).unwrap(), auditor.clone())
-        .unwrap()
-        .sink(sink);
-    let running = grpc::spawn(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        Some(layer),
-        Tools::protected(),
-    )
-    .await
-    .unwrap();
+    let (running, receipts, auditor) = start_recording().await;
     let mut tools = ToolServiceClient::connect(running.url())
         .await
         .unwrap()

@@ -46,6 +46,9 @@ use crate::verified::Verified;
 /// read yet, or its proof not checked yet).
 pub const REASON_CANCELLED: &str = "request cancelled before a decision (body not fully read)";
 
+/// Denial reason for a request without a token.
+const REASON_MISSING_TOKEN: &str = "missing capability token";
+
 /// Denial reason for a holder-bound token where proofs cannot be checked.
 pub(crate) const REASON_PROOF_UNSUPPORTED: &str = "capability is bound to a holder key; a check \
      that sees only the request head cannot verify holder-of-key proofs (they cover the \
@@ -288,7 +291,7 @@ impl<P: Protocol> Engine<P> {
                     .is_ok_and(|head| self.protocol.may_pass_without_token(head));
                 if !passes {
                     let ctx = early(&caller);
-                    let reason = "missing capability token".to_owned();
+                    let reason = REASON_MISSING_TOKEN.to_owned();
                     let reply = early_reply(head);
                     return Head::Deny(self.denied(
                         started,
@@ -444,17 +447,7 @@ impl<P: Protocol> Engine<P> {
                     reply,
                 };
             }
-            (_, Token::Absent) => {
-                let reason = "missing capability token".to_owned();
-                return self.deny(
-                    started,
-                    Denial::MissingToken,
-                    Subject::nobody(),
-                    &ctx,
-                    reason,
-                    reply,
-                );
-            }
+            (_, Token::Absent) => return self.deny_missing(started, &ctx, reply),
             (Need::Refused(reason), _) => {
                 let subject = self.token_subject(&token);
                 let denial = Denial::Unclassified("method_denied");
@@ -541,17 +534,7 @@ impl<P: Protocol> Engine<P> {
     ) -> Decision<P> {
         let (cap, uncached) = match token {
             Token::Present { cap, uncached } => (cap, uncached),
-            Token::Absent => {
-                let reason = "missing capability token".to_owned();
-                return self.deny(
-                    started,
-                    Denial::MissingToken,
-                    Subject::nobody(),
-                    &ctx,
-                    reason,
-                    reply,
-                );
-            }
+            Token::Absent => return self.deny_missing(started, &ctx, reply),
         };
 
         if cap.holder_of_key().is_some() {
@@ -747,6 +730,19 @@ impl<P: Protocol> Engine<P> {
     ) -> Decision<P> {
         let (record, answer) = self.denied(started, denial, subject, ctx, reason, reply);
         Decision::Deny { record, answer }
+    }
+
+    /// Denies a request that presented no token where it needs one.
+    fn deny_missing(&self, started: Started, ctx: &Context, reply: P::Reply) -> Decision<P> {
+        let reason = REASON_MISSING_TOKEN.to_owned();
+        self.deny(
+            started,
+            Denial::MissingToken,
+            Subject::nobody(),
+            ctx,
+            reason,
+            reply,
+        )
     }
 
     /// [`deny`](Self::deny)'s receipt record and answer.
