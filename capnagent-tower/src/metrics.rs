@@ -27,6 +27,11 @@
 //!   a real capability grants), for up to [`MAX_TOOL_LABELS`] names per
 //!   layer; any other name is counted as `other`. A client cannot grow the
 //!   label set by sending made-up tool names.
+//!
+//! Cost: about 0.3 µs per decision with `metrics-exporter-prometheus`
+//! installed, 0.16 µs with no recorder (a release build on the 2-vCPU
+//! machine of `benches/README.md`), against the layer's 10 to 15 µs per
+//! request.
 
 #[cfg(feature = "metrics")]
 pub(crate) use enabled::*;
