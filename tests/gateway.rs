@@ -846,3 +846,86 @@ async fn two_gateways_sharing_redis_refuse_a_replayed_proof_and_both_honour_a_re
     one.stop().await;
     two.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// caller from a trusted proxy's header; the layer switched off
+
+#[tokio::test]
+async fn the_caller_header_counts_only_from_a_trusted_proxy() {
+    let upstream = http_upstream().await;
+    let token = token(&[r#"tool == "files.read""#, r#"caller == "agent:planner""#]);
+    let read = |gw: SocketAddr, caller: &'static str| {
+        reqwest::Client::new()
+            .get(format!("http://{gw}/files?path=x"))
+            .bearer_auth(&token)
+            .header("x-caller", caller)
+            .send()
+    };
+    let trusted = gateway(
+        &format!("http://{}", upstream.addr),
+        &format!(
+            "{HTTP_ROUTES}\n[caller]\nheader = \"x-caller\"\ntrusted_proxies = [\"127.0.0.0/8\"]\n"
+        ),
+    )
+    .await;
+    assert_eq!(
+        read(trusted.addr, "agent:planner").await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        read(trusted.addr, "agent:intruder").await.unwrap().status(),
+        403
+    );
+    // The proxy's x-forwarded-for is extended, not replaced.
+    let extended = reqwest::Client::new()
+        .get(format!("http://{}/files?path=x", trusted.addr))
+        .bearer_auth(&token)
+        .header("x-caller", "agent:planner")
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(extended.status(), 200);
+    let last = upstream.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+
+    // The same header from a peer that is not a trusted proxy: refused.
+    let untrusted = gateway(
+        &format!("http://{}", upstream.addr),
+        &format!(
+            "{HTTP_ROUTES}\n[caller]\nheader = \"x-caller\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n"
+        ),
+    )
+    .await;
+    let refused = read(untrusted.addr, "agent:planner").await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not a trusted proxy"),
+        "{problem}"
+    );
+    trusted.stop().await;
+    untrusted.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_layer_off_the_gateway_only_forwards() {
+    let upstream = http_upstream().await;
+    let gw = gateway(
+        &format!("http://{}", upstream.addr),
+        &HTTP_ROUTES.replace("mode = \"http\"", "mode = \"http\"\nlayer = false"),
+    )
+    .await;
+    // No token at all, and still forwarded: benchmarks only.
+    let response = reqwest::get(format!("http://{}/files?path=x", gw.addr))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = upstream.seen.lock().unwrap().clone();
+    assert!(!seen[0].headers.contains_key(RECEIPT_SIGNATURE_HEADER));
+    assert_eq!(gw.audited().await, 0);
+    gw.stop().await;
+}

@@ -82,16 +82,31 @@ log = "{log}"
 fn check_config_accepts_a_valid_file_and_names_the_field_of_a_bad_one() {
     let dir = tempfile::tempdir().unwrap();
     let (config, _) = write_config(dir.path(), "http://127.0.0.1:9");
-    let ok = command().arg("--check-config").arg(&config).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = command()
+        .arg("--check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 
     let bad = dir.path().join("bad.toml");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&bad, text.replace("http://127.0.0.1:9", "https://example.com")).unwrap();
+    std::fs::write(
+        &bad,
+        text.replace("http://127.0.0.1:9", "https://example.com"),
+    )
+    .unwrap();
     let out = command().arg("--check-config").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("upstream: must be an http:// URL"), "{stderr}");
+    assert!(
+        stderr.contains("upstream: must be an http:// URL"),
+        "{stderr}"
+    );
 
     // A key file that does not exist: named by its field, never read.
     std::fs::write(&bad, text.replace("keys.env", "missing.env")).unwrap();
@@ -108,7 +123,11 @@ fn check_config_accepts_a_valid_file_and_names_the_field_of_a_bad_one() {
         .current_dir(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
