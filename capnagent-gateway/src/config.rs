@@ -222,8 +222,8 @@ pub struct AuditConfig {
     pub rotate_bytes: Option<u64>,
 }
 
-/// `[redis]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[redis]`. `Debug` never shows the URL's password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSection {
     /// `redis://host:port/db`. Env: `CAPNAGENT_GATEWAY_REDIS_URL`.
@@ -234,6 +234,25 @@ pub struct RedisSection {
     /// The key prefix shared by the fleet. Default: the store's.
     #[serde(default)]
     pub prefix: Option<String>,
+}
+
+impl fmt::Debug for RedisSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `redis://user:password@host/`: everything before the `@` of the
+        // authority is left out.
+        let url = match self.url.split_once("://") {
+            Some((scheme, rest)) => match rest.split_once('@') {
+                Some((_, host)) => format!("{scheme}://..@{host}"),
+                None => self.url.clone(),
+            },
+            None => "..".to_owned(),
+        };
+        f.debug_struct("RedisSection")
+            .field("url", &url)
+            .field("revocation_poll_ms", &self.revocation_poll_ms)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 fn default_poll_ms() -> u64 {
@@ -694,6 +713,15 @@ log = "/tmp/audit.ndjson"
         assert_eq!(v.upstream_authority.as_str(), "10.1.2.3:81");
         assert_eq!(v.upstream_prefix, "/api");
         assert_eq!(v.config.redis.unwrap().url, "redis://127.0.0.1:6379/");
+    }
+
+    #[test]
+    fn debug_never_shows_the_redis_password() {
+        let text = format!("{MINIMAL}\n[redis]\nurl = \"redis://:hunter2@10.0.0.5:6379/0\"\n");
+        let config = Config::from_toml(&text).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redis://..@10.0.0.5:6379/0"), "{shown}");
     }
 
     #[test]
