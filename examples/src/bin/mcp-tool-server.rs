@@ -19,6 +19,7 @@
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use axum::serve::ListenerExt as _;
 use capnagent::{KeyId, Timestamp};
 use capnagent_examples::mcp::{self, DEMO_CAVEATS};
 use capnagent_examples::serve::{ServerArgs, Setup};
@@ -128,6 +129,11 @@ async fn run(options: Options) -> Result<(), BoxError> {
     } else {
         mcp::app(layer)
     };
+    // TCP_NODELAY: an SSE answer goes out in several small writes, which
+    // Nagle's algorithm would hold for the client's delayed ACK (~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(capnagent_examples::shutdown_signal())
         .await?;
