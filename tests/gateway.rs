@@ -929,3 +929,67 @@ async fn with_the_layer_off_the_gateway_only_forwards() {
     assert_eq!(gw.audited().await, 0);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn oversized_heads_and_bodies_are_refused_at_the_gateway() {
+    let upstream = http_upstream().await;
+    let gw = gateway(
+        &format!("http://{}", upstream.addr),
+        &HTTP_ROUTES.replace(
+            "[timeouts]",
+            "[limits]\nbody_bytes = 1024\nheader_bytes = 8192\nmax_headers = 20\n[timeouts]",
+        ),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let purchase = token(&[r#"tool == "checkout.purchase""#]);
+    let url = format!("http://{}/tools/checkout.purchase", gw.addr);
+
+    // A head over 8 KiB: refused by the HTTP server, before the layer.
+    let big_head = client
+        .post(&url)
+        .bearer_auth(&purchase)
+        .header("x-padding", "p".repeat(16 * 1024))
+        .body("{}")
+        .send()
+        .await;
+    match big_head {
+        Ok(response) => assert_eq!(response.status(), 431),
+        // hyper may close the connection before the client reads the 431.
+        Err(error) => assert!(!error.is_timeout(), "{error}"),
+    }
+    // More headers than allowed: likewise.
+    let mut many = client.post(&url).bearer_auth(&purchase).body("{}");
+    for i in 0..40 {
+        many = many.header(format!("x-h{i}"), "1");
+    }
+    match many.send().await {
+        Ok(response) => assert_eq!(response.status(), 431),
+        Err(error) => assert!(!error.is_timeout(), "{error}"),
+    }
+    // A body over 1 KiB: the layer refuses it (413, with a receipt).
+    let big_body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(2048));
+    let response = client
+        .post(&url)
+        .bearer_auth(&purchase)
+        .body(big_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    // Under the limits: forwarded.
+    let fine = client
+        .post(&url)
+        .bearer_auth(&purchase)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fine.status(), 200);
+    assert_eq!(
+        upstream.seen.lock().unwrap().len(),
+        1,
+        "only the call within the limits"
+    );
+    gw.stop().await;
+}
