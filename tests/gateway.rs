@@ -993,3 +993,51 @@ async fn oversized_heads_and_bodies_are_refused_at_the_gateway() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn readiness_follows_redis() {
+    // A Redis of this test's own, to stop halfway.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Ok(child) = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "redis-server is required when CI is set"
+        );
+        eprintln!("skipped: no redis-server");
+        return;
+    };
+    let mut redis = capnagent_tests::RedisChild::from(child);
+    let deadline = Instant::now() + TIMEOUT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let upstream = http_upstream().await;
+    let gw = gateway(
+        &format!("http://{}", upstream.addr),
+        &format!("{HTTP_ROUTES}\n[redis]\nurl = \"redis://127.0.0.1:{port}/\"\n"),
+    )
+    .await;
+    let readyz = format!("http://{}/readyz", gw.addr);
+    assert_eq!(reqwest::get(&readyz).await.unwrap().status(), 200);
+    redis.stop();
+    let started = Instant::now();
+    let not_ready = reqwest::get(&readyz).await.unwrap();
+    assert_eq!(not_ready.status(), 503);
+    assert!(not_ready.text().await.unwrap().contains("redis"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Live all the same.
+    let healthz = format!("http://{}/healthz", gw.addr);
+    assert_eq!(reqwest::get(&healthz).await.unwrap().status(), 200);
+    gw.stop().await;
+}
