@@ -175,7 +175,11 @@ impl CallerExtractor for Caller {
                 name,
                 header,
                 proxies,
-            } => match parts.extensions.get::<PeerAddr>().map(|p| p.0.ip()) {
+            } => match parts
+                .extensions
+                .get::<PeerAddr>()
+                .map(|p| p.0.ip().to_canonical())
+            {
                 Some(ip) if proxies.iter().any(|net| net.contains(&ip)) => {
                     header.extract_caller(parts)
                 }

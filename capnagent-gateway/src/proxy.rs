@@ -177,16 +177,20 @@ impl Proxy {
     }
 
     /// `x-forwarded-for`, `x-forwarded-host`, `x-forwarded-proto` and
-    /// `forwarded`: extended when the peer is a trusted proxy, else set
-    /// from the peer alone (a client cannot forge its chain).
+    /// `forwarded`: extended when the peer is a trusted proxy (an
+    /// IPv4-mapped IPv6 peer is compared as IPv4), else set from the peer
+    /// alone (a client cannot forge its chain).
     fn forwarded_headers(
         &self,
         headers: &mut HeaderMap,
         peer: Option<SocketAddr>,
         host: Option<HeaderValue>,
     ) {
-        let trusted =
-            peer.is_some_and(|p| self.trusted_proxies.iter().any(|n| n.contains(&p.ip())));
+        let trusted = peer.is_some_and(|p| {
+            self.trusted_proxies
+                .iter()
+                .any(|n| n.contains(&p.ip().to_canonical()))
+        });
         if !trusted {
             for name in [
                 "x-forwarded-for",
@@ -198,7 +202,7 @@ impl Proxy {
             }
         }
         let Some(peer) = peer else { return };
-        let ip = peer.ip();
+        let ip = peer.ip().to_canonical();
         append(
             headers,
             HeaderName::from_static("x-forwarded-for"),
