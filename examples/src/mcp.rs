@@ -160,3 +160,10 @@ pub fn app(layer: CapabilityLayer) -> Router {
         .route_service(PATH, service())
         .route_layer(layer.caller(Anonymous).mcp(McpPolicy::new()))
 }
+
+/// The MCP server at [`PATH`] with no capability layer at all, as a server
+/// written in another language would be: put `capnagent-gateway` in front
+/// of it (`mcp-tool-server --unguarded`, the gateway tests).
+pub fn unguarded_app() -> Router {
+    Router::new().route_service(PATH, service())
+}

@@ -9,14 +9,11 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use axum::Router;
-use axum::routing::get;
 use capnagent::keys::KeySource;
-use capnagent::{AuditLog, Auditor, Issuer, KeyRing, KeyRole, Verifier};
+use capnagent::{Auditor, Issuer, KeyRing, KeyRole, Verifier};
+use capnagent_gateway::open_audit_sink;
 use capnagent_tower::AuditLogSink;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
-use tokio::net::TcpListener;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -118,16 +115,7 @@ impl Setup {
             Some(path) => path.clone(),
             None => private_dir(&mut dir, name)?.join("audit.ndjson"),
         };
-        // The chain continues across a change of audit key: the ring's
-        // older keys may have made the last record.
-        let older = Auditor::all_from_keys(&audit)?;
-        let mut log = AuditLog::builder(&log_path)
-            .chained(&auditor)
-            .previous_keys(older.get(1..).unwrap_or_default());
-        if let Some(bytes) = args.audit_rotate_bytes {
-            log = log.rotate_at(bytes);
-        }
-        let sink = AuditLogSink::new(log.open()?)?;
+        let (_, sink) = open_audit_sink(&audit, &log_path, args.audit_rotate_bytes)?;
         let metrics_url = match args.metrics_addr {
             Some(addr) => Some(serve_metrics(addr).await?),
             None => None,
@@ -253,53 +241,8 @@ fn private_dir<'a>(
     Ok(dir.path())
 }
 
-/// `--metrics-addr`: serves `GET /metrics` (Prometheus text) on its own
-/// listener, away from the tool API the agents reach. The recorder is
-/// installed for the whole process: every layer reports to it.
-pub async fn serve_metrics(addr: SocketAddr) -> Result<String, BoxError> {
-    // A histogram with buckets from 50 us to 1 s (the exporter's default
-    // for a histogram is a summary, which cannot be aggregated across a
-    // fleet).
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("capnagent_decision_duration_seconds".to_owned()),
-            &DECISION_BUCKETS,
-        )?
-        .build_recorder();
-    let handle = recorder.handle();
-    metrics::set_global_recorder(recorder).map_err(|e| format!("metrics recorder: {e}"))?;
-    let listener = TcpListener::bind(addr).await?;
-    let url = format!("http://{}/metrics", listener.local_addr()?);
-    let app = metrics_router(handle);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            eprintln!("metrics server error: {e}");
-        }
-    });
-    Ok(url)
-}
-
-/// Bucket bounds of `capnagent_decision_duration_seconds`, in seconds.
-pub const DECISION_BUCKETS: [f64; 14] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0,
-];
-
-/// `GET /metrics` from `handle`, in the Prometheus text format.
-pub fn metrics_router(handle: PrometheusHandle) -> Router {
-    Router::new().route(
-        "/metrics",
-        get(move || {
-            let handle = handle.clone();
-            async move {
-                (
-                    [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-                    handle.render(),
-                )
-            }
-        }),
-    )
-}
+// `--metrics-addr`: the gateway's Prometheus endpoint, shared.
+pub use capnagent_gateway::metrics::{DECISION_BUCKETS, metrics_router, serve_metrics};
 
 /// Writes `text` to a new file `name` in `dir`, readable by its owner
 /// only (0600 on Unix).

@@ -103,6 +103,21 @@ fn build_example_bins() -> HashMap<String, PathBuf> {
 /// A private `redis-server` on a loopback port, killed when dropped.
 pub struct RedisChild(Child);
 
+impl From<Child> for RedisChild {
+    /// Takes over a `redis-server` a test started itself.
+    fn from(child: Child) -> RedisChild {
+        RedisChild(child)
+    }
+}
+
+impl RedisChild {
+    /// Stops the server now (killed, waited for).
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for RedisChild {
     fn drop(&mut self) {
         let _ = self.0.kill();

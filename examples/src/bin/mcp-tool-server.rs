@@ -4,7 +4,7 @@
 //! scripts (see `examples/README.md`).
 //!
 //! ```text
-//! cargo run --release -p capnagent-examples --bin mcp-tool-server -- [--port 8765] [--ttl-secs 3600]
+//! cargo run --release -p capnagent-examples --bin mcp-tool-server -- [--port 8765] [--ttl-secs 3600] [--unguarded]
 //!     [--root-key-file PATH] [--audit-key-file PATH] [--audit-log PATH] [--metrics-addr ADDR]
 //! ```
 //!
@@ -19,6 +19,7 @@
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use axum::serve::ListenerExt as _;
 use capnagent::{KeyId, Timestamp};
 use capnagent_examples::mcp::{self, DEMO_CAVEATS};
 use capnagent_examples::serve::{ServerArgs, Setup};
@@ -37,6 +38,13 @@ struct Options {
     /// Lifetime of the capability minted for this run, in seconds.
     #[arg(long, default_value_t = 3600)]
     ttl_secs: u64,
+    /// Serve the tools WITHOUT a capability layer, as a tool server
+    /// written in Python or TypeScript would be, for `capnagent-gateway`
+    /// to guard (README: "Protect an MCP server written in any
+    /// language"). Give it the gateway's key file: the token it prints
+    /// then works through the gateway.
+    #[arg(long)]
+    unguarded: bool,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -76,7 +84,11 @@ async fn run(options: Options) -> Result<(), BoxError> {
     println!(
         "tools: checkout_purchase {{merchant, amount_cents}}, bank_wire {{to, amount_cents}}, files_read {{path}}"
     );
-    println!("every tools/call is checked by capnagent");
+    if options.unguarded {
+        println!("UNGUARDED: no capability layer; put capnagent-gateway in front");
+    } else {
+        println!("every tools/call is checked by capnagent");
+    }
     setup.describe();
     let ids = setup.root.ids().map(KeyId::as_str).collect::<Vec<_>>();
     println!(
@@ -112,7 +124,17 @@ async fn run(options: Options) -> Result<(), BoxError> {
         .ready("mcp-tool-server", &url, &[("agent", &token)])
         .print()?;
 
-    axum::serve(listener, mcp::app(layer))
+    let app = if options.unguarded {
+        mcp::unguarded_app()
+    } else {
+        mcp::app(layer)
+    };
+    // TCP_NODELAY: an SSE answer goes out in several small writes, which
+    // Nagle's algorithm would hold for the client's delayed ACK (~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app)
         .with_graceful_shutdown(capnagent_examples::shutdown_signal())
         .await?;
     setup.finish().await
