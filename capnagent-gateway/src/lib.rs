@@ -194,21 +194,45 @@ impl CallerExtractor for Caller {
     }
 }
 
-/// Loads the keys the configuration names and checks that they can serve
-/// (the audit key is not a root key), without opening anything: what
-/// `--check-config` checks besides the file.
-pub fn check_keys(config: &Validated) -> Result<(), BoxError> {
-    let file = &config.config;
+/// Resolves when the process is asked to stop: Ctrl-C (`SIGINT`) or, on
+/// Unix, `SIGTERM` (what `kill`, systemd and container runtimes send).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The root and audit key rings the configuration names (files, else the
+/// environment).
+fn key_rings(config: &Validated) -> Result<(KeyRing, KeyRing), BoxError> {
+    let keys = &config.config.keys;
     let root = load_keys(
         KeyRole::Root,
-        file.keys.root_key_file.as_deref(),
+        keys.root_key_file.as_deref(),
         "keys.root_key_file",
     )?;
     let audit = load_keys(
         KeyRole::Audit,
-        file.keys.audit_key_file.as_deref(),
+        keys.audit_key_file.as_deref(),
         "keys.audit_key_file",
     )?;
+    Ok((root, audit))
+}
+
+/// Loads the keys the configuration names and checks that they can serve
+/// (the audit key is not a root key), without opening anything: what
+/// `--check-config` checks besides the file.
+pub fn check_keys(config: &Validated) -> Result<(), BoxError> {
+    let (root, audit) = key_rings(config)?;
     Verifier::from_keys(&root)?.check_audit_key(&Auditor::from_keys(&audit)?)?;
     Ok(())
 }
@@ -218,16 +242,7 @@ impl Gateway {
     /// configured), builds the layer and binds the listen address.
     pub async fn start(config: Validated) -> Result<Gateway, BoxError> {
         let file = &config.config;
-        let root = load_keys(
-            KeyRole::Root,
-            file.keys.root_key_file.as_deref(),
-            "keys.root_key_file",
-        )?;
-        let audit = load_keys(
-            KeyRole::Audit,
-            file.keys.audit_key_file.as_deref(),
-            "keys.audit_key_file",
-        )?;
+        let (root, audit) = key_rings(&config)?;
         let verifier = Verifier::from_keys(&root)?;
         let (auditor, sink) = open_audit_sink(&audit, &file.audit.log, file.audit.rotate_bytes)?;
         verifier.check_audit_key(&auditor)?;

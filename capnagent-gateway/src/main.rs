@@ -90,21 +90,5 @@ async fn run(config: capnagent_gateway::Validated) -> Result<(), capnagent_gatew
         writeln!(out, "{}", gateway.ready_line())?;
         out.flush()?;
     }
-    gateway.serve(shutdown_signal()).await
-}
-
-/// SIGTERM (a container runtime, `kill`) or Ctrl-C.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
+    gateway.serve(capnagent_gateway::shutdown_signal()).await
 }

@@ -60,21 +60,8 @@ pub struct ExamplesReadmeDoctests;
 /// Resolves when the process is asked to stop: Ctrl-C (`SIGINT`) or, on
 /// Unix, `SIGTERM` (what `kill`, systemd and container runtimes send). The
 /// example servers then shut down gracefully: they flush the audit log and
-/// remove the temporary directory they created for it.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
+/// remove the temporary directory they created for it. (The gateway's.)
+pub use capnagent_gateway::shutdown_signal;
 
 /// The demo's only API key, and the caller it authenticates. A real server
 /// would look keys up in a store, or take the caller from mTLS.
