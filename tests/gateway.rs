@@ -25,11 +25,11 @@ use capnagent_examples::mcp;
 use capnagent_gateway::{Config, Gateway, RECEIPT_SIGNATURE_HEADER};
 use capnagent_tower::AuditLogSink;
 use capnagent_tower::mcp::RECEIPT_META_KEY;
-use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, ProtocolVersion};
 use rmcp::service::{ClientInitializeError, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -204,7 +204,11 @@ async fn connect(
     .expect("connecting timed out")
 }
 
-async fn call(client: &RunningService<RoleClient, ()>, tool: &'static str, args: Value) -> Value {
+async fn call<C: rmcp::ClientHandler>(
+    client: &RunningService<RoleClient, C>,
+    tool: &'static str,
+    args: Value,
+) -> Value {
     let Value::Object(args) = args else {
         panic!("arguments must be an object")
     };
@@ -289,6 +293,92 @@ async fn mcp_calls_are_judged_and_the_token_never_reaches_the_server() {
     }
     // One receipt per request the layer saw, in a chain that verifies.
     assert_eq!(gw.audited().await, seen.len() as u64 + 1);
+    gw.stop().await;
+}
+
+/// Connects through `url` speaking `version`: the `initialize` handshake
+/// up to 2025-11-25, `server/discover` (no handshake, no session) from
+/// 2026-07-28.
+async fn connect_speaking(
+    url: &str,
+    token: &str,
+    version: &ProtocolVersion,
+) -> RunningService<RoleClient, ClientConfig> {
+    let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token);
+    let transport = StreamableHttpClientTransport::from_config(config);
+    let client = ClientConfig::default().with_protocol_version(version.clone());
+    let lifecycle = if version.has_initialize() {
+        ClientLifecycleMode::Initialize
+    } else {
+        ClientLifecycleMode::Discover {
+            preferred_versions: vec![version.clone()],
+        }
+    };
+    tokio::time::timeout(TIMEOUT, client.serve_with_lifecycle(transport, lifecycle))
+        .await
+        .expect("connecting timed out")
+        .unwrap_or_else(|e| panic!("{version}: {e}"))
+}
+
+/// Every protocol revision rmcp speaks, through the gateway to the
+/// unchanged server: the revision is negotiated end to end, the tools are
+/// listed, a call within the caveats runs and one outside them comes back
+/// as a tool error with its receipt, never reaching the server.
+#[tokio::test]
+async fn mcp_every_protocol_revision_passes_through_the_gateway() {
+    let (upstream, seen) = mcp_upstream().await;
+    let gw = gateway(&format!("http://{upstream}"), "mode = \"mcp\"").await;
+    let token = token(&MCP_CAVEATS);
+    let auditor = Auditor::new(&AUDIT_KEY).unwrap();
+    for version in ProtocolVersion::KNOWN_VERSIONS {
+        let client = connect_speaking(&gw.url, &token, version).await;
+        assert_eq!(
+            &client.peer_info().unwrap().protocol_version,
+            version,
+            "negotiated through the gateway"
+        );
+        let listed = client.list_all_tools().await.unwrap();
+        assert!(!listed.is_empty(), "{version}");
+        let allowed = call(
+            &client,
+            "checkout_purchase",
+            json!({"merchant": "acme", "amount_cents": 42}),
+        )
+        .await;
+        assert_ne!(allowed["isError"], json!(true), "{version}: {allowed}");
+        let denied = call(&client, "files_read", json!({"path": "/etc/passwd"})).await;
+        assert_eq!(denied["isError"], json!(true), "{version}: {denied}");
+        let receipt = auditor
+            .verify(&denied["_meta"][RECEIPT_META_KEY].to_string())
+            .unwrap();
+        assert_eq!(receipt.context_summary().tool(), "files_read");
+        client.cancel().await.unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+    let bodies: Vec<String> = seen
+        .iter()
+        .map(|s| String::from_utf8_lossy(&s.body).into_owned())
+        .collect();
+    assert!(
+        bodies.iter().any(|b| b.contains("server/discover")),
+        "{bodies:?}"
+    );
+    assert!(
+        !bodies
+            .iter()
+            .any(|b| b.contains("files_read") && b.contains("tools/call"))
+    );
+    assert_eq!(
+        bodies
+            .iter()
+            .filter(|b| b.contains("\"tools/call\"") && b.contains("checkout_purchase"))
+            .count(),
+        ProtocolVersion::KNOWN_VERSIONS.len()
+    );
+    assert!(
+        seen.iter()
+            .all(|s| !s.headers.contains_key("authorization"))
+    );
     gw.stop().await;
 }
 
