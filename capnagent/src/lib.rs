@@ -85,6 +85,7 @@ mod context;
 mod crypto;
 mod dsl;
 mod error;
+pub mod explain;
 mod gate;
 mod issuer;
 mod json;
@@ -112,6 +113,7 @@ pub use error::{
     BuildError, CaveatError, ContextError, Error, KeyError, ParseError, ReceiptError,
     RevocationError, TokenError,
 };
+pub use explain::Explanation;
 pub use gate::{CaveatFailure, Gate};
 pub use issuer::{CapabilityBuilder, Issuer, MIN_ROOT_KEY_LEN};
 pub use json::{JsonError, JsonLimits, JsonNumber, JsonObject, JsonValue, write_json_string};

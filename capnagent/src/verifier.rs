@@ -59,6 +59,7 @@ use crate::context::Context;
 use crate::crypto::{KeyedMac, Tag};
 use crate::dsl::{self, PredicateCache};
 use crate::error::Error;
+use crate::explain::Explanation;
 use crate::gate::{CaveatFailure, Gate};
 use crate::issuer::root_key;
 use crate::keys::{KeyId, KeyRing};
@@ -477,6 +478,38 @@ impl Verifier {
     /// should leave a signed record.
     pub fn decide(&self, cap: &Capability, ctx: &Context) -> Result<Outcome, Error> {
         self.judge(cap, ctx).map(|(outcome, _)| outcome)
+    }
+
+    /// Explains the bearer-path decision for one call: each gate, each
+    /// caveat with the values its comparisons compared, and the decision,
+    /// which is exactly the one [`verify_with_context`](Self::verify_with_context)
+    /// would sign (see [`Explanation`]). Signs nothing and records
+    /// nothing; prints no key and not the token's signature.
+    ///
+    /// Errors as `verify_with_context` does: a forged chain
+    /// ([`Error::InvalidChain`]) is all there is to say about a forgery.
+    ///
+    /// ```
+    /// use capnagent::{Context, Issuer, Verifier};
+    ///
+    /// let cap = Issuer::from_key(&[7; 32])?.issue("a").arg_at_most("amount_cents", 5000)?.build()?;
+    /// let ctx = Context::builder().tool("t").args(serde_json::json!({"amount_cents": 9900})).build();
+    /// let explanation = Verifier::new(&[7; 32])?.explain(&cap, &ctx)?;
+    /// assert!(!explanation.is_allowed());
+    /// assert!(explanation.to_string().contains("arg.amount_cents = 9900 <= 5000: false"));
+    /// # Ok::<(), capnagent::Error>(())
+    /// ```
+    pub fn explain(&self, cap: &Capability, ctx: &Context) -> Result<Explanation, Error> {
+        let (outcome, gate) = self.judge(cap, ctx)?;
+        Ok(crate::explain::build(
+            cap,
+            ctx,
+            self.limits(),
+            self.key_id_for(cap).map(KeyId::as_str),
+            self.inner.config.revocations.is_some(),
+            outcome,
+            gate,
+        ))
     }
 
     /// The bearer-path decision and the gate that denied it, if any.

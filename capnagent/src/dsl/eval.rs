@@ -16,7 +16,7 @@ use crate::number::{Decimal, small_integer};
 use crate::timestamp::Timestamp;
 
 /// A resolved left-hand value, borrowed from the context.
-enum Value<'a> {
+pub(super) enum Value<'a> {
     Str(Cow<'a, str>),
     /// A number's exact source text.
     Num(&'a str),
@@ -73,7 +73,7 @@ pub(crate) fn eval(expr: &Expr, ctx: &Context) -> Result<bool, EvalError> {
     }
 }
 
-fn resolve<'a>(ident: &Ident, ctx: &'a Context) -> Result<Value<'a>, EvalError> {
+pub(super) fn resolve<'a>(ident: &Ident, ctx: &'a Context) -> Result<Value<'a>, EvalError> {
     match ident {
         Ident::Now => Ok(Value::Time(ctx.now())),
         Ident::Caller => Ok(Value::Str(Cow::Borrowed(ctx.caller()))),
@@ -134,7 +134,7 @@ fn is_finite(text: &str) -> bool {
         || text.parse::<f64>().is_ok_and(f64::is_finite)
 }
 
-fn compare(cmp: &Comparison, ctx: &Context) -> Result<bool, EvalError> {
+pub(super) fn compare(cmp: &Comparison, ctx: &Context) -> Result<bool, EvalError> {
     let left = resolve(&cmp.ident, ctx)?;
     let op = cmp.op;
     match &cmp.literal {

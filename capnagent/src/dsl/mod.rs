@@ -24,6 +24,7 @@ mod ast;
 mod build;
 mod eval;
 mod parser;
+mod trace;
 
 pub(crate) use ast::Op;
 pub(crate) use build::{arg_bound, arg_is, caller_is, now_bound, tool_is};
@@ -34,6 +35,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub(crate) use ast::Expr;
+pub(crate) use ast::{Comparison, Ident, Literal};
+pub(crate) use trace::{ident_text, literal_text, trace};
 
 use crate::context::Context;
 use crate::error::ParseError;
@@ -80,6 +83,11 @@ impl Predicate {
     /// Evaluates the predicate against a context.
     pub fn evaluate(&self, ctx: &Context) -> Result<bool, EvalError> {
         eval::eval(&self.expr, ctx)
+    }
+
+    /// The parsed expression (for `explain` and `lint`).
+    pub(crate) fn expr(&self) -> &Expr {
+        &self.expr
     }
 
     /// The first number literal that carries a unit, if any.

@@ -1,0 +1,83 @@
+//! Comparison by comparison: what each comparison of a predicate compared
+//! and what it found, for [`crate::explain`].
+//!
+//! Every comparison is evaluated on its own, without AND/OR
+//! short-circuiting, so an explanation shows all of them; the predicate's
+//! own result is still [`super::eval::eval`]'s. Iterative: nesting costs
+//! heap, not stack, and a predicate has at most `Limits::max_terms`
+//! comparisons.
+
+use super::EvalError;
+use super::ast::{Expr, Ident, Literal};
+use super::build::quote;
+use super::eval::{Value, compare, resolve};
+use crate::context::Context;
+
+/// One comparison and its result.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Traced {
+    /// The identifier as written (`arg.amount_cents`).
+    pub(crate) ident: String,
+    /// The operator (`<=`).
+    pub(crate) op: String,
+    /// The literal as the caveat language writes it (`5000`, `"a"`, `@...Z`).
+    pub(crate) literal: String,
+    /// The value the identifier has in the context, in the same notation,
+    /// or why it has none (a missing argument: `UnknownIdent`).
+    pub(crate) value: Result<String, EvalError>,
+    /// The comparison's result.
+    pub(crate) result: Result<bool, EvalError>,
+}
+
+/// Every comparison of `expr`, in source order.
+pub(crate) fn trace(expr: &Expr, ctx: &Context) -> Vec<Traced> {
+    let mut out = Vec::new();
+    let mut stack = vec![expr];
+    while let Some(expr) = stack.pop() {
+        match expr {
+            Expr::Cmp(cmp) => out.push(Traced {
+                ident: ident_text(&cmp.ident).to_owned(),
+                op: cmp.op.to_string(),
+                literal: literal_text(&cmp.literal),
+                value: resolve(&cmp.ident, ctx).map(|v| value_text(&v)),
+                result: compare(cmp, ctx),
+            }),
+            Expr::And(items) | Expr::Or(items) => stack.extend(items.iter().rev()),
+        }
+    }
+    out
+}
+
+/// An identifier as written in the caveat.
+pub(crate) fn ident_text(ident: &Ident) -> &str {
+    match ident {
+        Ident::Now => "now",
+        Ident::Caller => "caller",
+        Ident::Tool => "tool",
+        Ident::Arg { dotted, .. } | Ident::Env { dotted, .. } => dotted,
+        Ident::Unknown(name) => name,
+    }
+}
+
+/// A literal as the caveat language writes it.
+pub(crate) fn literal_text(literal: &Literal) -> String {
+    match literal {
+        Literal::Str(s) => string_text(s),
+        Literal::Num { text, .. } => text.clone(),
+        Literal::Time(t) => format!("@{t}"),
+    }
+}
+
+fn value_text(value: &Value<'_>) -> String {
+    match value {
+        Value::Str(s) => string_text(s),
+        Value::Num(text) => (*text).to_owned(),
+        Value::Time(t) => format!("@{t}"),
+    }
+}
+
+/// A string quoted as the caveat language quotes it; one the language
+/// cannot write (a control character) in Rust's debug notation.
+fn string_text(s: &str) -> String {
+    quote(s).unwrap_or_else(|_| format!("{s:?}"))
+}
