@@ -91,6 +91,7 @@ mod issuer;
 mod json;
 pub mod keys;
 mod limits;
+pub mod lint;
 mod nonce;
 mod number;
 mod proof;
