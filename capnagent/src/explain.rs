@@ -220,7 +220,7 @@ pub(crate) fn build(
                 if holder_bound {
                     "bound to a holder key".to_owned()
                 } else {
-                    "bearer token (no holder key)".to_owned()
+                    "bearer token, no holder key".to_owned()
                 },
             ),
         },

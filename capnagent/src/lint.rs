@@ -126,7 +126,34 @@ impl fmt::Display for LintWarning {
 /// # Ok::<(), capnagent::Error>(())
 /// ```
 pub fn lint(cap: &Capability, options: &LintOptions) -> Vec<LintWarning> {
-    let texts: Vec<&str> = cap.caveats().iter().map(|c| c.predicate()).collect();
+    lint_attenuated::<&str>(cap, &[], options)
+}
+
+/// Lints `cap` as if `predicates` were appended to it (their caveat
+/// numbers follow the token's): what `capnagent lint TOKEN --caveat P`
+/// checks before attenuating. A predicate that does not parse is an
+/// `unparsable` warning, not an error.
+///
+/// ```
+/// use capnagent::Issuer;
+/// use capnagent::lint::{LintOptions, lint_attenuated};
+///
+/// let cap = Issuer::from_key(&[7; 32])?.issue("a").caveat("arg.x <= 5")?.build()?;
+/// let warnings = lint_attenuated(&cap, &["arg.x >= 10"], &LintOptions::default());
+/// assert!(warnings.iter().any(|w| w.code == "never_holds" && w.caveat == Some(1)));
+/// # Ok::<(), capnagent::Error>(())
+/// ```
+pub fn lint_attenuated<S: AsRef<str>>(
+    cap: &Capability,
+    predicates: &[S],
+    options: &LintOptions,
+) -> Vec<LintWarning> {
+    let texts: Vec<&str> = cap
+        .caveats()
+        .iter()
+        .map(|c| c.predicate())
+        .chain(predicates.iter().map(AsRef::as_ref))
+        .collect();
     let mut out = Vec::new();
     if texts.is_empty() {
         out.push(LintWarning {
