@@ -650,6 +650,7 @@ impl<P: Protocol> Engine<P> {
                     };
                 }
                 let denial = Denial::Verifier(gate);
+                self.explain_denial(&cap, &ctx, &receipt);
                 self.tally
                     .decided(started, ctx.tool(), Decided::Denied(&denial));
                 let answer = self.protocol.deny(denial, &receipt, &reply);
@@ -669,6 +670,31 @@ impl<P: Protocol> Engine<P> {
                 self.deny(started, denial, subject, &ctx, error.to_string(), reply)
             }
         }
+    }
+
+    /// At debug level (target `capnagent::explain`), explains a denied
+    /// decision caveat by caveat: the values each comparison compared
+    /// ([`capnagent::Explanation`]). Computed only when that level is
+    /// enabled. The gate and reason logged are the receipt's (the decision
+    /// made, on the proof path too); the explanation adds the caveats. No
+    /// key or signature is logged; the call's facts are.
+    fn explain_denial(&self, cap: &Capability, ctx: &Context, receipt: &Receipt) {
+        if !tracing::enabled!(target: "capnagent::explain", tracing::Level::DEBUG) {
+            return;
+        }
+        let caveats = match self.verifier.explain(cap, ctx) {
+            Ok(explanation) => explanation.caveats_text(),
+            Err(e) => format!("no explanation: {e}"),
+        };
+        tracing::debug!(
+            target: "capnagent::explain",
+            capability_id = cap.identifier(),
+            tool = ctx.tool(),
+            gate = receipt.denied_by().map(|g| g.code()),
+            reason = receipt.outcome().reason(),
+            caveats = %caveats,
+            "denied"
+        );
     }
 
     /// Denies a pending request before its args were read (body too large
@@ -949,6 +975,60 @@ mod tests {
             _ => panic!("not allowed"),
         }
         assert_eq!(receipts.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_caveat_denial_is_explained_at_debug_level_only() {
+        /// Records the `caveats` field of `capnagent::explain` events, at
+        /// or above `level`.
+        struct Capture {
+            level: tracing::Level,
+            seen: Arc<Mutex<Vec<String>>>,
+        }
+        struct Field<'a>(&'a mut String);
+        impl tracing::field::Visit for Field<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "caveats" {
+                    *self.0 = format!("{value:?}");
+                }
+            }
+        }
+        impl tracing::Subscriber for Capture {
+            fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
+                meta.target() == "capnagent::explain" && *meta.level() <= self.level
+            }
+            fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+                tracing::span::Id::from_u64(1)
+            }
+            fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+            fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+            fn event(&self, event: &tracing::Event<'_>) {
+                let mut caveats = String::new();
+                event.record(&mut Field(&mut caveats));
+                self.seen.lock().unwrap().push(caveats);
+            }
+            fn enter(&self, _: &tracing::span::Id) {}
+            fn exit(&self, _: &tracing::span::Id) {}
+        }
+        let run = |level| {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let capture = Capture {
+                level,
+                seen: Arc::clone(&seen),
+            };
+            tracing::subscriber::with_default(capture, || {
+                let (engine, _) = engine(true, Need::Caveats);
+                let token = token(&ROOT, &["arg.n <= 5 AND arg.n >= 0"], None);
+                decide(&engine, Some(&token), r#"{"n":9}"#);
+                decide(&engine, Some(&token), r#"{"n":1}"#);
+            });
+            seen.lock().unwrap().clone()
+        };
+        let seen = run(tracing::Level::DEBUG);
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].contains("arg.n = 9 <= 5: false"), "{seen:?}");
+        assert!(seen[0].contains("arg.n = 9 >= 0: true"), "{seen:?}");
+        assert!(run(tracing::Level::INFO).is_empty());
     }
 
     #[test]
