@@ -33,9 +33,11 @@ Key rotation (docs/key-rotation.md):
   issuers to NEW, wait out the longest token lifetime, and drop OLD.
 
 Exit status:
-  0  success (verify: allowed; receipt verify: valid; audit verify: intact)
-  1  a negative answer (verify: denied, receipt printed; receipt verify:
-     invalid; audit verify: tampered or broken, or not chained)
+  0  success (verify, explain: allowed; receipt verify: valid; audit
+     verify: intact; lint: done, even with warnings)
+  1  a negative answer (verify: denied, receipt printed; explain: denied;
+     receipt verify: invalid; audit verify: tampered or broken, or not
+     chained; lint --deny-warnings: there are warnings)
   2  nothing decided: usage error, bad key, bad token, forged token, bad
      input, unreadable log
   3  audit verify: the chain is intact but a line is torn (a crash
@@ -79,6 +81,28 @@ pub enum Command {
     /// decision could be made (forged or malformed token, bad context, bad
     /// key); nothing is printed on stdout then.
     Verify(VerifyArgs),
+    /// Explain a decision: each gate, each caveat with the values it compared.
+    ///
+    /// Judges the call as `verify` does (same keys, same context) but signs
+    /// no receipt: prints the gates (chain, holder key, proof and replay
+    /// "not checked": a proof cannot be checked offline, revocation, no
+    /// caveats, caveats), every caveat with each comparison and the value
+    /// it compared (`arg.amount_cents = 9900 <= 5000: false`), and the
+    /// decision with the reason `verify` would sign. No key and not the
+    /// token's signature is printed. Exit status 0 allowed, 1 denied, 2
+    /// no decision (a forged token is reported as such and nothing more).
+    Explain(ExplainArgs),
+    /// Warn on caveats that are traps for their author (no key needed).
+    ///
+    /// One line per warning on stdout, `warning[CODE]: caveat N: MESSAGE;
+    /// safer: SAFER` (`token:` for the token as a whole), or one JSON
+    /// object with --json. Codes: unparsable, no_caveats, starts_with_path,
+    /// matches_host, no_lower_bound, no_expiry, expired, never_holds,
+    /// always_holds, no_holder_key (with --proofs-configured). Exit status
+    /// 0 (even with warnings), 1 with --deny-warnings when there are
+    /// warnings, 2 on an error. `issue` and `attenuate` print the same
+    /// warnings on stderr.
+    Lint(LintArgs),
     /// Work with signed receipts.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
@@ -169,6 +193,50 @@ pub struct VerifyArgs {
     /// The token presented, or `-` to read it from standard input.
     #[arg(value_name = "TOKEN")]
     pub token: String,
+}
+
+/// Arguments of `capnagent explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub root_key: RootKeyArgs,
+    /// The facts the call is judged by, as JSON (as for `verify`).
+    #[arg(long, value_name = "JSON")]
+    pub context_json: String,
+    /// Print one JSON object instead of text.
+    ///
+    /// `{"identifier","holder_bound","decision":{"allowed","reason","gate",
+    /// "caveat"},"gates":[..],"caveats":[{..,"comparisons":[..]}]}`.
+    #[arg(long)]
+    pub json: bool,
+    /// The token presented, or `-` to read it from standard input.
+    #[arg(value_name = "TOKEN")]
+    pub token: String,
+}
+
+/// Arguments of `capnagent lint`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).multiple(true).args(["token", "caveats"])))]
+pub struct LintArgs {
+    /// A predicate to lint; repeat for several. With TOKEN, linted as if
+    /// appended to it (as `attenuate` would).
+    #[arg(long = "caveat", value_name = "PREDICATE")]
+    pub caveats: Vec<String>,
+    /// The server expects holder-of-key proofs: warn on a bearer token.
+    #[arg(long)]
+    pub proofs_configured: bool,
+    /// Exit 1 when there is any warning.
+    #[arg(long)]
+    pub deny_warnings: bool,
+    /// Print one JSON object instead of text.
+    ///
+    /// `{"warnings":[{"code","caveat","message","safer"}]}` (`caveat` is
+    /// null for the token as a whole).
+    #[arg(long)]
+    pub json: bool,
+    /// The token to lint, or `-` to read it from standard input.
+    #[arg(value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 /// The `capnagent receipt` subcommands.

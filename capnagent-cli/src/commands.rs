@@ -2,15 +2,16 @@
 
 use std::io::{self, Read, Write};
 
+use capnagent::lint::{LintOptions, LintWarning};
 use capnagent::{
-    Auditor, Capability, ChainBreak, ChainReport, ChainVerifier, Checkpoint, Issuer, Verifier,
-    audit_log_files,
+    Auditor, Capability, ChainBreak, ChainReport, ChainVerifier, Checkpoint, Context, Issuer,
+    Timestamp, Verifier, audit_log_files,
 };
 use serde::Serialize;
 
 use crate::cli::{
-    AttenuateArgs, AuditCommand, AuditVerifyArgs, Cli, Command, InspectArgs, IssueArgs, KeygenArgs,
-    ReceiptCommand, ReceiptVerifyArgs, VerifyArgs,
+    AttenuateArgs, AuditCommand, AuditVerifyArgs, Cli, Command, ExplainArgs, InspectArgs,
+    IssueArgs, KeygenArgs, LintArgs, ReceiptCommand, ReceiptVerifyArgs, VerifyArgs,
 };
 use crate::error::{CliError, Status};
 use crate::keys;
@@ -26,6 +27,8 @@ pub fn run(cli: Cli) -> Result<Status, CliError> {
         Command::Attenuate(args) => attenuate(&args),
         Command::Inspect(args) => inspect(&args),
         Command::Verify(args) => verify(&args),
+        Command::Explain(args) => explain(&args),
+        Command::Lint(args) => lint(&args),
         Command::Receipt(ReceiptCommand::Verify(args)) => receipt_verify(&args),
         Command::Audit(AuditCommand::Verify(args)) => audit_verify(&args),
     }
@@ -101,6 +104,7 @@ fn issue(args: &IssueArgs) -> Result<Status, CliError> {
     }
     let cap = builder.build().map_err(core)?;
     emit(&cap.serialize())?;
+    warn(&capnagent::lint::lint(&cap, &lint_options(false)));
     Ok(Status::Success)
 }
 
@@ -113,6 +117,7 @@ fn attenuate(args: &AttenuateArgs) -> Result<Status, CliError> {
             .map_err(|e| caveat_error(predicate, e))?;
     }
     emit(&cap.serialize())?;
+    warn(&capnagent::lint::lint(&cap, &lint_options(false)));
     Ok(Status::Success)
 }
 
@@ -176,6 +181,92 @@ fn verify(args: &VerifyArgs) -> Result<Status, CliError> {
     } else {
         Status::Denied
     })
+}
+
+/// `capnagent explain`: the decision `verify` would make, explained; no
+/// receipt.
+fn explain(args: &ExplainArgs) -> Result<Status, CliError> {
+    let verifier = Verifier::from_keys(&keys::root_keys(&args.root_key)?).map_err(core)?;
+    let cap = parse_token(&args.token)?;
+    let ctx = Context::from_json_with_limits(&args.context_json, verifier.limits())
+        .map_err(|e| core(e.into()))?;
+    let explanation = verifier.explain(&cap, &ctx).map_err(|e| match e {
+        capnagent::Error::InvalidChain => CliError::failed(
+            "forged token: the chain does not verify under any root key (nothing more is \
+             explained)",
+        ),
+        other => core(other),
+    })?;
+    if args.json {
+        emit(&explanation.to_json().to_string())?;
+    } else {
+        emit(&explanation.to_string())?;
+    }
+    Ok(if explanation.is_allowed() {
+        Status::Success
+    } else {
+        Status::Denied
+    })
+}
+
+/// One warning in `lint --json`.
+#[derive(Serialize)]
+struct WarningJson<'a> {
+    code: &'a str,
+    caveat: Option<usize>,
+    message: &'a str,
+    safer: &'a str,
+}
+
+/// `capnagent lint`: warnings on a token's caveats, or on predicates.
+fn lint(args: &LintArgs) -> Result<Status, CliError> {
+    let options = lint_options(args.proofs_configured);
+    let warnings = match &args.token {
+        Some(token) => {
+            let cap = parse_token(token)?;
+            capnagent::lint::lint_attenuated(&cap, &args.caveats, &options)
+        }
+        None => capnagent::lint::lint_predicates(&args.caveats, &options),
+    };
+    if args.json {
+        let list: Vec<WarningJson<'_>> = warnings
+            .iter()
+            .map(|w| WarningJson {
+                code: w.code,
+                caveat: w.caveat,
+                message: &w.message,
+                safer: &w.safer,
+            })
+            .collect();
+        let line = serde_json::to_string(&serde_json::json!({ "warnings": list }))
+            .map_err(|e| CliError::failed(format!("cannot encode JSON: {e}")))?;
+        emit(&line)?;
+    } else if !warnings.is_empty() {
+        let lines: Vec<String> = warnings.iter().map(LintWarning::to_string).collect();
+        emit(&lines.join("\n"))?;
+    }
+    Ok(if args.deny_warnings && !warnings.is_empty() {
+        Status::Denied
+    } else {
+        Status::Success
+    })
+}
+
+/// Lint options at the current time.
+fn lint_options(proofs_configured: bool) -> LintOptions {
+    LintOptions::default()
+        .now(Timestamp::now())
+        .proofs_configured(proofs_configured)
+}
+
+/// Writes lint warnings to standard error, one a line (`issue`,
+/// `attenuate`: standard output stays the token). A failure to write them
+/// is ignored: the token is already out.
+fn warn(warnings: &[LintWarning]) {
+    let mut err = io::stderr().lock();
+    for w in warnings {
+        let _ = writeln!(err, "{w}");
+    }
 }
 
 /// `capnagent receipt verify`: check a receipt's signature.
