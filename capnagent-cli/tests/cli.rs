@@ -1171,3 +1171,281 @@ fn audit_verify_usage_key_and_io_errors_exit_2() {
         "{help}"
     );
 }
+
+/// `capnagent explain` with the test root key on the command line.
+fn explain(extra: &[&str], ctx: &str, token: &str) -> Out {
+    let mut args = vec!["explain", "--root-key-hex", ROOT, "--context-json", ctx];
+    args.extend_from_slice(extra);
+    args.push(token);
+    run(&args)
+}
+
+/// The longest run of hex digits in `text`: a key or a signature would be
+/// 64.
+fn longest_hex_run(text: &str) -> usize {
+    text.split(|c: char| !c.is_ascii_hexdigit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn explain_shows_the_compared_values_and_decides_as_verify() {
+    let token = issue_default();
+    let out = explain(&[], CTX_OK, &token);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("arg.amount_cents = 1299 <= 5000: true\n"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout
+            .contains(r#"tool = "checkout.purchase" == "checkout.purchase": true"#),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("  proof: not checked"), "{out:?}");
+    assert!(out.stdout.ends_with("decision: allowed\n"), "{out:?}");
+
+    let out = explain(&[], CTX_TOO_MUCH, &token);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("arg.amount_cents = 9900 <= 5000: false\n"),
+        "{out:?}"
+    );
+    let receipt = parse_json(verify(CTX_TOO_MUCH, &token).stdout.trim_end());
+    let reason = receipt["outcome"]["reason"]
+        .as_str()
+        .or_else(|| receipt["reason"].as_str())
+        .expect("receipt reason")
+        .to_owned();
+    assert!(
+        out.stdout
+            .ends_with(&format!("decision: denied by caveat 1, false: {reason}\n")),
+        "{out:?}"
+    );
+    for text in [&out.stdout, &out.stderr] {
+        assert!(longest_hex_run(text) < 32, "no key, no signature: {text}");
+    }
+
+    // --json: one object, the same decision as verify's receipt.
+    let out = explain(&["--json"], CTX_TOO_MUCH, &token);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(out.stdout.lines().count(), 1, "{out:?}");
+    let json = parse_json(&out.stdout);
+    assert_eq!(json["decision"]["allowed"], false);
+    assert_eq!(json["decision"]["reason"], reason.as_str());
+    assert_eq!(json["decision"]["caveat"], 1);
+    assert_eq!(json["caveats"][1]["comparisons"][0]["value"], "9900");
+    assert!(longest_hex_run(&out.stdout) < 32);
+
+    // A missing argument is said as such.
+    let ctx =
+        r#"{"nowMs":1700000000000,"caller":"agent:planner","tool":"checkout.purchase","args":{}}"#;
+    let out = explain(&[], ctx, &token);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("arg.amount_cents <= 5000: arg.amount_cents is missing"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn explain_reports_a_forged_token_and_nothing_more() {
+    let other = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";
+    let token = ok(run(&[
+        "issue",
+        "--root-key-hex",
+        other,
+        "--id",
+        "x",
+        "--caveat",
+        r#"tool == "checkout.purchase""#,
+    ]));
+    let out = explain(&[], CTX_OK, &token);
+    assert_refused(&out);
+    assert!(out.stderr.contains("forged token"), "{out:?}");
+    assert!(!out.stderr.contains("checkout"), "{out:?}");
+    // A bad context is an error too.
+    assert_refused(&explain(&[], "{}", &issue_default()));
+}
+
+#[test]
+fn explain_says_a_caveat_does_not_parse() {
+    // A genuine token carrying a caveat that does not parse (the issuer
+    // refuses to write one; the conformance suite has one).
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../capnagent/tests/vectors/vectors.jsonl");
+    let text = std::fs::read_to_string(&path).expect("read the conformance vectors");
+    let row = text
+        .lines()
+        .map(parse_json)
+        .find(|row| row["id"] == "eval_order-001")
+        .expect("vector present");
+    let field = |name: &str| row[name].as_str().expect(name).to_owned();
+    let out = run(&[
+        "explain",
+        "--root-key-hex",
+        &field("root_key_hex"),
+        "--context-json",
+        &field("ctx_json"),
+        &field("token"),
+    ]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains(": does not parse: "), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("decision: denied by caveat 0, parse: caveat parse error"),
+        "{out:?}"
+    );
+}
+
+/// The caveats of a token with a trap of each simple kind.
+const TRAPS: [&str; 3] = [
+    r#"arg.path starts_with "/srv/""#,
+    r#"arg.endpoint matches "api.example.com""#,
+    "arg.amount_cents <= 5000",
+];
+
+fn issue_caveats(caveats: &[&str]) -> Out {
+    let mut args = vec!["issue", "--root-key-hex", ROOT, "--id", "agent-42"];
+    for caveat in caveats {
+        args.extend_from_slice(&["--caveat", caveat]);
+    }
+    run(&args)
+}
+
+#[test]
+fn lint_prints_one_line_per_warning_with_code_and_safer_form() {
+    let issued = issue_caveats(&TRAPS);
+    let token = ok(issued);
+    let out = run(&["lint", &token]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l.split(']').next().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        [
+            "warning[starts_with_path",
+            "warning[matches_host",
+            "warning[no_lower_bound",
+            "warning[no_expiry"
+        ],
+        "{out:?}"
+    );
+    assert!(
+        lines[0].starts_with("warning[starts_with_path]: caveat 0: "),
+        "{out:?}"
+    );
+    assert!(lines.iter().all(|l| l.contains("; safer: ")), "{out:?}");
+    assert!(
+        lines[3].starts_with("warning[no_expiry]: token: "),
+        "{out:?}"
+    );
+
+    // --deny-warnings: exit 1; --json: one object.
+    assert_eq!(run(&["lint", "--deny-warnings", &token]).code, 1);
+    let out = run(&["lint", "--json", &token]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let json = parse_json(&out.stdout);
+    assert_eq!(json["warnings"][2]["code"], "no_lower_bound");
+    assert_eq!(json["warnings"][2]["caveat"], 2);
+    assert_eq!(
+        json["warnings"][2]["safer"],
+        "add a caveat arg.amount_cents >= 0"
+    );
+    assert_eq!(json["warnings"][3]["caveat"], Value::Null);
+
+    // --proofs-configured flags a bearer token.
+    let out = run(&["lint", "--proofs-configured", &token]);
+    assert!(
+        out.stdout.starts_with("warning[no_holder_key]: token: "),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn lint_is_quiet_on_a_clean_token_and_lints_predicates_before_issuing() {
+    let token = ok(issue_caveats(&[
+        r#"tool == "checkout.purchase""#,
+        "arg.amount_cents <= 5000 AND arg.amount_cents >= 0",
+        "now <= @2999-01-01T00:00:00Z",
+    ]));
+    let out = run(&["lint", "--deny-warnings", &token]);
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{out:?}");
+
+    // Predicates alone, and appended to a token.
+    let out = run(&[
+        "lint",
+        "--caveat",
+        "arg.x <= 5",
+        "--caveat",
+        "arg.x >= 10",
+        "--caveat",
+        "now <= @2001-01-01T00:00:00Z",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("warning[never_holds]: caveat 1: "),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("warning[expired]: caveat 2: "),
+        "{out:?}"
+    );
+    let out = run(&["lint", "--caveat", "arg.amount_cents >= 6000", &token]);
+    assert!(
+        out.stdout.contains("warning[never_holds]: caveat 3: "),
+        "{out:?}"
+    );
+    let out = run(&["lint", "--caveat", "arg.x <="]);
+    assert!(
+        out.stdout.starts_with("warning[unparsable]: caveat 0: "),
+        "{out:?}"
+    );
+
+    // Errors: nothing to lint, a malformed token.
+    assert_eq!(run(&["lint"]).code, 2);
+    assert_refused(&run(&["lint", "not-a-token"]));
+}
+
+#[test]
+fn issue_and_attenuate_warn_on_stderr_and_keep_stdout_the_token() {
+    let out = issue_caveats(&TRAPS);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout.lines().count(),
+        1,
+        "stdout is the token: {out:?}"
+    );
+    assert!(
+        out.stderr.contains("warning[starts_with_path]: caveat 0: "),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("warning[no_expiry]: token: "),
+        "{out:?}"
+    );
+    let token = out.stdout.trim_end().to_owned();
+    // The token works as printed.
+    assert_eq!(ok(run(&["inspect", "--json", &token])).lines().count(), 1);
+
+    let out = run(&["attenuate", "--caveat", "arg.amount_cents >= 9000", &token]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.lines().count(), 1, "{out:?}");
+    assert!(
+        out.stderr.contains("warning[never_holds]: caveat 3: "),
+        "{out:?}"
+    );
+    let narrower = out.stdout.trim_end();
+    let inspected = parse_json(&ok(run(&["inspect", "--json", narrower])));
+    assert_eq!(inspected["caveats"][3], "arg.amount_cents >= 9000");
+
+    // A clean token: nothing on stderr.
+    let out = issue_caveats(&[r#"tool == "t""#, "now <= @2999-01-01T00:00:00Z"]);
+    assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{out:?}");
+}
