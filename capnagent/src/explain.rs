@@ -136,8 +136,8 @@ pub struct CaveatExplanation {
     pub result: CaveatResult,
     /// Its comparisons in source order (empty when it does not parse).
     pub comparisons: Vec<ComparisonExplanation>,
-    /// False for a caveat after the one that denied the call: the
-    /// verifier never reaches it.
+    /// False for a caveat the verifier never reaches: after the one that
+    /// denied the call, or all of them when an earlier gate denied it.
     pub reached: bool,
 }
 
@@ -270,7 +270,12 @@ pub(crate) fn build(
         .map(|(index, caveat)| {
             let mut explained = explain_predicate(caveat.predicate(), ctx, limits);
             explained.index = index;
-            explained.reached = deciding.is_none_or(|at| index <= at);
+            explained.reached = match (denied_by, deciding) {
+                (None, _) => true,
+                (_, Some(at)) => index <= at,
+                // Denied before the caveats.
+                (Some(_), None) => false,
+            };
             explained
         })
         .collect();
@@ -390,10 +395,18 @@ impl Explanation {
 
     /// The caveats only, one line each with their comparisons indented
     /// below: what a debug log of a caveat denial needs.
+    /// Whether a caveat was reached is left out: on the proof path (which
+    /// an explanation does not take) a bound token's caveats are reached.
     pub fn caveats_text(&self) -> String {
+        struct Plain<'a>(&'a CaveatExplanation);
+        impl fmt::Display for Plain<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.write(f, false)
+            }
+        }
         let mut out = String::new();
         for caveat in &self.caveats {
-            out.push_str(&caveat.to_string());
+            out.push_str(&Plain(caveat).to_string());
         }
         out
     }
@@ -403,6 +416,12 @@ impl fmt::Display for CaveatExplanation {
     /// `caveat N: PREDICATE: RESULT`, then one indented line per
     /// comparison, each line ending in a newline.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, true)
+    }
+}
+
+impl CaveatExplanation {
+    fn write(&self, f: &mut fmt::Formatter<'_>, with_reach: bool) -> fmt::Result {
         write!(f, "caveat {}: {}: ", self.index, escape(&self.predicate))?;
         match &self.result {
             CaveatResult::Holds => f.write_str("holds")?,
@@ -410,8 +429,8 @@ impl fmt::Display for CaveatExplanation {
             CaveatResult::ParseError(e) => write!(f, "does not parse: {}", escape(e))?,
             CaveatResult::EvalError(e) => write!(f, "cannot be evaluated: {}", escape(e))?,
         }
-        if !self.reached {
-            f.write_str(" (after the deciding caveat: not reached by the verifier)")?;
+        if with_reach && !self.reached {
+            f.write_str(" (not reached by the verifier)")?;
         }
         f.write_str("\n")?;
         for t in &self.comparisons {
@@ -583,7 +602,10 @@ mod tests {
             text.contains("arg.amount_cents = 9900 <= 5000: false"),
             "{text}"
         );
-        assert!(text.contains("not reached by the verifier"), "{text}");
+        assert!(
+            text.contains("caveat 2: caller == \"x\": false (not reached by the verifier)"),
+            "{text}"
+        );
         assert!(
             text.ends_with(
                 "decision: denied by caveat 1, false: caveat failed: arg.amount_cents <= 5000"
@@ -675,6 +697,55 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  caveat: not reached"), "{text}");
+    }
+
+    #[test]
+    fn a_revoked_token_fails_the_revocation_gate_before_the_caveats() {
+        let cap = token(&[r#"tool == "checkout.purchase""#]);
+        let ctx = call(serde_json::json!({}));
+        let cell = crate::RevocationCell::new(&KEY).expect("cell");
+        let mut revoker = crate::Revoker::new(&KEY).expect("revoker");
+        revoker.revoke("someone-else");
+        cell.install(revoker.publish(1_700_000_000_000))
+            .expect("install");
+        let verifier = Verifier::new(&KEY)
+            .expect("verifier")
+            .with_revocations(cell.clone());
+        let text = verifier.explain(&cap, &ctx).expect("explain").to_string();
+        assert!(
+            text.contains("  revocation: passed (not revoked)"),
+            "{text}"
+        );
+        assert!(text.ends_with("decision: allowed"), "{text}");
+
+        revoker.revoke("agent-42");
+        cell.install(revoker.publish(1_700_000_000_001))
+            .expect("install");
+        let e = verifier.explain(&cap, &ctx).expect("explain");
+        assert_eq!(e.denied_by, Some(Gate::Revocation));
+        let text = e.to_string();
+        assert!(text.contains("  revocation: failed ("), "{text}");
+        assert!(text.contains("  no_caveats: not reached"), "{text}");
+        assert!(
+            text.contains("holds (not reached by the verifier)"),
+            "{text}"
+        );
+        // The debug-log form leaves reachability out.
+        assert!(
+            !e.caveats_text().contains("not reached"),
+            "{}",
+            e.caveats_text()
+        );
+    }
+
+    #[test]
+    fn long_values_are_cut() {
+        let cap = token(&[r#"arg.s == "a""#]);
+        let long = "x".repeat(100_000);
+        let e = explain(&cap, &call(serde_json::json!({ "s": long })));
+        let text = e.to_string();
+        assert!(text.len() < 2_000, "{}", text.len());
+        assert!(text.contains("…[100000 bytes] == \"a\": false"), "{text}");
     }
 
     #[test]

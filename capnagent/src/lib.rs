@@ -72,7 +72,8 @@
 //!
 //! Public dependencies, on purpose: `serde_json`, in
 //! [`ContextBuilder::args`] and `From<&serde_json::Value> for Args` (the
-//! convenient way to pass arguments written with `serde_json::json!`);
+//! convenient way to pass arguments written with `serde_json::json!`)
+//! and [`Explanation::to_json`];
 //! `bytes`, in [`Args::from_json_bytes`] (a request body kept without a
 //! copy); `getrandom`, whose error [`HolderKey::generate`] returns. No
 //! other outside crate's type appears in this crate's API.

@@ -22,8 +22,9 @@ pub(crate) struct Traced {
     pub(crate) op: String,
     /// The literal as the caveat language writes it (`5000`, `"a"`, `@...Z`).
     pub(crate) literal: String,
-    /// The value the identifier has in the context, in the same notation,
-    /// or why it has none (a missing argument: `UnknownIdent`).
+    /// The value the identifier has in the context, in the same notation
+    /// (at most [`MAX_VALUE_TEXT`] bytes of it), or why it has none (a
+    /// missing argument: `UnknownIdent`).
     pub(crate) value: Result<String, EvalError>,
     /// The comparison's result.
     pub(crate) result: Result<bool, EvalError>,
@@ -68,12 +69,40 @@ pub(crate) fn literal_text(literal: &Literal) -> String {
     }
 }
 
+/// Most bytes of a context value shown: a value is the caller's and may
+/// be up to the context limit long, and every comparison shows it.
+pub(crate) const MAX_VALUE_TEXT: usize = 256;
+
 fn value_text(value: &Value<'_>) -> String {
     match value {
-        Value::Str(s) => string_text(s),
-        Value::Num(text) => (*text).to_owned(),
+        Value::Str(s) => {
+            let (head, cut) = cut(s);
+            let mut text = string_text(head);
+            text.push_str(&cut);
+            text
+        }
+        Value::Num(text) => {
+            let (head, cut) = cut(text);
+            format!("{head}{cut}")
+        }
         Value::Time(t) => format!("@{t}"),
     }
+}
+
+/// `text`'s first [`MAX_VALUE_TEXT`] bytes (on a character boundary) and,
+/// when that is not all of it, `…[N bytes]`.
+fn cut(text: &str) -> (&str, String) {
+    if text.len() <= MAX_VALUE_TEXT {
+        return (text, String::new());
+    }
+    let mut end = MAX_VALUE_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (
+        text.get(..end).unwrap_or_default(),
+        format!("…[{} bytes]", text.len()),
+    )
 }
 
 /// A string quoted as the caveat language quotes it; one the language
