@@ -1,6 +1,6 @@
 //! The `capnagent` command: generate keys, issue, attenuate and inspect
-//! capabilities, verify tool calls, check signed receipts and verify
-//! hash-chained audit logs.
+//! capabilities, verify tool calls and explain the decisions, lint
+//! caveats, check signed receipts and verify hash-chained audit logs.
 //!
 //! Run `capnagent --help` for the commands, key sources and exit codes.
 
