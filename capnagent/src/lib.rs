@@ -80,6 +80,7 @@
 mod audit_chain;
 mod audit_log;
 mod auditor;
+mod budget;
 mod capability;
 mod context;
 mod crypto;
@@ -105,6 +106,7 @@ pub use audit_chain::{
 };
 pub use audit_log::{AuditLog, AuditLogBuilder, AuditLogError, AuditLogIter, Durability};
 pub use auditor::{Auditor, MIN_AUDIT_KEY_LEN};
+pub use budget::{BudgetCharge, BudgetStore, InMemoryBudgetStore, Reservation};
 pub use capability::{Capability, Caveat};
 pub use context::{Args, Context, ContextBuilder};
 pub use dsl::{EvalError, Predicate};

@@ -16,7 +16,7 @@ use crate::number::{Decimal, small_integer};
 use crate::timestamp::Timestamp;
 
 /// A resolved left-hand value, borrowed from the context.
-enum Value<'a> {
+pub(super) enum Value<'a> {
     Str(Cow<'a, str>),
     /// A number's exact source text.
     Num(&'a str),
@@ -24,7 +24,7 @@ enum Value<'a> {
 }
 
 impl Value<'_> {
-    fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> &'static str {
         match self {
             Value::Str(_) => "string",
             Value::Num(_) => "number",
@@ -43,6 +43,7 @@ pub(crate) fn eval(expr: &Expr, ctx: &Context) -> Result<bool, EvalError> {
         // Descend to the leftmost comparison.
         let value = match current {
             Expr::Cmp(cmp) => compare(cmp, ctx)?,
+            Expr::Budget(_) => return Err(EvalError::Budget),
             Expr::And(items) | Expr::Or(items) => {
                 let is_and = matches!(current, Expr::And(_));
                 match items.first() {
@@ -73,7 +74,7 @@ pub(crate) fn eval(expr: &Expr, ctx: &Context) -> Result<bool, EvalError> {
     }
 }
 
-fn resolve<'a>(ident: &Ident, ctx: &'a Context) -> Result<Value<'a>, EvalError> {
+pub(super) fn resolve<'a>(ident: &Ident, ctx: &'a Context) -> Result<Value<'a>, EvalError> {
     match ident {
         Ident::Now => Ok(Value::Time(ctx.now())),
         Ident::Caller => Ok(Value::Str(Cow::Borrowed(ctx.caller()))),

@@ -21,6 +21,7 @@
 //! safely.
 
 mod ast;
+mod budget;
 mod build;
 mod eval;
 mod parser;
@@ -34,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub(crate) use ast::Expr;
+pub(crate) use budget::{Budget, detect as is_budget};
 
 use crate::context::Context;
 use crate::error::ParseError;
@@ -98,6 +100,7 @@ impl Predicate {
                     }
                 }
                 Expr::And(items) | Expr::Or(items) => stack.extend(items.iter().rev()),
+                Expr::Budget(_) => {}
             }
         }
         None
@@ -131,6 +134,11 @@ pub enum EvalError {
         /// What the context supplied.
         got: String,
     },
+    /// A budget caveat (`calls <= N`, `sum(arg.x) <= N`) is judged by a
+    /// verifier's budget store across calls, not evaluated against one
+    /// call.
+    #[error("a budget caveat is judged by a verifier's budget store, not evaluated alone")]
+    Budget,
 }
 
 impl EvalError {
@@ -146,6 +154,7 @@ impl EvalError {
         match self {
             EvalError::UnknownIdent(_) => "eval.unknown_identifier",
             EvalError::TypeMismatch { .. } => "eval.type_mismatch",
+            EvalError::Budget => "eval.budget",
         }
     }
 }
