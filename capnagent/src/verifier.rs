@@ -12,6 +12,13 @@
 //! 5. each caveat in order: parsed when the decision first reaches it
 //!    (cached by text), then evaluated; the first that does not hold
 //!    denies, and no caveat after it is ever parsed.
+//! 6. budget caveats (`calls <= N`, `sum(arg.x) <= N [per W]`, a capnagent
+//!    extension, see `docs/caveats.md`): skipped in step 5 (their amount
+//!    is read there), then all reserved at once, all or none, in the
+//!    [`BudgetStore`] on the asynchronous paths
+//!    ([`Verifier::verify_with_context_async`], [`Verifier::verify_with_proof`]);
+//!    without a store, or on the synchronous path, they deny. A call
+//!    denied anywhere consumes no budget.
 //!
 //! Nothing is parsed before gate 5: the gates before it cost at most the
 //! HMAC chain, so a revoked or expired token with caveats appended by its
