@@ -307,3 +307,60 @@ async fn redis_down_or_too_slow_denies_and_service_resumes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `INFO commandstats` calls of `command` (0 when never called).
+async fn calls_of(conn: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("info");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn one_round_trip_per_decision_whatever_the_number_of_budgets() {
+    // A private server: its command counters see this test's calls only.
+    let Some(server) = RedisServer::start() else {
+        no_redis("redis-server could not start");
+        return;
+    };
+    let cfg = config(&server.url(), "budget-round-trips");
+    let verifier = verifier(&cfg).await;
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut admin = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let cap = cap(
+        "agent-42",
+        &[
+            "calls <= 100",
+            r#"tool == "checkout.purchase""#,
+            "calls <= 100 per 1h",
+            "sum(arg.amount_cents) <= 1000",
+        ],
+    );
+    // The first decision loads the script.
+    assert!(decide(&verifier, &cap, &call_at(NOW, 1)).await.is_allowed());
+    let counted = ["evalsha", "eval", "script|load", "get", "incrby", "pexpire"];
+    let mut before = Vec::new();
+    for command in counted {
+        before.push(calls_of(&mut admin, command).await);
+    }
+    for _ in 0..10 {
+        assert!(decide(&verifier, &cap, &call_at(NOW, 1)).await.is_allowed());
+    }
+    let mut delta = Vec::new();
+    for (command, before) in counted.into_iter().zip(before) {
+        delta.push(calls_of(&mut admin, command).await - before);
+    }
+    // One EVALSHA per decision, no script reload; inside each, the three
+    // budgets read, charged, and the windowed one given its expiry.
+    assert_eq!(delta, [10, 0, 0, 30, 30, 10]);
+}
