@@ -1,5 +1,6 @@
 //! The README's first command: `quickstart` exits 0 and shows an allowed
-//! and a denied call with their receipts, and the audit log.
+//! and a denied call with their receipts, the third purchase over a
+//! 2-call budget refused, and the audit log.
 
 #![allow(clippy::unwrap_used)]
 
@@ -21,12 +22,20 @@ fn quickstart_shows_an_allowed_and_a_denied_call() {
         stdout.contains("-> 403 denied: caveat failed: tool == \"checkout.purchase\""),
         "{stdout}"
     );
+    assert!(stdout.contains("caveat:     calls <= 2"), "{stdout}");
+    assert!(
+        stdout.contains("purchase 3: POST /tools/checkout.purchase")
+            && stdout.contains("-> 403 denied: budget exhausted: calls <= 2 (used 2 of 2)"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("-> 200 allowed").count(), 3, "{stdout}");
     assert!(stdout.contains("allowed receipt: signature"), "{stdout}");
     assert!(stdout.contains("denied  receipt: signature"), "{stdout}");
-    assert!(stdout.contains("(2 lines)"), "{stdout}");
+    assert!(stdout.contains("(5 lines)"), "{stdout}");
+    // One allowed receipt shown for step 2, three in the audit log.
     assert_eq!(
         stdout.matches("\"outcome\":{\"kind\":\"allowed\"}").count(),
-        2
+        4
     );
 }
 

@@ -6,6 +6,11 @@
 //! - [`RedisRevocationStore`]: a [`RevocationStore`] holding the newest
 //!   signed [`RevocationList`] (a Lua script
 //!   refuses to overwrite a newer list).
+//! - [`RedisBudgetStore`]: a [`BudgetStore`] for budget caveats
+//!   (`calls <= 20`, `sum(arg.amount_cents) <= 50000 per 1d`; see
+//!   `docs/caveats.md`), shared by every verifier and kept across their
+//!   restarts. One Lua script per decision checks and reserves all its
+//!   budgets, all or none.
 //! - [`spawn_revocation_feed`]: polls any [`RevocationStore`] and installs
 //!   newer lists into a verifier's
 //!   [`RevocationCell`].
@@ -60,8 +65,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use capnagent::{
-    BoxFuture, DEFAULT_MAX_CLOCK_OFFSET, NonceStore, RevocationCell, RevocationList,
-    RevocationStore, StoreError,
+    BoxFuture, BudgetCharge, BudgetStore, DEFAULT_MAX_CLOCK_OFFSET, NonceStore, Reservation,
+    RevocationCell, RevocationList, RevocationStore, StoreError,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands as _, Client, Script};
@@ -192,9 +197,7 @@ impl NonceStore for RedisNonceStore {
             }
             let mut key = String::with_capacity(self.prefix.len() + 64);
             key.push_str(&self.prefix);
-            for b in nonce {
-                key.push_str(&format!("{b:02x}"));
-            }
+            push_hex(&mut key, nonce);
             let mut conn = self.conn.clone();
             let reply: Option<String> = deadline(
                 self.timeout,
@@ -215,6 +218,138 @@ impl NonceStore for RedisNonceStore {
 impl fmt::Debug for RedisNonceStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisNonceStore")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Appends `bytes` in lowercase hex.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+}
+
+/// Checks every budget of one decision, then reserves them all or none.
+/// KEYS[i]: a budget record (the running total); ARGV[3i-2]: its limit,
+/// ARGV[3i-1]: this call's amount, ARGV[3i]: TTL in ms (0: no expiry).
+/// Reply `{0, 0}` when reserved, `{i, used}` for the first budget that
+/// does not fit (nothing changed), `{-1, i}` when record `i` is not a
+/// number. Values stay below 2^53 (limits and amounts are at most 10^15),
+/// so Lua's doubles add them exactly.
+const RESERVE: &str = r"
+for i = 1, #KEYS do
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if used == nil then
+    return {-1, i}
+  end
+  if used + tonumber(ARGV[3 * i - 1]) > tonumber(ARGV[3 * i - 2]) then
+    return {i, used}
+  end
+end
+for i = 1, #KEYS do
+  redis.call('INCRBY', KEYS[i], ARGV[3 * i - 1])
+  local ttl = tonumber(ARGV[3 * i])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  end
+end
+return {0, 0}
+";
+
+/// A [`BudgetStore`] in Redis: one string per budget and window,
+/// `<prefix>:budget:<hex scope>:<window start ms>`, holding the running
+/// total.
+///
+/// Each decision is one `EVALSHA` of a Lua script that checks every budget
+/// of the decision and reserves them all or none (one round trip whatever
+/// the number of budget caveats), under the configured deadline
+/// ([`RedisConfig::timeout`]); an error or a timeout denies the call. A
+/// reservation whose answer was lost (a timeout after Redis ran the
+/// script) stays counted: budgets can be under-used after an outage,
+/// never over-used.
+///
+/// A windowed budget's key expires (`PEXPIRE`, on Redis's clock) once its
+/// window has ended plus the fleet's clock-offset bound; a budget without a
+/// window is kept for good. The keys of one decision go into one script,
+/// so Redis Cluster (keys in several slots) is not supported.
+#[derive(Clone)]
+pub struct RedisBudgetStore {
+    conn: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    reserve: Arc<Script>,
+}
+
+impl RedisBudgetStore {
+    /// Connects (fails if Redis is unreachable now; reconnects later on
+    /// its own).
+    pub async fn connect(config: &RedisConfig) -> Result<Self, StoreError> {
+        Ok(RedisBudgetStore {
+            conn: config.connect().await?,
+            prefix: format!("{}:budget:", config.prefix),
+            timeout: config.timeout,
+            reserve: Arc::new(Script::new(RESERVE)),
+        })
+    }
+
+    /// The Redis key of a budget record.
+    pub fn key(&self, scope: &[u8; 32], window_start_ms: u64) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + 86);
+        key.push_str(&self.prefix);
+        push_hex(&mut key, scope);
+        key.push(':');
+        key.push_str(&window_start_ms.to_string());
+        key
+    }
+}
+
+impl BudgetStore for RedisBudgetStore {
+    fn try_reserve<'a>(
+        &'a self,
+        charges: &'a [BudgetCharge],
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Reservation, StoreError>> {
+        Box::pin(async move {
+            if charges.is_empty() {
+                return Ok(Reservation::Reserved);
+            }
+            let mut invocation = self.reserve.prepare_invoke();
+            for charge in charges {
+                let ttl_ms = charge
+                    .expires_at_ms
+                    .map_or(0, |at| at.saturating_sub(now_ms).max(1));
+                invocation
+                    .key(self.key(&charge.scope, charge.window_start_ms))
+                    .arg(charge.limit)
+                    .arg(charge.amount)
+                    .arg(ttl_ms);
+            }
+            let mut conn = self.conn.clone();
+            let (status, value): (i64, i64) =
+                deadline(self.timeout, invocation.invoke_async(&mut conn)).await?;
+            match (status, usize::try_from(status), u64::try_from(value)) {
+                (0, _, _) => Ok(Reservation::Reserved),
+                (_, Ok(i), Ok(used)) if (1..=charges.len()).contains(&i) => {
+                    Ok(Reservation::Exhausted { index: i - 1, used })
+                }
+                (-1, _, _) => Err(StoreError::Invalid(format!(
+                    "budget record {value} is not a number"
+                ))),
+                _ => Err(StoreError::Invalid(format!(
+                    "unexpected budget script reply {{{status}, {value}}}"
+                ))),
+            }
+        })
+    }
+}
+
+impl fmt::Debug for RedisBudgetStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBudgetStore")
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()

@@ -14,7 +14,9 @@
 //!    buffered for a forged token (then the body limit, in the future);
 //! 4. the adapter's classification of the body (args, what it needs);
 //! 5. the verifier: chain, holder key and proof (asynchronously, it may
-//!    consult a nonce store), replay, revocation, caveats.
+//!    consult a nonce store), replay, revocation, caveats; a token with a
+//!    budget caveat is judged asynchronously too (the verifier's budget
+//!    store), except by a head-only check, where it is denied.
 //!
 //! A receipt the engine signs itself names the token's identifier and
 //! caveats only when its chain verifies (see `Subject`); its caller, tool
@@ -178,7 +180,8 @@ pub(crate) enum Decision<P: Protocol> {
     },
     /// Answer with the denial once `record` resolves (whatever it says).
     Deny { record: Record, answer: P::Answer },
-    /// A holder-of-key proof is being checked (asynchronously).
+    /// A holder-of-key proof, or the budgets of a token with budget
+    /// caveats, are being checked (asynchronously).
     Prove(Proving<P>),
 }
 
@@ -587,6 +590,29 @@ impl<P: Protocol> Engine<P> {
             }
         }
 
+        // Budget caveats need the verifier's budget store: the asynchronous
+        // path. Where nothing can be awaited (`proofs` false), the
+        // synchronous path denies them.
+        if proofs && self.verifier.has_budget_caveats(&cap) {
+            let (verifier, auditor) = (self.verifier.clone(), self.auditor.clone());
+            let (judged_cap, judged_ctx) = (Arc::clone(&cap), ctx.clone());
+            return Decision::Prove(Proving {
+                verdict: Box::pin(async move {
+                    verifier
+                        .verify_with_context_async(&judged_cap, &judged_ctx, &auditor)
+                        .await
+                }),
+                judged: Judged {
+                    started,
+                    cap,
+                    uncached,
+                    ctx,
+                    need,
+                    reply,
+                },
+            });
+        }
+
         let verdict = self.verifier.verify_with_context(&cap, &ctx, &self.auditor);
         self.conclude(
             verdict,
@@ -907,10 +933,14 @@ mod tests {
     type Receipts = Arc<Mutex<Vec<Receipt>>>;
 
     fn engine(body: bool, need: Need) -> (Arc<Engine<Bare>>, Receipts) {
+        engine_with(Verifier::new(&ROOT).unwrap(), body, need)
+    }
+
+    fn engine_with(verifier: Verifier, body: bool, need: Need) -> (Arc<Engine<Bare>>, Receipts) {
         let receipts: Receipts = Arc::default();
         let sink = Arc::clone(&receipts);
         let layer = CapabilityLayer::with_protocol(
-            Verifier::new(&ROOT).unwrap(),
+            verifier,
             Auditor::new(&[9; 32]).unwrap(),
             Bare { body, need },
         )
@@ -1078,6 +1108,60 @@ mod tests {
             Checked::Allowed { .. } => panic!("allowed"),
         }
         assert_eq!(receipts.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn budget_tokens_are_judged_asynchronously_or_refused_by_a_head_check() {
+        let store = Arc::new(capnagent::InMemoryBudgetStore::new());
+        let verifier = Verifier::new(&ROOT).unwrap().with_budget_store(store);
+        let (engine, receipts) = engine_with(verifier, false, Need::Caveats);
+        let token = token(&ROOT, &[r#"tool == "t""#, "calls <= 1"], None);
+        let mut outcomes = Vec::new();
+        for _ in 0..2 {
+            let Decision::Prove(Proving { verdict, judged }) = decide(&engine, Some(&token), "")
+            else {
+                panic!("a budget token must take the asynchronous path");
+            };
+            outcomes.push(match engine.conclude(verdict.await, judged) {
+                Decision::Allow { .. } => None,
+                Decision::Deny { answer, .. } => Some(answer),
+                Decision::Prove(_) => panic!("proving twice"),
+            });
+        }
+        let budget = Gate::Caveat {
+            index: 1,
+            failure: CaveatFailure::BudgetExhausted,
+        };
+        assert_eq!(
+            outcomes,
+            [
+                None,
+                Some((
+                    Denial::Verifier(Some(budget)),
+                    "budget exhausted: calls <= 1 (used 1 of 1)".to_owned()
+                ))
+            ]
+        );
+
+        // A head-only check cannot wait for the store: refused.
+        let mut parts = self::parts(Some(&token));
+        match engine.check_head(&mut parts) {
+            Checked::Denied { answer, .. } => assert_eq!(
+                answer.0,
+                Denial::Verifier(Some(Gate::Caveat {
+                    index: 1,
+                    failure: CaveatFailure::BudgetUnavailable
+                }))
+            ),
+            Checked::Allowed { .. } => panic!("allowed"),
+        }
+        // A token without budgets is still decided synchronously.
+        let plain = self::token(&ROOT, &[r#"tool == "t""#], None);
+        assert!(matches!(
+            decide(&engine, Some(&plain), ""),
+            Decision::Allow { .. }
+        ));
+        assert_eq!(receipts.lock().unwrap().len(), 4);
     }
 
     #[test]

@@ -493,6 +493,8 @@ impl fmt::Display for Explanation {
                             CaveatFailure::False => "false",
                             CaveatFailure::Parse => "parse",
                             CaveatFailure::Eval => "eval",
+                            CaveatFailure::BudgetExhausted => "budget exhausted",
+                            CaveatFailure::BudgetUnavailable => "budget unavailable",
                         };
                         format!("caveat {index}, {how}")
                     }

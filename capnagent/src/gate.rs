@@ -67,6 +67,13 @@ pub enum CaveatFailure {
     /// It parsed but could not be evaluated against this call's facts (a
     /// missing argument, a type mismatch).
     Eval,
+    /// A budget caveat (`calls <= N`, `sum(arg.x) <= N`, see
+    /// `docs/caveats.md`) whose budget this call would exceed.
+    BudgetExhausted,
+    /// A budget caveat that could not be judged: no budget store is
+    /// configured, the decision took the synchronous path, or the store
+    /// did not answer (fail closed).
+    BudgetUnavailable,
 }
 
 impl Gate {

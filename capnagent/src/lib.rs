@@ -62,7 +62,10 @@
 //! from run-time values with the typed methods of [`CapabilityBuilder`]
 //! and [`Predicate`] (`caller_is`, `tool_is`, `arg_at_most`, `not_after`,
 //! ...), never by formatting text. Every bound on what a token may cost is
-//! in [`Limits`].
+//! in [`Limits`]. Budget caveats across calls (`calls <= 20`,
+//! `sum(arg.amount_cents) <= 50000 per 1d`), a capnagent extension, are
+//! judged by a [`BudgetStore`] on
+//! [`Verifier::verify_with_context_async`] (`docs/caveats.md`).
 //!
 //! JSON has one value model, [`JsonValue`] (numbers keep their source
 //! text, objects keep their member order and repeated keys), and one
@@ -81,6 +84,7 @@
 mod audit_chain;
 mod audit_log;
 mod auditor;
+mod budget;
 mod capability;
 mod context;
 mod crypto;
@@ -108,6 +112,7 @@ pub use audit_chain::{
 };
 pub use audit_log::{AuditLog, AuditLogBuilder, AuditLogError, AuditLogIter, Durability};
 pub use auditor::{Auditor, MIN_AUDIT_KEY_LEN};
+pub use budget::{BudgetCharge, BudgetStore, InMemoryBudgetStore, Reservation};
 pub use capability::{Capability, Caveat};
 pub use context::{Args, Context, ContextBuilder};
 pub use dsl::{EvalError, Predicate};

@@ -12,6 +12,13 @@
 //! 5. each caveat in order: parsed when the decision first reaches it
 //!    (cached by text), then evaluated; the first that does not hold
 //!    denies, and no caveat after it is ever parsed.
+//! 6. budget caveats (`calls <= N`, `sum(arg.x) <= N [per W]`, a capnagent
+//!    extension, see `docs/caveats.md`): skipped in step 5 (their amount
+//!    is read there), then all reserved at once, all or none, in the
+//!    [`BudgetStore`] on the asynchronous paths
+//!    ([`Verifier::verify_with_context_async`], [`Verifier::verify_with_proof`]);
+//!    without a store, or on the synchronous path, they deny. A call
+//!    denied anywhere consumes no budget.
 //!
 //! Nothing is parsed before gate 5: the gates before it cost at most the
 //! HMAC chain, so a revoked or expired token with caveats appended by its
@@ -54,6 +61,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::auditor::Auditor;
+use crate::budget::{BudgetCharge, BudgetStore, Reservation};
 use crate::capability::{Capability, CaveatList, VerifiedMemo};
 use crate::context::Context;
 use crate::crypto::{KeyedMac, Tag};
@@ -155,6 +163,7 @@ struct Config {
     cache_capacity: usize,
     chain_cache_capacity: usize,
     nonce_store: Option<Arc<dyn NonceStore>>,
+    budget_store: Option<Arc<dyn BudgetStore>>,
     revocations: Option<RevocationCell>,
     proof_skew_ms: u64,
     max_clock_offset_ms: u64,
@@ -215,6 +224,7 @@ impl Verifier {
                 cache_capacity: DEFAULT_CACHE_CAPACITY,
                 chain_cache_capacity: DEFAULT_CHAIN_CACHE_CAPACITY,
                 nonce_store: None,
+                budget_store: None,
                 revocations: None,
                 proof_skew_ms: duration_ms(DEFAULT_PROOF_SKEW),
                 max_clock_offset_ms: duration_ms(DEFAULT_MAX_CLOCK_OFFSET),
@@ -273,6 +283,29 @@ impl Verifier {
     /// within its window. Without a store, proofs are not single-use.
     pub fn with_nonce_store(self, store: Arc<dyn NonceStore>) -> Verifier {
         self.with(|c| c.nonce_store = Some(store))
+    }
+
+    /// Judges budget caveats (`calls <= 20`, `sum(arg.amount_cents) <=
+    /// 50000 per 1d`, see `docs/caveats.md`) with `store`, on the
+    /// asynchronous paths ([`verify_with_context_async`](Self::verify_with_context_async),
+    /// [`verify_with_proof`](Self::verify_with_proof)). Without a store, a
+    /// budget caveat denies (fail closed), as it does on the synchronous
+    /// path. Verifiers that share a store share the budgets.
+    pub fn with_budget_store(self, store: Arc<dyn BudgetStore>) -> Verifier {
+        self.with(|c| c.budget_store = Some(store))
+    }
+
+    /// True when a budget store is configured.
+    pub fn has_budget_store(&self) -> bool {
+        self.inner.config.budget_store.is_some()
+    }
+
+    /// True when one of `cap`'s caveats is a budget caveat (read from the
+    /// first word of each caveat's text; nothing is parsed). Such a token
+    /// is allowed only on an asynchronous path with a budget store: an
+    /// adapter routes it to [`verify_with_context_async`](Self::verify_with_context_async).
+    pub fn has_budget_caveats(&self, cap: &Capability) -> bool {
+        cap.caveats().iter().any(|c| dsl::is_budget(c.predicate()))
     }
 
     /// Sets how far a proof's timestamp may be from the call's `now`
@@ -512,6 +545,55 @@ impl Verifier {
         ))
     }
 
+    /// [`verify_with_context`](Self::verify_with_context) that also
+    /// judges budget caveats with the budget store
+    /// ([`with_budget_store`](Self::with_budget_store)): every other gate
+    /// and caveat first, then all the budgets of the decision reserved at
+    /// once, all or none. A denied call consumes no budget. Without budget
+    /// caveats it decides exactly as the synchronous path does (and
+    /// completes without waiting).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use capnagent::{Auditor, CaveatFailure, Context, Gate, InMemoryBudgetStore, Issuer, Verifier};
+    ///
+    /// let cap = Issuer::from_key(&[7; 32])?.issue("agent-42").caveat("calls <= 1")?.build()?;
+    /// let verifier = Verifier::new(&[7; 32])?.with_budget_store(Arc::new(InMemoryBudgetStore::new()));
+    /// let auditor = Auditor::new(&[9; 32])?;
+    /// let ctx = Context::builder().now_millis(1_700_000_000_000).tool("t").build();
+    /// let first = block_on(verifier.verify_with_context_async(&cap, &ctx, &auditor))?;
+    /// assert!(first.is_allowed());
+    /// let second = block_on(verifier.verify_with_context_async(&cap, &ctx, &auditor))?;
+    /// assert_eq!(second.outcome().reason(), Some("budget exhausted: calls <= 1 (used 1 of 1)"));
+    /// assert_eq!(
+    ///     second.denied_by(),
+    ///     Some(Gate::Caveat { index: 0, failure: CaveatFailure::BudgetExhausted }),
+    /// );
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let waker = std::task::Waker::noop();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+    /// # }
+    /// # Ok::<(), capnagent::Error>(())
+    /// ```
+    pub async fn verify_with_context_async(
+        &self,
+        cap: &Capability,
+        ctx: &Context,
+        auditor: &Auditor,
+    ) -> Result<Receipt, Error> {
+        self.verify(cap)?;
+        let (outcome, gate) = if cap.holder_of_key().is_some() {
+            denied(Gate::HolderKey, REASON_HOLDER_KEY_BOUND.to_owned())
+        } else {
+            self.after_proof_async(cap, ctx).await
+        };
+        Ok(auditor
+            .sign_shared(cap.identifier_shared(), cap.caveats_shared(), ctx, outcome)
+            .denied_at(gate))
+    }
+
     /// The bearer-path decision and the gate that denied it, if any.
     fn judge(&self, cap: &Capability, ctx: &Context) -> Result<Judged, Error> {
         self.verify(cap)?;
@@ -601,24 +683,107 @@ impl Verifier {
                 }
             }
         }
-        self.after_proof(cap, ctx)
+        self.after_proof_async(cap, ctx).await
     }
 
-    /// Revocation, zero caveats, caveats.
+    /// Revocation, zero caveats, caveats; budget caveats deny (they need
+    /// the asynchronous path).
     fn after_proof(&self, cap: &Capability, ctx: &Context) -> Judged {
+        match self.before_budgets(cap, ctx) {
+            Err(judged) => judged,
+            Ok(budgets) => match budgets.first() {
+                None => (Outcome::Allowed, None),
+                Some(first) => {
+                    let text = caveat_text(cap, first.index);
+                    let reason = if self.has_budget_store() {
+                        format!(
+                            "budget caveat needs the asynchronous decision path (verify_with_context_async): {text}"
+                        )
+                    } else {
+                        format!("budget caveat needs a budget store (none configured): {text}")
+                    };
+                    denied(
+                        budget_gate(first.index, CaveatFailure::BudgetUnavailable),
+                        reason,
+                    )
+                }
+            },
+        }
+    }
+
+    /// Revocation, zero caveats, caveats, then the budgets of the decision
+    /// reserved at once.
+    async fn after_proof_async(&self, cap: &Capability, ctx: &Context) -> Judged {
+        let budgets = match self.before_budgets(cap, ctx) {
+            Err(judged) => return judged,
+            Ok(budgets) if budgets.is_empty() => return (Outcome::Allowed, None),
+            Ok(budgets) => budgets,
+        };
+        let first = budgets[0].index;
+        let Some(store) = &self.inner.config.budget_store else {
+            let text = caveat_text(cap, first);
+            let reason = format!("budget caveat needs a budget store (none configured): {text}");
+            return denied(budget_gate(first, CaveatFailure::BudgetUnavailable), reason);
+        };
+        let charges: Vec<BudgetCharge> = budgets.iter().map(|b| b.charge).collect();
+        match store.try_reserve(&charges, ctx.now().unix_millis()).await {
+            Ok(Reservation::Reserved) => (Outcome::Allowed, None),
+            Ok(Reservation::Exhausted { index, used }) => match budgets.get(index) {
+                Some(budget) => {
+                    let text = caveat_text(cap, budget.index);
+                    let charge = &budget.charge;
+                    let reason = if budget.is_sum {
+                        format!(
+                            "budget exhausted: {text} (used {used}, this call {})",
+                            charge.amount
+                        )
+                    } else {
+                        format!("budget exhausted: {text} (used {used} of {})", charge.limit)
+                    };
+                    denied(
+                        budget_gate(budget.index, CaveatFailure::BudgetExhausted),
+                        reason,
+                    )
+                }
+                None => denied(
+                    budget_gate(first, CaveatFailure::BudgetUnavailable),
+                    format!(
+                        "budget store unavailable: it named charge {index} of {}",
+                        budgets.len()
+                    ),
+                ),
+            },
+            Err(e) => {
+                let text = caveat_text(cap, first);
+                denied(
+                    budget_gate(first, CaveatFailure::BudgetUnavailable),
+                    format!("budget store unavailable: {e}: {text}"),
+                )
+            }
+        }
+    }
+
+    /// Revocation, zero caveats and every caveat but the budgets: a
+    /// denial, or the budgets still to reserve (empty without any).
+    fn before_budgets(
+        &self,
+        cap: &Capability,
+        ctx: &Context,
+    ) -> Result<Vec<PendingBudget>, Judged> {
         if let Some(cell) = &self.inner.config.revocations
             && let Some(reason) = cell.check(cap.identifier(), ctx.now().unix_millis())
         {
-            return denied(Gate::Revocation, reason);
+            return Err(denied(Gate::Revocation, reason));
         }
         if cap.caveats().is_empty() {
-            return denied(Gate::NoCaveats, REASON_ZERO_CAVEATS.to_owned());
+            return Err(denied(Gate::NoCaveats, REASON_ZERO_CAVEATS.to_owned()));
         }
         self.check_caveats(cap, ctx)
     }
 
-    fn check_caveats(&self, cap: &Capability, ctx: &Context) -> Judged {
+    fn check_caveats(&self, cap: &Capability, ctx: &Context) -> Result<Vec<PendingBudget>, Judged> {
         let memo = self.memo(cap);
+        let mut budgets: Vec<PendingBudget> = Vec::new();
         for (i, caveat) in cap.caveats().iter().enumerate() {
             let text = caveat.predicate();
             // Parsed here, when reached, never before: a caveat after the
@@ -629,22 +794,77 @@ impl Verifier {
                 Ok(expr) => expr,
                 Err(e) => {
                     let reason = format!("caveat parse error in {text:?}: {e}");
-                    return denied(caveat_gate(CaveatFailure::Parse), reason);
+                    return Err(denied(caveat_gate(CaveatFailure::Parse), reason));
                 }
             };
+            if let dsl::Expr::Budget(budget) = expr {
+                // Reserved after every other caveat held.
+                match self.pending_budget(cap, ctx, i, text, budget) {
+                    // The same text twice in one chain is one budget,
+                    // charged once.
+                    Ok(pending) => {
+                        if !budgets
+                            .iter()
+                            .any(|b| b.charge.scope == pending.charge.scope)
+                        {
+                            budgets.push(pending);
+                        }
+                    }
+                    Err(e) => {
+                        let reason = format!("caveat eval error in {text:?}: {e}");
+                        return Err(denied(caveat_gate(CaveatFailure::Eval), reason));
+                    }
+                }
+                continue;
+            }
             match dsl::eval_expr(expr, ctx) {
                 Ok(true) => {}
                 Ok(false) => {
                     let reason = format!("caveat failed: {text}");
-                    return denied(caveat_gate(CaveatFailure::False), reason);
+                    return Err(denied(caveat_gate(CaveatFailure::False), reason));
                 }
                 Err(e) => {
                     let reason = format!("caveat eval error in {text:?}: {e}");
-                    return denied(caveat_gate(CaveatFailure::Eval), reason);
+                    return Err(denied(caveat_gate(CaveatFailure::Eval), reason));
                 }
             }
         }
-        (Outcome::Allowed, None)
+        Ok(budgets)
+    }
+
+    /// The charge of budget caveat `i` (text `text`) for this call.
+    fn pending_budget(
+        &self,
+        cap: &Capability,
+        ctx: &Context,
+        i: usize,
+        text: &str,
+        budget: &dsl::Budget,
+    ) -> Result<PendingBudget, dsl::EvalError> {
+        let amount = budget.amount(ctx)?;
+        let scope = BudgetCharge::scope_of(cap.identifier(), text);
+        let now_ms = ctx.now().unix_millis();
+        let (window_start_ms, expires_at_ms) = match budget.window_ms {
+            None => (0, None),
+            Some(window) => {
+                let start = now_ms - now_ms % window;
+                let end = start
+                    .saturating_add(window)
+                    .saturating_add(self.inner.config.max_clock_offset_ms);
+                (start, Some(end))
+            }
+        };
+        Ok(PendingBudget {
+            index: i,
+            is_sum: budget.is_sum(),
+            charge: BudgetCharge {
+                scope,
+                window_start_ms,
+                expires_at_ms,
+                limit: budget.limit,
+                amount,
+            },
+        })
     }
 
     /// Whether `cap`'s caveats could allow *some* call in `ctx`: false
@@ -817,6 +1037,23 @@ impl ChainCache {
 /// A decision and, when denied, the gate that denied it.
 type Judged = (Outcome, Option<Gate>);
 
+/// A budget caveat that held its place in a decision, to reserve once
+/// every other caveat held.
+struct PendingBudget {
+    /// The caveat's position.
+    index: usize,
+    is_sum: bool,
+    charge: BudgetCharge,
+}
+
+fn budget_gate(index: usize, failure: CaveatFailure) -> Gate {
+    Gate::Caveat { index, failure }
+}
+
+fn caveat_text(cap: &Capability, index: usize) -> &str {
+    cap.caveats().get(index).map_or("", |c| c.predicate())
+}
+
 fn denied(gate: Gate, reason: String) -> Judged {
     (Outcome::Denied { reason }, Some(gate))
 }
@@ -833,6 +1070,7 @@ impl fmt::Debug for Verifier {
             .field("cache", &self.inner.cache)
             .field("chain_cache_capacity", &config.chain_cache_capacity)
             .field("nonce_store", &config.nonce_store.is_some())
+            .field("budget_store", &config.budget_store.is_some())
             .field("revocations", &config.revocations)
             .field("proof_skew_ms", &config.proof_skew_ms)
             .field("max_clock_offset_ms", &config.max_clock_offset_ms)

@@ -18,6 +18,9 @@ pub(crate) enum Expr {
     And(Vec<Expr>),
     /// Any must hold, evaluated left to right.
     Or(Vec<Expr>),
+    /// A budget caveat (a capnagent extension): always a whole caveat,
+    /// judged by the verifier's budget store, never evaluated alone.
+    Budget(Box<super::budget::Budget>),
 }
 
 impl Drop for Expr {
@@ -26,7 +29,7 @@ impl Drop for Expr {
     fn drop(&mut self) {
         let mut pending = match self {
             Expr::And(items) | Expr::Or(items) => std::mem::take(items),
-            Expr::Cmp(_) => return,
+            Expr::Cmp(_) | Expr::Budget(_) => return,
         };
         while let Some(mut expr) = pending.pop() {
             if let Expr::And(items) | Expr::Or(items) = &mut expr {

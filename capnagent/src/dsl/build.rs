@@ -109,7 +109,7 @@ fn comparison(
             };
             same_ident && *parsed_op == op && same_literal
         }
-        Expr::And(_) | Expr::Or(_) => false,
+        Expr::And(_) | Expr::Or(_) | Expr::Budget(_) => false,
     };
     if exact {
         Ok(predicate)

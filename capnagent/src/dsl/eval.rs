@@ -24,7 +24,7 @@ pub(super) enum Value<'a> {
 }
 
 impl Value<'_> {
-    fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> &'static str {
         match self {
             Value::Str(_) => "string",
             Value::Num(_) => "number",
@@ -43,6 +43,7 @@ pub(crate) fn eval(expr: &Expr, ctx: &Context) -> Result<bool, EvalError> {
         // Descend to the leftmost comparison.
         let value = match current {
             Expr::Cmp(cmp) => compare(cmp, ctx)?,
+            Expr::Budget(_) => return Err(EvalError::Budget),
             Expr::And(items) | Expr::Or(items) => {
                 let is_and = matches!(current, Expr::And(_));
                 match items.first() {

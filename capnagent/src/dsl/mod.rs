@@ -21,6 +21,7 @@
 //! safely.
 
 mod ast;
+mod budget;
 mod build;
 mod eval;
 mod parser;
@@ -36,6 +37,7 @@ use std::sync::{Arc, RwLock};
 
 pub(crate) use ast::Expr;
 pub(crate) use ast::{Comparison, Ident, Literal};
+pub(crate) use budget::{Budget, detect as is_budget};
 pub(crate) use trace::{ident_text, literal_text, trace};
 
 use crate::context::Context;
@@ -106,6 +108,7 @@ impl Predicate {
                     }
                 }
                 Expr::And(items) | Expr::Or(items) => stack.extend(items.iter().rev()),
+                Expr::Budget(_) => {}
             }
         }
         None
@@ -139,6 +142,11 @@ pub enum EvalError {
         /// What the context supplied.
         got: String,
     },
+    /// A budget caveat (`calls <= N`, `sum(arg.x) <= N`) is judged by a
+    /// verifier's budget store across calls, not evaluated against one
+    /// call.
+    #[error("a budget caveat is judged by a verifier's budget store, not evaluated alone")]
+    Budget,
 }
 
 impl EvalError {
@@ -154,6 +162,7 @@ impl EvalError {
         match self {
             EvalError::UnknownIdent(_) => "eval.unknown_identifier",
             EvalError::TypeMismatch { .. } => "eval.type_mismatch",
+            EvalError::Budget => "eval.budget",
         }
     }
 }

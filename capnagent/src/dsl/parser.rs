@@ -32,6 +32,10 @@ use crate::timestamp::Timestamp;
 /// Parses one predicate under `limits`.
 pub(crate) fn parse(src: &str, limits: &Limits) -> Result<Expr, ParseError> {
     precheck(src, limits)?;
+    // A capnagent extension: a caveat that begins as a budget is one.
+    if super::budget::detect(src) {
+        return super::budget::parse(src).map(|budget| Expr::Budget(Box::new(budget)));
+    }
     Parser {
         src,
         bytes: src.as_bytes(),

@@ -44,6 +44,9 @@ pub(crate) fn trace(expr: &Expr, ctx: &Context) -> Vec<Traced> {
                 result: compare(cmp, ctx),
             }),
             Expr::And(items) | Expr::Or(items) => stack.extend(items.iter().rev()),
+            // A budget compares nothing in the context: its state is the
+            // budget store's, which an explanation does not consult.
+            Expr::Budget(_) => {}
         }
     }
     out

@@ -1,5 +1,6 @@
 //! The capnagent quickstart: a tool API behind one `CapabilityLayer`, one
-//! allowed and one denied call over real HTTP, their signed receipts, and
+//! allowed and one denied call over real HTTP, a budget across calls (the
+//! third purchase under `calls <= 2` refused), the signed receipts, and
 //! the audit log.
 //!
 //! ```text
@@ -13,9 +14,13 @@
 use std::error::Error;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use capnagent::{AuditLogIter, Capability, ChainVerifier, Receipt, Timestamp, audit_log_files};
+use capnagent::{
+    AuditLogIter, Capability, ChainVerifier, InMemoryBudgetStore, Receipt, Timestamp,
+    audit_log_files,
+};
 use capnagent_examples::serve::{ServerArgs, Setup};
 use capnagent_examples::{PLANNER, PLANNER_API_KEY, tool_api};
 use capnagent_tower::CapabilityLayer;
@@ -60,8 +65,14 @@ async fn start(options: &Options) -> Result<Demo, BoxError> {
     // The root key mints capabilities, the audit key signs receipts: from
     // the flags, files or environment, else random for this run.
     let setup = Setup::new(&options.server, "quickstart").await?;
-    let layer = CapabilityLayer::new(setup.verifier.clone(), setup.auditor.clone())?
-        .sink(setup.sink.clone());
+    // Budget caveats (`calls <= 2`) count calls in a budget store: this
+    // process's memory here, `capnagent_redis::RedisBudgetStore` for a
+    // fleet.
+    let verifier = setup
+        .verifier
+        .clone()
+        .with_budget_store(Arc::new(InMemoryBudgetStore::new()));
+    let layer = CapabilityLayer::new(verifier, setup.auditor.clone())?.sink(setup.sink.clone());
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await?;
     let addr = listener.local_addr()?;
@@ -88,6 +99,18 @@ fn issue(demo: &Demo) -> Result<Capability, BoxError> {
         .tool_is("checkout.purchase")?
         .arg_at_most("amount_cents", 5000)?
         .not_after(expiry)?
+        .build()?)
+}
+
+/// A second capability: checkout only, and at most two calls in all.
+fn issue_budgeted(demo: &Demo) -> Result<Capability, BoxError> {
+    Ok(demo
+        .setup
+        .issuer
+        .issue("agent-42-budget")
+        .caller_is(PLANNER)?
+        .tool_is("checkout.purchase")?
+        .caveat("calls <= 2")?
         .build()?)
 }
 
@@ -155,7 +178,35 @@ async fn run(options: Options) -> Result<(), BoxError> {
     }
 
     println!();
-    println!("4. Both receipts verify under the server's audit key");
+    let budgeted = issue_budgeted(&demo)?;
+    println!("4. A budget across calls: a capability with");
+    for caveat in budgeted.caveats() {
+        println!("   caveat:     {caveat}");
+    }
+    let budget_token = budgeted.serialize();
+    let body = r#"{"sku":"HDMI cable","amount_cents":899}"#;
+    let mut statuses = Vec::new();
+    for n in 1..=3 {
+        println!("   purchase {n}: POST /tools/checkout.purchase {body}");
+        let outcome = call(
+            &client,
+            &format!("{base}/tools/checkout.purchase"),
+            &budget_token,
+            body,
+        )
+        .await?;
+        match outcome.receipt.outcome().reason() {
+            None => println!("   -> {} allowed", outcome.status),
+            Some(_) => show(&outcome),
+        }
+        statuses.push(outcome.status);
+    }
+    if statuses != [200, 200, 403] {
+        return Err(format!("expected 200, 200, 403 under the budget, got {statuses:?}").into());
+    }
+
+    println!();
+    println!("5. The receipts verify under the server's audit key");
     for (name, outcome) in [("allowed", &allowed), ("denied", &denied)] {
         demo.setup.auditor.verify(&outcome.receipt_json)?;
         println!(
@@ -169,16 +220,16 @@ async fn run(options: Options) -> Result<(), BoxError> {
     let logged: Vec<Receipt> = AuditLogIter::open(&setup.log_path)?.collect::<Result<_, _>>()?;
     println!();
     println!(
-        "5. The audit log holds one signed receipt per request ({} lines)",
+        "6. The audit log holds one signed receipt per request ({} lines)",
         logged.len()
     );
     for receipt in &logged {
         setup.auditor.verify_receipt(receipt)?;
         println!("   {}", receipt.to_json());
     }
-    if logged.len() != 2 {
+    if logged.len() != 5 {
         return Err(format!(
-            "expected 2 receipts in the audit log, found {}",
+            "expected 5 receipts in the audit log, found {}",
             logged.len()
         )
         .into());
