@@ -396,16 +396,7 @@ fn note(text: &str) {
 /// Escapes control and bidirectional-override characters so that a
 /// hostile token cannot rewrite the terminal or disguise its caveats.
 fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        let invisible = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
-        if c.is_control() || invisible {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    capnagent::explain::escape(text)
 }
 
 #[cfg(test)]

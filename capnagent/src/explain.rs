@@ -509,8 +509,12 @@ impl fmt::Display for Explanation {
 
 /// Escapes control and bidirectional-override characters (`\n`,
 /// `\u{202e}`): token text cannot start a line of its own or disguise
-/// itself in an explanation.
-pub(crate) fn escape(text: &str) -> String {
+/// itself in an explanation, a terminal or a log line.
+///
+/// ```
+/// assert_eq!(capnagent::explain::escape("a\nb\u{202e}"), "a\\nb\\u{202e}");
+/// ```
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         let invisible = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
