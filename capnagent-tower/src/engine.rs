@@ -24,6 +24,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -568,22 +569,18 @@ impl<P: Protocol> Engine<P> {
                     );
                 }
                 Ok(Some(proof)) => {
-                    let (verifier, auditor) = (self.verifier.clone(), self.auditor.clone());
-                    let (judged_cap, judged_ctx) = (Arc::clone(&cap), ctx.clone());
-                    return Decision::Prove(Proving {
-                        verdict: Box::pin(async move {
-                            verifier
-                                .verify_with_proof(&judged_cap, &judged_ctx, &auditor, &proof)
-                                .await
-                        }),
-                        judged: Judged {
-                            started,
-                            cap,
-                            uncached,
-                            ctx,
-                            need,
-                            reply,
-                        },
+                    let judged = Judged {
+                        started,
+                        cap,
+                        uncached,
+                        ctx,
+                        need,
+                        reply,
+                    };
+                    return self.prove(judged, |verifier, auditor, cap, ctx| async move {
+                        verifier
+                            .verify_with_proof(&cap, &ctx, &auditor, &proof)
+                            .await
                     });
                 }
                 Ok(None) => {}
@@ -594,22 +591,18 @@ impl<P: Protocol> Engine<P> {
         // path. Where nothing can be awaited (`proofs` false), the
         // synchronous path denies them.
         if proofs && self.verifier.has_budget_caveats(&cap) {
-            let (verifier, auditor) = (self.verifier.clone(), self.auditor.clone());
-            let (judged_cap, judged_ctx) = (Arc::clone(&cap), ctx.clone());
-            return Decision::Prove(Proving {
-                verdict: Box::pin(async move {
-                    verifier
-                        .verify_with_context_async(&judged_cap, &judged_ctx, &auditor)
-                        .await
-                }),
-                judged: Judged {
-                    started,
-                    cap,
-                    uncached,
-                    ctx,
-                    need,
-                    reply,
-                },
+            let judged = Judged {
+                started,
+                cap,
+                uncached,
+                ctx,
+                need,
+                reply,
+            };
+            return self.prove(judged, |verifier, auditor, cap, ctx| async move {
+                verifier
+                    .verify_with_context_async(&cap, &ctx, &auditor)
+                    .await
             });
         }
 
@@ -625,6 +618,26 @@ impl<P: Protocol> Engine<P> {
                 reply,
             },
         )
+    }
+
+    /// Hands `judged` to an asynchronous check (a holder-of-key proof, or
+    /// budgets reserved in the store), run with clones of the keys and of
+    /// the capability and context it judges.
+    fn prove<F, Fut>(&self, judged: Judged<P>, check: F) -> Decision<P>
+    where
+        F: FnOnce(Verifier, Auditor, Arc<Capability>, Context) -> Fut,
+        Fut: Future<Output = Result<Receipt, Error>> + Send + 'static,
+    {
+        let verdict = check(
+            self.verifier.clone(),
+            self.auditor.clone(),
+            Arc::clone(&judged.cap),
+            judged.ctx.clone(),
+        );
+        Decision::Prove(Proving {
+            verdict: Box::pin(verdict),
+            judged,
+        })
     }
 
     /// Acts on the verifier's answer: records the receipt and allows or
