@@ -693,15 +693,12 @@ impl Verifier {
             Err(judged) => judged,
             Ok(budgets) => match budgets.first() {
                 None => (Outcome::Allowed, None),
+                Some(first) if !self.has_budget_store() => no_budget_store(cap, first.index),
                 Some(first) => {
                     let text = caveat_text(cap, first.index);
-                    let reason = if self.has_budget_store() {
-                        format!(
-                            "budget caveat needs the asynchronous decision path (verify_with_context_async): {text}"
-                        )
-                    } else {
-                        format!("budget caveat needs a budget store (none configured): {text}")
-                    };
+                    let reason = format!(
+                        "budget caveat needs the asynchronous decision path (verify_with_context_async): {text}"
+                    );
                     denied(
                         budget_gate(first.index, CaveatFailure::BudgetUnavailable),
                         reason,
@@ -721,9 +718,7 @@ impl Verifier {
         };
         let first = budgets[0].index;
         let Some(store) = &self.inner.config.budget_store else {
-            let text = caveat_text(cap, first);
-            let reason = format!("budget caveat needs a budget store (none configured): {text}");
-            return denied(budget_gate(first, CaveatFailure::BudgetUnavailable), reason);
+            return no_budget_store(cap, first);
         };
         let charges: Vec<BudgetCharge> = budgets.iter().map(|b| b.charge).collect();
         match store.try_reserve(&charges, ctx.now().unix_millis()).await {
@@ -1044,6 +1039,14 @@ struct PendingBudget {
     index: usize,
     is_sum: bool,
     charge: BudgetCharge,
+}
+
+/// The denial of a budget caveat (caveat `index`) when the verifier has no
+/// budget store.
+fn no_budget_store(cap: &Capability, index: usize) -> Judged {
+    let text = caveat_text(cap, index);
+    let reason = format!("budget caveat needs a budget store (none configured): {text}");
+    denied(budget_gate(index, CaveatFailure::BudgetUnavailable), reason)
 }
 
 fn budget_gate(index: usize, failure: CaveatFailure) -> Gate {
