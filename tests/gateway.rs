@@ -753,6 +753,75 @@ async fn a_slow_upstream_is_a_504_and_does_not_hold_other_calls() {
     gw.stop().await;
 }
 
+/// A client that sends its head and then trickles its body (or stalls)
+/// holds only its own connection: other calls are judged and answered at
+/// once, and the slow call itself is answered once its body is complete.
+#[tokio::test]
+async fn a_slow_client_does_not_hold_other_calls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = http_upstream().await;
+    let gw = gateway(&format!("http://{}", upstream.addr), HTTP_ROUTES).await;
+    let body = r#"{"amount_cents":1}"#;
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /tools/checkout.purchase HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        token(&[r#"tool == "checkout.purchase""#]),
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body.as_bytes()[..3]).await.unwrap();
+
+    // While the slow client's body is incomplete, other calls go through.
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let response = client
+            .get(format!("http://{}/files?path=x", gw.addr))
+            .bearer_auth(token(&[r#"tool == "files.read""#]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(started.elapsed() < Duration::from_millis(400));
+    }
+
+    // The rest of the body arrives: the slow call is judged and forwarded.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    slow.write_all(&body.as_bytes()[3..]).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + TIMEOUT;
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        assert!(Instant::now() < deadline, "no answer to the slow call");
+        let n = tokio::time::timeout(TIMEOUT, slow.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let bodies: Vec<Vec<u8>> = upstream
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.body.to_vec())
+        .collect();
+    assert!(
+        bodies.iter().any(|b| b == body.as_bytes()),
+        "the judged body, whole"
+    );
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn an_upstream_that_resets_the_connection_is_a_502() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
